@@ -1,0 +1,3 @@
+from mimlens.cli import main
+
+raise SystemExit(main())

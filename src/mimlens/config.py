@@ -1,0 +1,67 @@
+"""Configuration: command-line flags override a ``--config`` YAML, which overrides defaults.
+
+Configs are plain nested dicts (never pickled objects), saved as ``config.yaml`` in every run.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mimlens.errors import MimlensError
+from mimlens.io import save_text
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise MimlensError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise MimlensError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise MimlensError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict[str, Any], override: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base``; unknown keys are an error."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in out:
+            known = ", ".join(sorted(out))
+            raise MimlensError(f"{where}: unknown key {key!r} (expected one of: {known})")
+        if isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = merge(out[key], value, where=f"{where}.{key}")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve(defaults: dict[str, Any], config_path: str | Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """defaults ← YAML file ← flags (flags whose value is None are 'not given' and ignored)."""
+    cfg = copy.deepcopy(defaults)
+    if config_path is not None:
+        cfg = merge(cfg, load_yaml(config_path), where=str(config_path))
+    given = {k: v for k, v in flags.items() if v is not None}
+    return merge(cfg, _unflatten(given), where="command line")
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim.lr": 1e-3}`` → ``{"optim": {"lr": 1e-3}}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def save_config(cfg: dict[str, Any], run_dir: str | Path) -> Path:
+    return save_text(yaml.safe_dump(cfg, sort_keys=False), Path(run_dir) / "config.yaml")

@@ -1,0 +1,62 @@
+"""Process-group helpers for ``torchrun``: one code path for 1 process, gloo on CPU and NCCL on GPU.
+
+Everything reads the standard torchrun environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); without
+it the functions degrade to single-process no-ops, so library code never branches on "distributed".
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_launched() -> bool:
+    """True when started by torchrun (or any launcher that sets WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: str | torch.device | None = None) -> torch.device:
+    """Initialise the default process group from the environment if launched; return this rank's device.
+
+    Backend: NCCL when the device is CUDA, gloo otherwise. Safe to call twice.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if is_launched() and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """In-place sum over ranks (no-op in one process). Returns the tensor."""
+    if dist.is_initialized() and world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier() -> None:
+    if dist.is_initialized() and world_size() > 1:
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,46 @@
+"""Atomic writes for everything a run directory holds: a crash never leaves a half-written file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _atomic(path: str | os.PathLike, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through a temporary file and ``os.replace``."""
+    return _atomic(path, lambda f: torch.save(obj, f))
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Pretty JSON, atomically."""
+    return _atomic(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def save_text(text: str, path: str | os.PathLike) -> Path:
+    return _atomic(path, lambda f: f.write(text.encode()))
+
+
+def save_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    return _atomic(path, lambda f: f.write(data))
