@@ -1,0 +1,1 @@
+"""Look inside a model: attention capture and statistics, block features and CKA, masking statistics."""
