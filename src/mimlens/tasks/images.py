@@ -1,0 +1,40 @@
+"""Image loading and normalisation shared by the task readers (RGB uint8 in, normalised float out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mimlens.errors import MimlensError
+
+
+def load_rgb(path: str | Path) -> torch.Tensor:
+    """(3, H, W) uint8 tensor of an image file (any mode PIL reads, converted to RGB)."""
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise MimlensError(f"cannot read image {path}: {err}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def normalize(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (…, 3, H, W) in 0–255 → float, scaled to 0–1 then standardised per channel."""
+    x = image.float() / 255.0
+    m = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(3, 1, 1)
+    return (x - m) / s
+
+
+def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (antialiased) resize of a float (…, C, H, W) tensor to ``size`` = (H, W)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    batched = image.ndim == 4
+    out = F.interpolate(image if batched else image[None], size=tuple(size), mode="bilinear", align_corners=False,
+                        antialias=True)
+    return out if batched else out[0]
