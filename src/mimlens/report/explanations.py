@@ -1,0 +1,102 @@
+"""How to read each figure of a run against the paper's findings F1–F6 (SPEC §1), as short HTML texts.
+
+``FIGURES`` maps a figure's file stem (``figures/<stem>.png``) to its title and caption; ``READING``
+holds the longer "what to look for" paragraphs shown once per subsection.
+"""
+
+FIGURES: dict[str, tuple[str, str]] = {
+    "attention_distance": (
+        "Averaged attention distance",
+        "One dot per head: the attention-weighted distance in input pixels between a query token and the "
+        "keys it attends to, averaged over queries and images. The dashed line is uniform attention over "
+        "the same keys.",
+    ),
+    "attention_entropy": (
+        "Attention entropy",
+        "One dot per head: the mean entropy (nats) of its attention rows. The dashed line is uniform "
+        "attention, ln(number of keys), the highest value possible.",
+    ),
+    "head_kl": (
+        "Head diversity",
+        "Small dots: KL divergence between the attention distributions of two heads of one layer (every "
+        "ordered pair), averaged over queries and images; large dots: the layer mean. 0 means all heads "
+        "attend alike.",
+    ),
+    "cka_within": (
+        "CKA between layers",
+        "CKA between the representations of every pair of blocks of one model on the same images "
+        "(1 = the same up to rotation and scale).",
+    ),
+    "cka_across": (
+        "CKA between models",
+        "CKA between each block of one model (rows) and each block of another (columns), computed on the "
+        "same raw images in the same order, each model with its own preprocessing.",
+    ),
+    "avgdist": (
+        "AvgDist of masking settings",
+        "AvgDist: the mean distance in pixels from a masked pixel to the nearest visible one, averaged over "
+        "masked pixels and many random masks.",
+    ),
+    "training_curves": (
+        "Training curves",
+        "Values logged in <code>log.jsonl</code> against the optimisation step (means over the steps since "
+        "the previous line).",
+    ),
+    "reconstruction": (
+        "SimMIM reconstruction",
+        "Input, mask and the prediction on the masked patches for a few images.",
+    ),
+    "layer_drop": (
+        "Dropping the last blocks",
+        "Downstream metric against the number of last blocks removed before fine-tuning.",
+    ),
+}
+
+READING: dict[str, str] = {
+    "attention_distance": (
+        "<b>Against the paper (F1, Fig. 1–2b).</b> A supervised model attends locally in its low layers and "
+        "globally in its high layers: there its dots reach the uniform line. A MIM model (SimMIM) keeps local "
+        "heads, well under the line, in every layer. Read every layer against the dashed line, never against "
+        "zero: an untrained layer attends uniformly and is indistinguishable from a truly global one."
+    ),
+    "attention_entropy": (
+        "<b>Against the paper (F3, Fig. 3).</b> Low entropy means a focused head. In a MIM model the heads of "
+        "each layer spread over a wide range of entropies in all layers; in a supervised model the heads of "
+        "the last layers crowd together near the uniform line."
+    ),
+    "head_kl": (
+        "<b>Against the paper (F3, Fig. 4).</b> Head diversity nearly vanishes in the last three layers of a "
+        "supervised model (KL close to 0) while a MIM model keeps it in every layer. Random initialisation "
+        "also gives a KL near 0: compare a trained model with its untrained reference."
+    ),
+    "cka_within": (
+        "<b>Against the paper (F5).</b> MIM representations are similar across layers: the whole matrix "
+        "stays high. A supervised model shows blocks: its last layers are far from its first ones."
+    ),
+    "cka_across": (
+        "<b>Against the paper (F5).</b> The diagonal shows how far two models agree block by block; models "
+        "trained the same way agree along it, a MIM and a supervised model part in the last blocks."
+    ),
+    "avgdist": (
+        "<b>Against the paper (F2, Fig. 2a).</b> Masking settings with a moderate AvgDist (about 10–20 px at "
+        "224 px) fine-tune best and give more local attention; too small an AvgDist lets the model copy "
+        "neighbouring pixels, too large a one leaves it nothing to infer from. Reference values at 224 px: "
+        "mask patch 32, ratio 0.6 → about 15; patch 16, ratio 0.6 → about 7.1; patch 32, ratio 0.9 → about 46."
+    ),
+    "training": (
+        "<b>Reading a training run.</b> The loss should fall steadily after the warm-up. For SimMIM compare "
+        "the masked L1 loss with simple fills of the masked pixels (the mean colour, the nearest visible "
+        "pixel): locality in the attention only appears once the loss beats them. Track the attention "
+        "statistics of the checkpoints with <code>mimlens analyze</code>."
+    ),
+    "metrics": (
+        "<b>Against the paper (F4, F6).</b> MIM beats supervised pre-training on geometric and motion tasks "
+        "(depth, pose, tracking) and fine-grained classification and is competitive on well-covered semantic "
+        "tasks; dropping the last, low-diversity blocks of a supervised model does not hurt geometric tasks "
+        "and can help. Compare runs that differ in one thing only, with the metric variant named."
+    ),
+    "findings": (
+        "Each of the paper's findings next to the verdict of this run and the numbers it was computed from. "
+        "At tiny scale on a CPU a finding can honestly fail to show: the verdicts say so."
+    ),
+}

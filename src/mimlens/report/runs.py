@@ -1,0 +1,316 @@
+"""Report sections for each kind of run directory, recognised by the files it holds (DESIGN.md contract).
+
+kinds: ``comparison`` (``cka_across.json`` / ``compare.json``), ``analysis`` (``attention.json``),
+``masks`` (``avgdist.json``), ``training`` (``log.jsonl`` or ``metrics.json``: pre-training and
+fine-tuning runs) and ``findings`` (``findings.json``, e.g. a demo directory). A directory with none of
+these may still hold runs in its sub-directories (a demo); they are found up to three levels down.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mimlens.errors import MimlensError
+from mimlens.report import explanations as ex
+from mimlens.report.blocks import (
+    Section,
+    esc,
+    explain,
+    facts,
+    figure,
+    findings_table,
+    json_table,
+    notice,
+    table,
+)
+from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows
+
+MARKERS = {
+    "comparison": ("cka_across.json", "compare.json"),
+    "analysis": ("attention.json",),
+    "masks": ("avgdist.json",),
+    "training": ("log.jsonl", "metrics.json"),
+    "findings": ("findings.json",),
+}
+NOT_RUNS = {"figures", "checkpoints", "tensorboard", "attention", "__pycache__"}
+DATA_SUFFIXES = (".json", ".csv", ".yaml", ".jsonl")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory, the top-level directory it was found under and the name its copies go under."""
+
+    path: Path
+    kind: str
+    root: Path
+    root_label: str
+
+    @property
+    def title(self) -> str:
+        rel = self.path.relative_to(self.root)
+        return self.root.name if rel == Path(".") else f"{self.root.name}/{rel.as_posix()}"
+
+
+def run_kind(path: Path) -> str | None:
+    for kind, names in MARKERS.items():
+        if any((path / n).is_file() for n in names):
+            return kind
+    return None
+
+
+def discover(root: Path, root_label: str, depth: int = 3) -> list[Run]:
+    """The runs at ``root`` and below it, parents before children, siblings in name order."""
+    root = root.resolve()
+    found = []
+
+    def visit(path: Path, level: int) -> None:
+        kind = run_kind(path)
+        if kind:
+            found.append(Run(path, kind, root, root_label))
+        if level < depth:
+            for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+                if sub.name not in NOT_RUNS and not sub.name.startswith("."):
+                    visit(sub, level + 1)
+
+    visit(root, 0)
+    return found
+
+
+class Assets:
+    """Puts the files a report shows next to it and returns their links relative to the report.
+
+    Files already under the output directory stay where they are; others are copied to
+    ``OUT/<root label>/<path inside the run's top-level directory>``.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir.resolve()
+        self.links: list[str] = []
+
+    def target(self, run: Run, rel: str) -> Path:
+        """Where a file at ``rel`` inside ``run`` lives next to the report."""
+        src = run.path / rel
+        if src.resolve().is_relative_to(self.out_dir):
+            return src.resolve()
+        return self.out_dir / run.root_label / run.path.relative_to(run.root) / rel
+
+    def place(self, run: Run, rel: str) -> str:
+        src, dest = (run.path / rel).resolve(), self.target(run, rel)
+        if dest != src:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+        return self._link(dest)
+
+    def write(self, run: Run, rel: str, data: bytes) -> str:
+        dest = self.target(run, rel)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        return self._link(dest)
+
+    def has(self, run: Run, rel: str) -> bool:
+        """Whether the file at ``rel`` inside ``run`` is already next to the report."""
+        return self.target(run, rel).relative_to(self.out_dir).as_posix() in self.links
+
+    def _link(self, dest: Path) -> str:
+        link = dest.relative_to(self.out_dir).as_posix()
+        if link not in self.links:
+            self.links.append(link)
+        return link
+
+
+def run_section(run: Run, assets: Assets) -> Section:
+    """The section of one run: its own subsections, then any figure not shown yet, then its files."""
+    builders = {"comparison": _comparison, "analysis": _analysis, "masks": _masks, "training": _training,
+                "findings": _findings}
+    section = builders[run.kind](run, assets)
+    leftover = [p.stem for p in sorted((run.path / "figures").glob("*.png"))
+                if not assets.has(run, f"figures/{p.name}")]
+    if leftover:
+        section.children.append(Section("Other figures", "".join(_figure(run, assets, s) for s in leftover)))
+    files = _files_section(run, assets)
+    if files:
+        section.children.append(files)
+    return section
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise MimlensError(f"{path} is not valid JSON: {err}") from None
+
+
+def _read_config(run: Run) -> dict[str, Any]:
+    path = run.path / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise MimlensError(f"{path} is not valid YAML: {err}") from None
+
+
+def _figure(run: Run, assets: Assets, stem: str) -> str:
+    """The figure ``figures/<stem>.png`` of a run, placed next to the report and embedded; "" if absent."""
+    rel = f"figures/{stem}.png"
+    if not (run.path / rel).is_file():
+        return ""
+    assets.place(run, rel)
+    title, caption = ex.FIGURES.get(stem, (stem.replace("_", " ").capitalize(), ""))
+    return figure(run.path / rel, caption, title)
+
+
+def _files_section(run: Run, assets: Assets) -> Section | None:
+    rels = sorted(p.relative_to(run.path).as_posix() for p in run.path.iterdir()
+                  if p.is_file() and p.suffix in DATA_SUFFIXES)
+    rels += sorted(f"figures/{p.name}" for p in (run.path / "figures").glob("*.png"))
+    if not rels:
+        return None
+    links = "".join(f'<li><a href="{esc(assets.place(run, r))}">{esc(r)}</a></li>' for r in rels)
+    return Section("Files", '<p>The numbers and figures of this run, next to this report:</p>'
+                            f'<ul class="files">{links}</ul>')
+
+
+def _weights_notice(weights: str | None) -> str:
+    if weights and "random" in weights:
+        return notice("The weights are a random initialisation: these statistics describe an untrained "
+                      "model and serve as the reference a trained model is read against.")
+    return ""
+
+
+def _analysis(run: Run, assets: Assets) -> Section:
+    doc = _read_json(run.path / "attention.json")
+    section = Section(f"Analysis: {doc.get('model', run.title)}")
+    section.body = facts({
+        "run": run.title, "model": doc.get("model"), "weights": doc.get("weights"),
+        "data": doc.get("data"), "images": doc.get("num_images"), "image size": doc.get("image_size"),
+        "prefix tokens as keys": doc.get("prefix_policy"), "dtype": doc.get("dtype"),
+        "layers": len(doc.get("layers", [])),
+    }) + _weights_notice(doc.get("weights"))
+    for stem, title in (("attention_distance", "Attention distance (F1)"),
+                        ("attention_entropy", "Attention entropy (F3)"), ("head_kl", "Head diversity (F3)")):
+        fig = _figure(run, assets, stem)
+        if fig:
+            section.children.append(Section(title, fig + explain(ex.READING[stem])))
+    section.children.append(Section("Per-layer numbers", table(
+        LAYER_COLUMNS, attention_layer_rows(doc),
+        "Means over the heads of each layer; 'uniform' is uniform attention over the same keys."
+    )))
+    if (run.path / "cka.json").is_file():
+        section.children.append(_cka_within(run, assets))
+    return section
+
+
+def _cka_within(run: Run, assets: Assets) -> Section:
+    doc = _read_json(run.path / "cka.json")
+    matrix = doc.get("matrix") or []
+    n = len(matrix)
+    off = [matrix[i][j] for i in range(n) for j in range(n) if i != j]
+    stats = facts({
+        "estimator": doc.get("estimator"), "sample unit": doc.get("unit"), "images": doc.get("num_images"),
+        "mean CKA between different layers": sum(off) / len(off) if off else None,
+        "CKA(first block, last block)": matrix[0][-1] if n > 1 else None,
+    })
+    return Section("CKA between layers (F5)", _figure(run, assets, "cka_within") + stats
+                   + explain(ex.READING["cka_within"]))
+
+
+def _comparison(run: Run, assets: Assets) -> Section:
+    meta = _read_json(run.path / "compare.json") if (run.path / "compare.json").is_file() else {}
+    models = meta.get("models", [])
+    section = Section(f"Comparison: {' vs '.join(m.get('label', '?') for m in models) or run.title}")
+    section.body = facts({"run": run.title, "data": meta.get("data"), "images": meta.get("num_images")})
+    if models:
+        section.body += table(["label", "model", "weights", "attention from"],
+                              [[m.get("label"), m.get("model"), m.get("weights"), m.get("attention_from")]
+                               for m in models])
+    if any("random" in str(m.get("weights")) for m in models):
+        section.body += _weights_notice("random")
+    for stem, title in (("attention_distance", "Attention distance (F1)"),
+                        ("attention_entropy", "Attention entropy (F3)"), ("head_kl", "Head diversity (F3)")):
+        fig = _figure(run, assets, stem)
+        if fig:
+            section.children.append(Section(title, fig + explain(ex.READING[stem])))
+    per_model = _per_model_tables(run)
+    if per_model:
+        section.children.append(Section("Per-layer numbers", per_model))
+    if (run.path / "cka_across.json").is_file():
+        section.children.append(_cka_across(run, assets))
+    return section
+
+
+def _per_model_tables(run: Run) -> str:
+    parts = []
+    for path in sorted((run.path / "attention").glob("*.json")):
+        parts.append(table(LAYER_COLUMNS, attention_layer_rows(_read_json(path)), path.stem))
+    return "".join(parts)
+
+
+def _cka_across(run: Run, assets: Assets) -> Section:
+    doc = _read_json(run.path / "cka_across.json")
+    rows = []
+    for pair in doc.get("pairs", [doc]):
+        matrix = pair.get("matrix") or [[]]
+        diag = [matrix[i][i] for i in range(min(len(matrix), len(matrix[0])))]
+        rows.append([pair.get("model_a"), pair.get("model_b"), pair.get("estimator"), pair.get("unit"),
+                     pair.get("num_images"), sum(diag) / len(diag) if diag else None,
+                     matrix[-1][-1] if matrix[0] else None])
+    body = _figure(run, assets, "cka_across") + table(
+        ["model A", "model B", "estimator", "unit", "images", "mean diagonal CKA", "CKA(last, last)"], rows)
+    return Section("CKA between models (F5)", body + explain(ex.READING["cka_across"]))
+
+
+def _masks(run: Run, assets: Assets) -> Section:
+    doc = _read_json(run.path / "avgdist.json")
+    body = _figure(run, assets, "avgdist")
+    rows = doc.get("settings", doc.get("rows", doc)) if isinstance(doc, dict) else doc
+    body += json_table(rows) + explain(ex.READING["avgdist"])
+    return Section(f"Masking: AvgDist ({run.title})", body)
+
+
+def _training(run: Run, assets: Assets) -> Section:
+    cfg = _read_config(run)
+    kind = cfg.get("command") or cfg.get("objective") or cfg.get("method") or cfg.get("task")
+    section = Section(f"Training run: {run.title}" + (f" ({kind})" if isinstance(kind, str) else ""))
+    model = cfg.get("model", {})
+    section.body = facts({"run": run.title, "model": model.get("name") if isinstance(model, dict) else model})
+    if (run.path / "log.jsonl").is_file():
+        section.children.append(Section("Training curves", _curves(run, assets) + explain(ex.READING["training"])))
+    if (run.path / "metrics.json").is_file():
+        metrics = json_table(_read_json(run.path / "metrics.json"), "metrics.json")
+        section.children.append(Section("Metrics (F4, F6)", metrics + explain(ex.READING["metrics"])))
+    return section
+
+
+def _curves(run: Run, assets: Assets) -> str:
+    """The run's own loss figure when it has one, else curves drawn from ``log.jsonl``."""
+    own = sorted(p.stem for p in (run.path / "figures").glob("*.png") if "loss" in p.stem or "curve" in p.stem)
+    if own:
+        return "".join(_figure(run, assets, s) for s in own)
+    from mimlens.report.figures_training import read_log, training_curves
+
+    fig = training_curves(read_log(run.path / "log.jsonl"), title=run.title)
+    if fig is None:
+        return "<p>log.jsonl holds no plottable step records yet.</p>"
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    assets.write(run, "figures/training_curves.png", buf.getvalue())
+    title, caption = ex.FIGURES["training_curves"]
+    return figure(buf.getvalue(), caption, title)
+
+
+def _findings(run: Run, assets: Assets) -> Section:
+    rows = _read_json(run.path / "findings.json")
+    if isinstance(rows, dict):
+        rows = rows.get("findings", [])
+    return Section(f"Findings: {run.title}", explain(ex.READING["findings"]) + findings_table(rows))
