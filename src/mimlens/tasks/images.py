@@ -30,6 +30,21 @@ def normalize(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ..
     return (x - m) / s
 
 
+def crop(image: torch.Tensor, box: tuple[float, float, float, float], size: tuple[int, int]) -> torch.Tensor:
+    """Resample the region ``box`` = (x0, y0, w, h) of a float (C, H, W) image to ``size`` = (h, w) bilinearly.
+
+    Coordinates are continuous pixels (pixel i spans [i, i+1)), so output pixel (r, c) samples the image at
+    (x0 + (c + ½)·w/out_w, y0 + (r + ½)·h/out_h); outside the image reads zero (the mean after normalising).
+    """
+    _, height, width = image.shape
+    x0, y0, bw, bh = (float(v) for v in box)
+    xs = x0 + (torch.arange(size[1], dtype=torch.float64) + 0.5) * bw / size[1]
+    ys = y0 + (torch.arange(size[0], dtype=torch.float64) + 0.5) * bh / size[0]
+    gy, gx = torch.meshgrid(2 * ys / height - 1, 2 * xs / width - 1, indexing="ij")
+    grid = torch.stack([gx, gy], dim=-1)[None].to(image)
+    return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+
+
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear (antialiased) resize of a float (…, C, H, W) tensor to ``size`` = (H, W)."""
     if tuple(image.shape[-2:]) == tuple(size):

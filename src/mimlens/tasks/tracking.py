@@ -31,7 +31,7 @@ from torchvision.ops import box_convert, generalized_box_iou_loss
 from mimlens.errors import MimlensError
 from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import token_grid, tokens_to_map
-from mimlens.tasks.images import load_rgb, normalize
+from mimlens.tasks.images import crop, load_rgb, normalize
 
 SUCCESS_THRESHOLDS = torch.linspace(0, 1, 21, dtype=torch.float64)
 PRECISION_THRESHOLDS = torch.arange(0, 51, dtype=torch.float64)  # pixels
@@ -176,14 +176,8 @@ def find_lasot_sequences(root: str | Path) -> list[TrackingSequence]:
 
 
 def crop_square(image: torch.Tensor, centre: tuple[float, float], side: float, out_size: int) -> torch.Tensor:
-    """Square crop of side ``side`` px centred at ``centre`` (continuous pixel coordinates, pixel i spans
-    [i, i+1)), resampled bilinearly to ``out_size``; outside the image is zero (the mean after normalising)."""
-    _, height, width = image.shape
-    steps = (torch.arange(out_size, dtype=torch.float32) + 0.5) / out_size * side - side / 2
-    gx = 2 * (centre[0] + steps) / width - 1
-    gy = 2 * (centre[1] + steps) / height - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None].to(image)
-    return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    """Square region of side ``side`` px centred at ``centre``, resampled to ``out_size`` (see :func:`crop`)."""
+    return crop(image, (centre[0] - side / 2, centre[1] - side / 2, side, side), (out_size, out_size))
 
 
 def crop_side(box: torch.Tensor | list[float], factor: float) -> float:

@@ -1,0 +1,301 @@
+"""2-D keypoint ("pose") estimation, top-down: crops from ground-truth boxes, a heatmap head, COCO keypoint AP.
+
+Conventions:
+- coordinates are continuous pixels (pixel i spans [i, i+1)), for keypoints and boxes alike;
+- a person box is grown to the input aspect ratio and scaled by 1.25 (SimpleBaseline), then resampled to
+  the input size; heatmap pixel j covers crop x ∈ [x0 + j·w/W_hm, x0 + (j+1)·w/W_hm), so flipping needs no
+  one-pixel shift;
+- targets are unnormalised Gaussians (peak 1) of ``sigma`` heatmap pixels at the keypoint; invisible
+  (v = 0) or out-of-crop keypoints get weight 0; loss = mean of weight · (pred − target)²;
+- decoding is argmax + a quarter-pixel shift towards the larger neighbour; an instance's score is the mean
+  of its keypoint maxima above 0.2 (times the box score, 1 for ground-truth boxes);
+- AP/AR over OKS 0.50:0.95 come from pycocotools ``COCOeval(iouType='keypoints')`` with per-keypoint sigmas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mimlens.errors import MimlensError
+from mimlens.tasks.backbone import feature_map, feature_shape
+from mimlens.tasks.images import crop, load_rgb, normalize
+
+AP_NAMES = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75", "ar_medium", "ar_large")
+BOX_PADDING = 1.25
+SCORE_THRESHOLD = 0.2
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def load_coco(ann_file: str | Path):
+    """A pycocotools ``COCO`` index of a keypoint annotation file, quietly."""
+    from pycocotools.coco import COCO
+
+    path = Path(ann_file)
+    if not path.is_file():
+        raise MimlensError(f"COCO keypoint file {path} does not exist")
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return COCO(str(path))
+        except (ValueError, KeyError, TypeError) as err:
+            raise MimlensError(f"{path} is not a COCO annotation file: {err}") from None
+
+
+def keypoint_sigmas(coco, sigmas: list[float] | None = None) -> np.ndarray:
+    """Per-keypoint OKS sigmas: given ones, else a category's ``sigmas`` field, else COCO's 17 defaults."""
+    from pycocotools.cocoeval import Params
+
+    cats = coco.loadCats(coco.getCatIds())
+    num_keypoints = len(cats[0].get("keypoints", [])) if cats else 0
+    if sigmas is None:
+        sigmas = cats[0].get("sigmas") if cats else None
+    if sigmas is None:
+        default = Params(iouType="keypoints").kpt_oks_sigmas
+        if num_keypoints != len(default):
+            raise MimlensError(f"the COCO categories name {num_keypoints} keypoints: give their OKS sigmas "
+                               "(a 'sigmas' list in the category, or the 'sigmas' option); COCO's defaults "
+                               f"cover {len(default)}")
+        return default
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    if num_keypoints and len(sigmas) != num_keypoints:
+        raise MimlensError(f"{len(sigmas)} OKS sigmas given for {num_keypoints} keypoints")
+    return sigmas
+
+
+def coco_keypoint_eval(coco_gt, results: list[dict], sigmas: np.ndarray | None = None) -> dict[str, float]:
+    """AP/AR over OKS thresholds 0.50:0.95 by pycocotools ``COCOeval(iouType='keypoints')``.
+
+    Args:
+        coco_gt: a pycocotools ``COCO`` with the ground truth.
+        results: COCO keypoint results (``image_id``, ``category_id``, ``keypoints`` [x, y, s]·K, ``score``).
+        sigmas: per-keypoint OKS sigmas (defaults to :func:`keypoint_sigmas`).
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        raise MimlensError("no keypoint prediction to evaluate")
+    sigmas = keypoint_sigmas(coco_gt) if sigmas is None else np.asarray(sigmas, dtype=np.float64)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(copy.deepcopy(results))
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="keypoints")
+        evaluator.params.kpt_oks_sigmas = sigmas
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(v) for name, v in zip(AP_NAMES, evaluator.stats, strict=True)}
+
+
+# ---------------------------------------------------------------------------------------------- targets
+
+
+def person_crop(bbox: list[float] | tuple[float, ...], aspect: float, padding: float = BOX_PADDING
+                ) -> tuple[float, float, float, float]:
+    """The crop (x0, y0, w, h) for a COCO box (x, y, w, h): same centre, grown to ``aspect`` = w / h, scaled
+    by ``padding``."""
+    x, y, w, h = (float(v) for v in bbox)
+    cx, cy = x + w / 2, y + h / 2
+    if w > aspect * h:
+        h = w / aspect
+    else:
+        w = h * aspect
+    w, h = w * padding, h * padding
+    return cx - w / 2, cy - h / 2, w, h
+
+
+def to_heatmap(points: torch.Tensor, box: tuple[float, ...], size: tuple[int, int]) -> torch.Tensor:
+    """Image coordinates (…, 2) → heatmap index coordinates (pixel j's centre is j) of the crop ``box``."""
+    x0, y0, w, h = box
+    scale = points.new_tensor([size[1] / w, size[0] / h])
+    return (points - points.new_tensor([x0, y0])) * scale - 0.5
+
+
+def from_heatmap(coords: torch.Tensor, box: tuple[float, ...], size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`to_heatmap`."""
+    x0, y0, w, h = box
+    scale = coords.new_tensor([w / size[1], h / size[0]])
+    return (coords + 0.5) * scale + coords.new_tensor([x0, y0])
+
+
+def gaussian_heatmaps(coords: torch.Tensor, weight: torch.Tensor, size: tuple[int, int], sigma: float
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, H, W) Gaussian targets at heatmap coordinates ``coords`` (K, 2); weights drop keypoints whose
+    centre lies outside the heatmap."""
+    inside = (coords[:, 0] >= -0.5) & (coords[:, 0] < size[1] - 0.5) & (coords[:, 1] >= -0.5) & (
+        coords[:, 1] < size[0] - 0.5)
+    weight = weight * inside.to(weight.dtype)
+    ys = torch.arange(size[0], dtype=coords.dtype)[None, :, None]
+    xs = torch.arange(size[1], dtype=coords.dtype)[None, None, :]
+    d2 = (xs - coords[:, 0, None, None]) ** 2 + (ys - coords[:, 1, None, None]) ** 2
+    return torch.exp(-d2 / (2 * sigma**2)) * weight[:, None, None], weight
+
+
+def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean over (B, K, H, W) of weight_k · (pred − target)²."""
+    return ((pred - target) ** 2 * weight[..., None, None]).mean()
+
+
+def decode_heatmaps(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, K, H, W) → heatmap coordinates (B, K, 2) by argmax plus a quarter-pixel shift towards the larger
+    neighbour, and the maxima (B, K)."""
+    b, k, h, w = heatmaps.shape
+    flat = heatmaps.flatten(2)
+    maxvals, index = flat.max(dim=2)
+    col, row = index % w, index // w
+    coords = torch.stack([col, row], dim=2).to(heatmaps.dtype)
+    hm = heatmaps.reshape(b * k, h, w)
+    r, c = row.flatten(), col.flatten()
+    n = torch.arange(b * k)
+    right = hm[n, r, (c + 1).clamp(max=w - 1)]
+    left = hm[n, r, (c - 1).clamp(min=0)]
+    down = hm[n, (r + 1).clamp(max=h - 1), c]
+    up = hm[n, (r - 1).clamp(min=0), c]
+    inner_x = (c > 0) & (c < w - 1)
+    inner_y = (r > 0) & (r < h - 1)
+    dx = torch.where(inner_x, torch.sign(right - left), torch.zeros_like(right)) * 0.25
+    dy = torch.where(inner_y, torch.sign(down - up), torch.zeros_like(down)) * 0.25
+    coords = coords + torch.stack([dx, dy], dim=1).view(b, k, 2)
+    return coords, maxvals
+
+
+def flip_heatmaps(heatmaps: torch.Tensor, flip_pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """Heatmaps of a horizontally flipped crop, mapped back: mirror the width and swap left/right keypoints."""
+    out = heatmaps.flip(-1)
+    order = list(range(heatmaps.shape[1]))
+    for a, b in flip_pairs:
+        order[a], order[b] = b, a
+    return out[:, order]
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+class HeatmapHead(nn.Module):
+    """Two deconvolutions (4×4, stride 2, + BN + ReLU) and a 1×1 conv to one heatmap per keypoint."""
+
+    def __init__(self, in_channels: int, num_keypoints: int, channels: int = 64) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(2):
+            layers += [nn.ConvTranspose2d(in_channels if i == 0 else channels, channels, 4, stride=2, padding=1,
+                                          bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+        self.deconv = nn.Sequential(*layers)
+        self.final = nn.Conv2d(channels, num_keypoints, 1)
+
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        return self.final(self.deconv(fmap))
+
+
+class PoseModel(nn.Module):
+    """Backbone + :class:`HeatmapHead` on its last feature map; heatmaps are 4× the feature grid."""
+
+    def __init__(self, backbone: nn.Module, num_keypoints: int, image_size: tuple[int, int], channels: int = 64
+                 ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        c, h, w = feature_shape(backbone, image_size)
+        self.heatmap_size = (4 * h, 4 * w)
+        self.head = HeatmapHead(c, num_keypoints, channels)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(feature_map(self.backbone, images))
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+class CocoKeypointCrops(torch.utils.data.Dataset):
+    """Top-down crops of every non-crowd person box of a COCO keypoint file, with heatmap targets.
+
+    ``require_keypoints`` keeps only instances with at least one labelled keypoint (training); evaluation
+    keeps every box with positive size, as the ground-truth-box protocol does.
+    """
+
+    def __init__(self, ann_file: str | Path, image_dir: str | Path, input_size: tuple[int, int],
+                 heatmap_size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...], sigma: float = 2.0,
+                 require_keypoints: bool = True, coco=None) -> None:
+        self.coco = coco if coco is not None else load_coco(ann_file)
+        self.image_dir = Path(image_dir)
+        self.input_size, self.heatmap_size, self.mean, self.std, self.sigma = (
+            tuple(input_size), tuple(heatmap_size), mean, std, sigma)
+        cats = self.coco.loadCats(self.coco.getCatIds())
+        if not cats or not cats[0].get("keypoints"):
+            raise MimlensError(f"{ann_file}: no category with a 'keypoints' list")
+        self.num_keypoints = len(cats[0]["keypoints"])
+        self.keypoint_names = list(cats[0]["keypoints"])
+        self.annotations = [
+            a for a in self.coco.loadAnns(self.coco.getAnnIds(iscrowd=False))
+            if a["bbox"][2] > 0 and a["bbox"][3] > 0 and (a.get("num_keypoints", 0) > 0 or not require_keypoints)
+        ]
+        if not self.annotations:
+            raise MimlensError(f"{ann_file}: no person box to crop")
+
+    def flip_pairs(self) -> list[tuple[int, int]]:
+        """Left/right keypoint pairs found by name (``left_*`` ↔ ``right_*``)."""
+        names = self.keypoint_names
+        return [(i, names.index("right_" + n[5:])) for i, n in enumerate(names)
+                if n.startswith("left_") and "right_" + n[5:] in names]
+
+    def __len__(self) -> int:
+        return len(self.annotations)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ann = self.annotations[index]
+        info = self.coco.loadImgs(ann["image_id"])[0]
+        image = normalize(load_rgb(self.image_dir / info["file_name"]), self.mean, self.std)
+        box = person_crop(ann["bbox"], self.input_size[1] / self.input_size[0])
+        keypoints = torch.tensor(ann.get("keypoints") or [0.0] * 3 * self.num_keypoints,
+                                 dtype=torch.float64).view(-1, 3)
+        coords = to_heatmap(keypoints[:, :2], box, self.heatmap_size)
+        target, weight = gaussian_heatmaps(coords, (keypoints[:, 2] > 0).double(), self.heatmap_size, self.sigma)
+        return {
+            "image": crop(image, box, self.input_size),
+            "target": target.float(),
+            "weight": weight.float(),
+            "box": torch.tensor(box, dtype=torch.float64),
+            "image_id": torch.tensor(ann["image_id"]),
+            "category_id": torch.tensor(ann["category_id"]),
+        }
+
+
+def keypoint_results(heatmaps: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[dict]:
+    """COCO keypoint results of a batch of heatmaps from :class:`CocoKeypointCrops` crops."""
+    coords, maxvals = decode_heatmaps(heatmaps.detach().double().cpu())
+    size = tuple(heatmaps.shape[-2:])
+    results = []
+    for i in range(coords.shape[0]):
+        box = tuple(batch["box"][i].tolist())
+        xy = from_heatmap(coords[i], box, size)
+        scores = maxvals[i]
+        confident = scores[scores > SCORE_THRESHOLD]
+        keypoints = torch.cat([xy, scores[:, None]], dim=1).flatten().tolist()
+        results.append({
+            "image_id": int(batch["image_id"][i]),
+            "category_id": int(batch["category_id"][i]),
+            "keypoints": keypoints,
+            "score": float(confident.mean()) if confident.numel() else 0.0,
+        })
+    return results
+
+
+@torch.no_grad()
+def predict(model: PoseModel, loader, flip_pairs: list[tuple[int, int]] | None = None) -> list[dict]:
+    """COCO results for every crop of ``loader``; with ``flip_pairs`` the heatmaps of the flipped crop are
+    averaged in (flip test)."""
+    model.eval()
+    device = next(model.parameters()).device
+    results = []
+    for batch in loader:
+        images = batch["image"].to(device)
+        heatmaps = model(images)
+        if flip_pairs is not None:
+            heatmaps = (heatmaps + flip_heatmaps(model(images.flip(-1)), flip_pairs)) / 2
+        results += keypoint_results(heatmaps, batch)
+    return results
