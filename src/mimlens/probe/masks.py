@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
@@ -27,6 +28,7 @@ __all__ = [
     "PAPER_RATIOS",
     "avg_dist",
     "avg_dist_sweep",
+    "masked_distance",
     "random_block_mask",
     "random_block_masks",
 ]
@@ -102,6 +104,20 @@ def random_block_mask(
     return random_block_masks(1, img_size, mask_patch_size, model_patch_size, ratio, generator)[0]
 
 
+def masked_distance(masks: np.ndarray | torch.Tensor) -> float:
+    """Mean distance from a masked pixel to the nearest visible pixel of the same mask, over all masked pixels
+    of the pixel-level masks ``(N, H, W)`` (``True`` = masked; pixels outside the image are not visible)."""
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.all(axis=(1, 2)).any():
+        raise MimlensError("a mask has no visible pixel, so the distance to the nearest visible pixel is undefined")
+    count = int(masks.sum())
+    if count == 0:
+        return 0.0
+    return sum(float(distance_transform_edt(mask)[mask].sum()) for mask in masks) / count
+
+
 def avg_dist(
     img_size: int | Sequence[int],
     mask_patch_size: int,
@@ -109,21 +125,17 @@ def avg_dist(
     num_masks: int = 200,
     seed: int = 0,
 ) -> float:
-    """AvgDist in pixels: mean distance from a masked pixel to the nearest visible pixel.
+    """AvgDist in pixels of SimMIM random masking: :func:`masked_distance` of ``num_masks`` pixel-level masks.
 
-    Every mask has the same number of masked pixels, so the mean over all masked pixels of all
-    ``num_masks`` masks equals the mean over masks of the per-mask means.
+    Every mask has the same number of masked pixels, so this is also the mean of the per-mask means.
     """
     if num_masks < 1:
         raise MimlensError(f"num_masks must be at least 1, got {num_masks}")
+    rows, cols = _block_grid(img_size, mask_patch_size, 1)
+    if _num_masked(ratio, rows * cols) == rows * cols:
+        raise MimlensError(f"mask ratio {ratio} masks every block, so AvgDist is undefined")
     generator = torch.Generator().manual_seed(seed)
-    masks = random_block_masks(num_masks, img_size, mask_patch_size, 1, ratio, generator).numpy()
-    if masks[0].all():
-        raise MimlensError(f"mask ratio {ratio} leaves no visible pixel, so AvgDist is undefined")
-    if not masks[0].any():
-        return 0.0
-    total = sum(float(distance_transform_edt(mask)[mask].sum()) for mask in masks)
-    return total / float(masks.sum())
+    return masked_distance(random_block_masks(num_masks, img_size, mask_patch_size, 1, ratio, generator).numpy())
 
 
 def avg_dist_sweep(
