@@ -1,0 +1,359 @@
+"""The one training loop: pre-training objectives and fine-tuning heads run through :func:`train`.
+
+Conventions:
+
+- an *objective* is an ``nn.Module`` whose ``forward(batch)`` returns a dict of scalar tensors with a
+  ``"loss"`` key (the others, e.g. accuracy, are logged); it holds the timm backbone as ``encoder`` (exported
+  without classifier as ``RUN/backbone.safetensors``) and may define ``on_step(step, total_steps)``, called
+  before each update (e.g. for a momentum schedule);
+- a *step* is one optimizer update of ``optim.batch_size`` images (the global batch: summed over processes
+  and ``optim.accum_steps`` gradient-accumulation micro-batches);
+- precision: fp32 on CPU, bf16 autocast on CUDA (``train.amp: auto``); a GradScaler only for ``fp16``;
+- processes: ``torchrun`` starts one per device (:func:`mimlens.distributed.init`: gloo on CPU, NCCL on
+  GPU); the model is wrapped in DDP and BatchNorm becomes SyncBatchNorm on CUDA (on CPU each process
+  normalises its own micro-batch, since SyncBatchNorm has no CPU kernel);
+- resume: ``run.resume`` or ``RUN/checkpoints/last.pt`` restores everything needed to continue exactly as
+  an uninterrupted run on CPU (data order mid-epoch, augmentation, dropout and mixing RNG). The config of
+  the checkpoint must equal the current one outside the ``run`` section.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
+
+from mimlens import distributed
+from mimlens.config import save_config
+from mimlens.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from mimlens.engine.data import build_loader
+from mimlens.engine.optim import build_optimizer, build_scheduler, scaled_lr, steps_from
+from mimlens.engine.runlog import RunLog
+from mimlens.errors import MimlensError
+from mimlens.models.load import BACKBONE_FILE, save_backbone
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+DEFAULT_WARMUP_FRACTION = 0.05
+
+
+class NonFiniteLoss(MimlensError):
+    """The loss became NaN or infinite; the run stopped without overwriting the last good checkpoint."""
+
+
+def train(objective: nn.Module, dataset: Dataset, transform, cfg: dict[str, Any], run_dir: str | Path) -> dict:
+    """Train ``objective`` on ``transform(dataset[i])`` samples as ``cfg`` says; return a summary dict.
+
+    ``cfg`` sections read here:
+
+    - ``optim``: base_lr, batch_size, accum_steps, weight_decay, betas, eps, warmup_steps | warmup_epochs
+      (neither: 5 % of the run), warmup_lr, min_lr, schedule (cosine | multistep), decay_steps | decay_epochs,
+      decay_rate, clip_grad;
+    - ``train``: epochs | steps, seed, amp, log_every, checkpoint_every;
+    - ``run``: device, num_workers, progress, tensorboard, resume, stop_at (none of these changes the result).
+
+    ``optim.lr`` is filled in (``base_lr × batch_size / 256``) and the config is saved as ``config.yaml``.
+    """
+    return Trainer(objective, dataset, transform, cfg, Path(run_dir)).fit()
+
+
+class Trainer:
+    def __init__(self, objective: nn.Module, dataset: Dataset, transform, cfg: dict[str, Any], run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        optim, tr, run = cfg["optim"], cfg["train"], cfg["run"]
+        self.device = distributed.init(None if run.get("device", "auto") == "auto" else run["device"])
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
+        seed = int(tr.get("seed", 0))
+        seed_everything(seed + self.rank)
+
+        self.accum = int(optim.get("accum_steps", 1))
+        batch = int(optim["batch_size"])
+        if batch % (self.world * self.accum):
+            raise MimlensError(f"optim.batch_size {batch} must be divisible by processes ({self.world}) × "
+                               f"optim.accum_steps ({self.accum})")
+        self.global_batch = batch
+        self.micro_batch = batch // (self.world * self.accum)
+        optim["lr"] = scaled_lr(float(optim["base_lr"]), batch)
+
+        self.amp_dtype, use_scaler = _precision(tr.get("amp", "auto"), self.device)
+        if self.device.type == "cuda" and self.world > 1:
+            objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)
+        self.objective = objective.to(self.device).train()
+        self.model = (DistributedDataParallel(self.objective, device_ids=[self.device.index] if self.device.type
+                                              == "cuda" else None) if self.world > 1 else self.objective)
+        self.params = [p for p in self.objective.parameters() if p.requires_grad]
+
+        self.loader, self.sampler = build_loader(
+            dataset, transform, batch_size=self.micro_batch, num_replicas=self.world, rank=self.rank, seed=seed,
+            num_workers=int(run.get("num_workers", 0)), pin_memory=self.device.type == "cuda")
+        self.steps_per_epoch = self.sampler.num_samples // self.micro_batch // self.accum
+        if self.steps_per_epoch == 0:
+            raise MimlensError(f"the data set has {len(dataset)} samples, fewer than one global batch "
+                               f"({batch}); lower optim.batch_size or use more data")
+        self.total_steps = _total_steps(tr, self.steps_per_epoch)
+
+        self.optimizer = build_optimizer(self.objective, lr=optim["lr"], weight_decay=float(optim["weight_decay"]),
+                                         betas=optim.get("betas", (0.9, 0.999)), eps=float(optim.get("eps", 1e-8)))
+        self.scheduler = build_scheduler(
+            self.optimizer, total_steps=self.total_steps,
+            warmup_steps=_warmup_steps(optim, self.steps_per_epoch, self.total_steps),
+            min_lr=float(optim.get("min_lr", 0.0)), warmup_lr=float(optim.get("warmup_lr", 0.0)),
+            schedule=optim.get("schedule", "cosine"), decay_steps=steps_from(optim, "decay", self.steps_per_epoch),
+            decay_rate=float(optim.get("decay_rate", 0.1)))
+        self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
+        self.clip = optim.get("clip_grad")
+
+        self.step = 0
+        self.saved_step: int | None = None
+        self.last_loss: float | None = None
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_count = 0
+        self.ckpt_path = run_dir / "checkpoints" / "last.pt"
+        resume = run.get("resume") or (self.ckpt_path if self.ckpt_path.is_file() else None)
+        if resume is not None:
+            self._restore(Path(resume))
+        self.scheduler.step_update(self.step)
+        if self.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run_dir)
+
+    def _describe(self) -> str:
+        optim = self.cfg["optim"]
+        precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[self.amp_dtype]
+        text = (f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch) of {self.global_batch} images "
+                f"= {self.world} process(es) × {self.accum} accumulation × {self.micro_batch}; lr {optim['lr']:.3g} "
+                f"(base_lr {optim['base_lr']:g} × {self.global_batch} / 256); {self.device}, {precision}")
+        if self.step:
+            text += f"; resuming at step {self.step}"
+        return text
+
+    # --------------------------------------------------------------------------------------------------- loop
+    def fit(self) -> dict:
+        tr, run = self.cfg["train"], self.cfg["run"]
+        log_every = int(tr.get("log_every", 10))
+        ckpt_every = int(tr.get("checkpoint_every") or 0)
+        stop_at = run.get("stop_at")
+        self.log = RunLog(self.run_dir, total_steps=self.total_steps, initial_step=self.step, enabled=self.is_main,
+                          progress=bool(run.get("progress", True)), tensorboard=bool(run.get("tensorboard", True)))
+        self.window: list[dict[str, torch.Tensor]] = []
+        self.window_start = time.perf_counter()
+        on_step = getattr(self.objective, "on_step", None)
+        if self.is_main:
+            print(self._describe(), flush=True)
+        try:
+            while self.step < self.total_steps:
+                epoch, done = divmod(self.step, self.steps_per_epoch)
+                self.sampler.set_epoch(epoch, start=done * self.accum * self.micro_batch)
+                batches = iter(self.loader)
+                for _ in range(done, self.steps_per_epoch):
+                    if on_step is not None:
+                        on_step(self.step, self.total_steps)
+                    self.window.append(self._update(batches))
+                    self.step += 1
+                    self.scheduler.step_update(self.step)
+                    self.log.advance()
+                    end_of_epoch = self.step % self.steps_per_epoch == 0
+                    stop = self.step == self.total_steps or self.step == stop_at
+                    checkpoint = stop or (ckpt_every and self.step % ckpt_every == 0)
+                    if end_of_epoch or checkpoint or self.step % log_every == 0:
+                        self._flush(epoch)
+                    if end_of_epoch:
+                        self._end_epoch(epoch)
+                    if checkpoint:
+                        self._save()
+                    if stop:
+                        break
+                if self.step == stop_at:
+                    break
+            if self.step == self.total_steps and self.is_main:
+                self._export()
+        finally:
+            self.log.close()
+        return {"run_dir": str(self.run_dir), "step": self.step, "total_steps": self.total_steps,
+                "finished": self.step == self.total_steps, "loss": self.last_loss}
+
+    def _update(self, batches) -> dict[str, torch.Tensor]:
+        """One update over ``accum_steps`` micro-batches: the objective's outputs (mean) and the gradient norm."""
+        sums: dict[str, torch.Tensor] = {}
+        for i in range(self.accum):
+            batch = _to_device(next(batches), self.device)
+            sync = contextlib.nullcontext() if (self.world == 1 or i == self.accum - 1) else self.model.no_sync()
+            with sync:
+                with self._autocast():
+                    out = self.model(batch)
+                loss = out["loss"] / self.accum if self.accum > 1 else out["loss"]
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            for key, value in out.items():
+                value = value.detach().float()
+                sums[key] = sums[key] + value if key in sums else value
+        if self.accum > 1:
+            sums = {k: v / self.accum for k, v in sums.items()}
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.clip:
+            sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, float(self.clip)).detach()
+        else:
+            sums["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return sums
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ---------------------------------------------------------------------------------------------- logging
+    def _flush(self, epoch: int) -> None:
+        """Average the window's per-step values over processes, stop on a non-finite loss, write one log line."""
+        if not self.window:
+            return
+        keys = list(self.window[0])
+        values = torch.stack([torch.stack([rec[k] for k in keys]) for rec in self.window])
+        if self.world > 1:
+            distributed.all_reduce_sum_(values).div_(self.world)
+        rows = values.cpu().tolist()
+        first_step = self.step - len(rows) + 1
+        for i, row in enumerate(rows):
+            if not math.isfinite(row[keys.index("loss")]):
+                raise NonFiniteLoss(
+                    f"loss is {row[keys.index('loss')]} at step {first_step + i} (epoch {epoch}); training stopped. "
+                    f"The last good checkpoint is kept ({self._saved_text()}). Lower optim.base_lr, lengthen the "
+                    f"warm-up or check the data, and start a new run (another --out)")
+        elapsed = time.perf_counter() - self.window_start
+        means = {k: sum(r[j] for r in rows) / len(rows) for j, k in enumerate(keys)}
+        for j, k in enumerate(keys):
+            self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + sum(r[j] for r in rows)
+        self.epoch_count += len(rows)
+        self.last_loss = means["loss"]
+        self.log.write({"step": self.step, "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **means,
+                        "images_per_s": len(rows) * self.global_batch / max(elapsed, 1e-9)})
+        self.window = []
+        self.window_start = time.perf_counter()
+
+    def _end_epoch(self, epoch: int) -> None:
+        means = {k: v / self.epoch_count for k, v in self.epoch_sums.items()}
+        self.log.write({"epoch": epoch, "epoch_end": True, "step": self.step, **means})
+        self.epoch_sums, self.epoch_count = {}, 0
+
+    # ---------------------------------------------------------------------------------------- checkpoints
+    def _save(self) -> None:
+        rngs = [None] * self.world
+        if self.world > 1:
+            dist.all_gather_object(rngs, rng_state())
+        else:
+            rngs = [rng_state()]
+        if self.is_main:
+            save_checkpoint({
+                "model": self.objective.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "step": self.step,
+                "epoch": self.step // self.steps_per_epoch,
+                "data": {"steps_per_epoch": self.steps_per_epoch, "step_in_epoch": self.step % self.steps_per_epoch,
+                         "seed": int(self.cfg["train"].get("seed", 0))},
+                "epoch_log": {"sums": self.epoch_sums, "count": self.epoch_count},
+                "rng": rngs,
+                "world_size": self.world,
+                "config": self.cfg,
+            }, self.ckpt_path)
+        self.saved_step = self.step
+        distributed.barrier()
+
+    def _restore(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        changed = _differences(_without_run(state["config"]), _without_run(self.cfg))
+        if changed:
+            raise MimlensError(f"cannot resume from {path}: its config differs in {', '.join(changed)}; use the "
+                               f"same settings, or another --out to start a new run")
+        self.objective.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = self.saved_step = int(state["step"])
+        self.epoch_sums = dict(state["epoch_log"]["sums"])
+        self.epoch_count = int(state["epoch_log"]["count"])
+        if state["world_size"] == self.world:
+            set_rng_state(state["rng"][self.rank])
+        else:
+            warnings.warn(f"checkpoint {path} was written by {state['world_size']} processes, this run has "
+                          f"{self.world}: RNG streams are re-seeded, so dropout and mixing differ from an "
+                          f"uninterrupted run (data order and augmentation do not)", stacklevel=2)
+            seed_everything(int(self.cfg["train"].get("seed", 0)) + self.rank + self.step)
+
+    def _saved_text(self) -> str:
+        if self.saved_step is None:
+            return "none was written yet"
+        return f"{self.ckpt_path}, step {self.saved_step}"
+
+    def _export(self) -> None:
+        """``backbone.safetensors``: the encoder in timm keys, no classifier (what ``load_model(RUN)`` reads)."""
+        save_backbone(self.objective.encoder, self.run_dir / BACKBONE_FILE)
+
+
+def _precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether a GradScaler is needed)."""
+    if amp not in AMP_MODES:
+        raise MimlensError(f"train.amp must be one of {AMP_MODES}, got {amp!r}")
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "off"
+    return {"off": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, True)}[amp]
+
+
+def _total_steps(tr: dict[str, Any], steps_per_epoch: int) -> int:
+    steps, epochs = tr.get("steps"), tr.get("epochs")
+    if (steps is None) == (epochs is None):
+        raise MimlensError(f"set exactly one of train.steps and train.epochs (got steps={steps}, epochs={epochs})")
+    total = int(steps) if steps is not None else int(epochs) * steps_per_epoch
+    if total <= 0:
+        raise MimlensError(f"the run must have at least one step (train.steps={steps}, train.epochs={epochs})")
+    return total
+
+
+def _warmup_steps(optim: dict[str, Any], steps_per_epoch: int, total_steps: int) -> int:
+    """``warmup_steps`` | ``warmup_epochs``; when neither is set, 5 % of the run."""
+    if optim.get("warmup_steps") is None and optim.get("warmup_epochs") is None:
+        return round(DEFAULT_WARMUP_FRACTION * total_steps)
+    return steps_from(optim, "warmup", steps_per_epoch)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _without_run(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k != "run"}
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        a, b = list(a), list(b)
+    return [] if a == b else [prefix.rstrip(".")]

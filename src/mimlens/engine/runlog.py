@@ -1,0 +1,57 @@
+"""What a training run reports: ``log.jsonl``, optional TensorBoard, a tqdm bar (main process only).
+
+``log.jsonl`` holds one JSON object per line: ``{"step", "epoch", "lr", "loss", ..., "images_per_s"}``
+for logged steps (values are means over the steps since the previous line, over all processes) and
+``{"epoch", "epoch_end": true, "loss", ...}`` at the end of each epoch. A resumed run appends.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, *, total_steps: int, initial_step: int, enabled: bool, progress: bool,
+                 tensorboard: bool):
+        self.enabled = enabled
+        self._file = open(run_dir / "log.jsonl", "a") if enabled else None  # noqa: SIM115 (closed in close())
+        self._tb = _summary_writer(run_dir / "tensorboard") if enabled and tensorboard else None
+        self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
+                         disable=not (enabled and progress and sys.stderr.isatty()))
+
+    def advance(self) -> None:
+        self._bar.update(1)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if "step" in record and not record.get("epoch_end"):
+            if self._tb is not None:
+                for key, value in record.items():
+                    if key not in ("step", "epoch") and isinstance(value, float):
+                        self._tb.add_scalar(f"train/{key}", value, record["step"])
+            self._bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{record['lr']:.3g}",
+                                  img_s=f"{record['images_per_s']:.0f}", refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._file is not None:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _summary_writer(path: Path):
+    """A TensorBoard writer when the ``tensorboard`` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(path))
