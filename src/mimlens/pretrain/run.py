@@ -1,0 +1,168 @@
+"""One pre-training run from a config: build the backbone, the data and the objective, train, export.
+
+The config is a plain nested dict (:data:`DEFAULTS` ← ``--config`` YAML ← command-line flags). Sections:
+``objective``; ``model: {name, kwargs}`` (``build_model(name, **kwargs)`` rebuilds the backbone, the section
+``load_model(RUN)`` reads); ``data``; one section per objective; ``optim``, ``train`` and ``run`` for
+:func:`mimlens.engine.train`. Learning rate: ``optim.base_lr`` is for a global batch of 256 and the run uses
+``optim.lr = base_lr × optim.batch_size / 256`` (filled in and saved in ``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mimlens import distributed
+from mimlens.config import load_yaml, resolve
+from mimlens.errors import MimlensError
+
+DEFAULTS: dict[str, Any] = {
+    "objective": "simmim",
+    "model": {"name": "vit-tiny-64", "kwargs": {"img_size": None, "pos_embed": None, "drop_path_rate": None}},
+    "data": {
+        "source": "synthetic:4096",  # synthetic[:N], photos[:N] or an image folder (ImageFolder tree or flat)
+        "crop_scale": None,  # random resized crop area range; None: the objective's (SimMIM 0.67–1, others 0.08–1)
+        "synthetic": {"num_objects": None, "background": None, "background_strength": None},  # None: data default
+    },
+    "simmim": {"mask_ratio": 0.6, "mask_patch": None},  # mask_patch None: 32 px at 224, scaled with the image
+    "supervised": {"num_classes": None, "label_smoothing": 0.1, "mixup": 0.0, "cutmix": 0.0},
+    "moco": {"dim": 256, "mlp_dim": 4096, "temperature": 0.2, "momentum": 0.99, "freeze_patch_embed": True},
+    "optim": {
+        "base_lr": 1e-4,  # for a global batch of 256: lr = base_lr × batch_size / 256
+        "batch_size": 32,  # global: summed over processes and accumulation steps
+        "accum_steps": 1,
+        "weight_decay": 0.05,  # not applied to norms, biases, position embeddings and tokens
+        "betas": [0.9, 0.999],
+        "eps": 1e-8,
+        "schedule": "cosine",  # or multistep (× decay_rate at each of decay_steps | decay_epochs)
+        "warmup_steps": None,  # or warmup_epochs; neither: 5 % of the run
+        "warmup_epochs": None,
+        "warmup_lr": 1e-6,  # absolute (not batch-scaled)
+        "min_lr": 1e-6,  # absolute (not batch-scaled), end of the cosine
+        "decay_steps": None,
+        "decay_epochs": None,
+        "decay_rate": 0.1,
+        "clip_grad": 5.0,  # max global gradient norm; null: no clipping
+        "lr": None,  # filled in by the engine
+    },
+    "train": {"epochs": None, "steps": 1000, "seed": 0, "amp": "auto", "log_every": 10, "checkpoint_every": 500},
+    "run": {"out": None, "device": "auto", "num_workers": 0, "progress": True, "tensorboard": True, "resume": None,
+            "stop_at": None},
+}
+
+EXCLUSIVE = (("train", "steps", "epochs"), ("optim", "warmup_steps", "warmup_epochs"),
+             ("optim", "decay_steps", "decay_epochs"))
+DEFAULT_CROP_SCALE = {"simmim": [0.67, 1.0], "supervised": [0.08, 1.0], "moco": [0.08, 1.0]}
+
+
+def resolve_config(config_path: str | Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """DEFAULTS ← YAML ← flags (dotted keys, None = not given); ``model.kwargs`` accepts any timm keyword.
+
+    A length in steps and the same length in epochs (:data:`EXCLUSIVE`) exclude each other: a layer (YAML,
+    flags) that sets one clears the other.
+    """
+    defaults = copy.deepcopy(DEFAULTS)
+    layer = load_yaml(config_path) if config_path is not None else {}
+    kwargs = (layer.get("model") or {}).get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise MimlensError(f"{config_path}: model.kwargs must be a mapping, got {type(kwargs).__name__}")
+    defaults["model"]["kwargs"].update({k: None for k in kwargs if k not in defaults["model"]["kwargs"]})
+    cfg = resolve(defaults, config_path, flags)
+    flag_layer: dict[str, Any] = {}
+    for key, value in flags.items():
+        if value is not None and key.count(".") == 1:
+            section, name = key.split(".")
+            flag_layer.setdefault(section, {})[name] = value
+    for given in (layer, flag_layer):
+        for section, steps, epochs in EXCLUSIVE:
+            values = given.get(section) or {}
+            if values.get(steps) is not None and values.get(epochs) is None:
+                cfg[section][epochs] = None
+            if values.get(epochs) is not None and values.get(steps) is None:
+                cfg[section][steps] = None
+    cfg["model"]["kwargs"] = {k: v for k, v in cfg["model"]["kwargs"].items() if v is not None}
+    if cfg["objective"] not in DEFAULT_CROP_SCALE:
+        raise MimlensError(f"objective must be one of {', '.join(DEFAULT_CROP_SCALE)}, got {cfg['objective']!r}")
+    return cfg
+
+
+def scaled_mask_patch(img_size: int, token_size: int) -> int:
+    """SimMIM's 32 px mask patch at 224 px, scaled to ``img_size``: the closest multiple of the token size
+    that divides the image side (64 px, tokens of 8 → 8; 192/224 px → 32)."""
+    target = 32 * img_size / 224
+    candidates = [p for p in range(token_size, img_size + 1, token_size) if img_size % p == 0]
+    return min(candidates, key=lambda p: (abs(p - target), -p))
+
+
+def build_dataset(cfg: dict[str, Any], img_size: int):
+    """``data.source`` through :func:`mimlens.data.build_dataset`: generated sets at ``img_size`` (with the
+    ``data.synthetic`` difficulty), image folders as full-size float images (the objective crops them)."""
+    from torchvision.transforms import v2
+
+    from mimlens.data import build_dataset as build
+
+    source, seed = str(cfg["data"]["source"]), int(cfg["train"]["seed"])
+    if source.split(":")[0] == "synthetic":
+        difficulty = {k: v for k, v in cfg["data"]["synthetic"].items() if v is not None}
+        return build(source, img_size=img_size, seed=seed, **difficulty)
+    if source.split(":")[0] == "photos":
+        return build(source, img_size=img_size, seed=seed)
+    full_image = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.ToPureTensor()])
+    return build(source, img_size=img_size, seed=seed, transform=full_image)
+
+
+def build_objective(cfg: dict[str, Any], encoder, dataset):
+    """The objective around ``encoder``; supervised gets a classifier for the data set's classes."""
+    from mimlens.pretrain import OBJECTIVES
+
+    objective = cfg["objective"]
+    if objective == "supervised":
+        section = cfg["supervised"]
+        if section["num_classes"] is None:
+            section["num_classes"] = int(getattr(dataset, "num_classes", 0) or 0)
+            if section["num_classes"] < 2:
+                raise MimlensError(f"data {cfg['data']['source']!r} has no class count; set supervised.num_classes")
+        encoder.reset_classifier(int(section["num_classes"]))
+        return OBJECTIVES[objective](encoder, label_smoothing=section["label_smoothing"], mixup=section["mixup"],
+                                     cutmix=section["cutmix"])
+    if objective == "simmim":
+        section = cfg["simmim"]
+        if section["mask_patch"] is None:
+            img_size = int(encoder.patch_embed.img_size[0])
+            section["mask_patch"] = scaled_mask_patch(img_size, int(encoder.patch_embed.patch_size[0]))
+        return OBJECTIVES[objective](encoder, mask_ratio=section["mask_ratio"], mask_patch=section["mask_patch"])
+    return OBJECTIVES[objective](encoder, **cfg["moco"])
+
+
+def pretrain(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """Train ``cfg["objective"]`` and write the run directory; returns the engine's summary.
+
+    Writes ``config.yaml``, ``log.jsonl``, ``checkpoints/last.pt``, ``backbone.safetensors`` and, for SimMIM,
+    ``figures/simmim_reconstruction.png``. Rerunning with the same config resumes from the last checkpoint.
+    """
+    from mimlens.engine import SeededTransform, seed_everything, train
+    from mimlens.models import build_model, preprocessing
+    from mimlens.pretrain import save_reconstruction_figure
+
+    run_dir = Path(run_dir)
+    seed_everything(int(cfg["train"]["seed"]))  # the same initialisation in every process
+    encoder = build_model(cfg["model"]["name"], **cfg["model"]["kwargs"])
+    img_size = preprocessing(encoder)["img_size"]
+    if not isinstance(img_size, int):
+        raise MimlensError(f"pre-training needs a square input, {cfg['model']['name']} expects {img_size}")
+    dataset = build_dataset(cfg, img_size)
+    objective = build_objective(cfg, encoder, dataset)
+    cfg["data"]["crop_scale"] = list(cfg["data"]["crop_scale"] or DEFAULT_CROP_SCALE[cfg["objective"]])
+    transform = objective.transform(img_size, cfg["data"]["crop_scale"])
+    summary = train(objective, dataset, transform, cfg, run_dir)
+    if summary["finished"] and cfg["objective"] == "simmim" and distributed.is_main():
+        samples = SeededTransform(dataset, transform, int(cfg["train"]["seed"]))
+        batch = [samples[(0, i)] for i in range(min(4, len(dataset)))]
+        device = next(objective.parameters()).device
+        images = torch.stack([b["image"] for b in batch]).to(device)
+        masks = torch.stack([b["mask"] for b in batch]).to(device)
+        save_reconstruction_figure(objective, images, masks, run_dir / "figures" / "simmim_reconstruction.png")
+    return summary
