@@ -128,13 +128,13 @@ def test_depth_pairs_folder_and_list_layouts(tmp_path):
     for name in ("a", "b"):
         Image.fromarray(np.full((6, 8, 3), 255, dtype=np.uint8)).save(tmp_path / "rgb" / f"{name}.png")
         Image.fromarray(np.full((6, 8), 1500, dtype=np.uint16)).save(tmp_path / "depth" / f"{name}.png")
-    data = DepthPairs(tmp_path, image_size=(4, 4), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    data = DepthPairs(tmp_path, image_size=(4, 4))
     assert len(data) == 2
     item = data[1]
     assert item["image"].shape == (3, 4, 4) and torch.allclose(item["image"], torch.ones(3, 4, 4))
     assert item["depth"].shape == (6, 8) and torch.allclose(item["depth"], torch.full((6, 8), 1.5))
     (tmp_path / "split.txt").write_text("rgb/b.png depth/b.png 518.8\n\n")
-    assert len(DepthPairs(tmp_path / "split.txt", (4, 4), (0, 0, 0), (1, 1, 1))) == 1
+    assert len(DepthPairs(tmp_path / "split.txt", (4, 4))) == 1
     (tmp_path / "bad.txt").write_text("rgb/missing.png depth/b.png\n")
     with pytest.raises(MimlensError, match="missing.png"):
-        DepthPairs(tmp_path / "bad.txt", (4, 4), (0, 0, 0), (1, 1, 1))
+        DepthPairs(tmp_path / "bad.txt", (4, 4))

@@ -148,8 +148,7 @@ def test_ground_truth_heatmaps_through_the_reader_give_ap_one(tmp_path):
     coco = _toy_coco(tmp_path / "kp.json", INSTANCES)
     for image_id in (1, 2):
         Image.fromarray(np.zeros((80, 96, 3), dtype=np.uint8)).save(tmp_path / f"{image_id}.png")
-    data = CocoKeypointCrops(tmp_path / "kp.json", tmp_path, (64, 64), (16, 16), (0.5,) * 3, (0.5,) * 3, sigma=1.5,
-                             require_keypoints=False, coco=coco)
+    data = CocoKeypointCrops(coco, tmp_path, (64, 64), (16, 16), sigma=1.5, require_keypoints=False)
     assert len(data) == 3 and data.flip_pairs() == [(1, 2), (3, 4)]
     batch = torch.utils.data.default_collate([data[i] for i in range(3)])
     assert batch["image"].shape == (3, 3, 64, 64) and batch["target"].shape == (3, 5, 16, 16)

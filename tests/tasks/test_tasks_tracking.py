@@ -124,7 +124,7 @@ def test_one_stream_tracker_shapes_and_gradients(kw):
     assert out["score"].shape == (2, 4, 4) and out["size"].shape == (2, 2, 4, 4)
     loss, _ = tracking_loss(out, torch.tensor([[0.3, 0.3, 0.2, 0.3], [0.1, 0.5, 0.4, 0.3]]))
     loss.backward()
-    assert model.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert model.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
 
 
 def test_template_tokens_reach_the_search_map():
@@ -145,7 +145,7 @@ def test_swin_is_rejected_with_reason():
 def test_pairs_and_sequence_inference(tmp_path):
     _write_sequence(tmp_path / "s")
     seqs = find_lasot_sequences(tmp_path)
-    pairs = TrackingPairs(seqs, 16, 32, (0.5,) * 3, (0.5,) * 3, length=4, centre_jitter=0.0, scale_jitter=0.0)
+    pairs = TrackingPairs(seqs, 16, 32, length=4, centre_jitter=0.0, scale_jitter=0.0)
     item = pairs[0]
     assert item["template"].shape == (3, 16, 16) and item["search"].shape == (3, 32, 32)
     assert item["box"][2:].tolist() == pytest.approx([10 / (4 * 120**0.5), 12 / (4 * 120**0.5)])

@@ -23,7 +23,7 @@ from torch import nn
 from mimlens.errors import MimlensError
 from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import feature_map, feature_shape
-from mimlens.tasks.images import load_rgb, normalize, resize
+from mimlens.tasks.images import load_image, resize
 
 METRICS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
 
@@ -172,18 +172,18 @@ class DepthDecoder(nn.Module):
 
 
 class DepthModel(nn.Module):
-    """Backbone + :class:`DepthDecoder` on its last feature map (ViT patch grid, or Swin's last stage)."""
+    """Backbone (``encoder``) + :class:`DepthDecoder` (``head``) on its last feature map (ViT patch grid, or
+    Swin's last stage)."""
 
-    def __init__(self, backbone: nn.Module, image_size: tuple[int, int], max_depth: float, channels: int = 64,
+    def __init__(self, encoder: nn.Module, image_size: tuple[int, int], max_depth: float, channels: int = 64,
                  num_deconv: int = 3) -> None:
         super().__init__()
-        self.backbone = backbone
-        in_channels = feature_shape(backbone, image_size)[0]
-        self.decoder = DepthDecoder(in_channels, max_depth, channels, num_deconv)
+        self.encoder = encoder
+        self.head = DepthDecoder(feature_shape(encoder, image_size)[0], max_depth, channels, num_deconv)
 
     def forward(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """(B, 3, H, W) → (B, *size) depths in metres (``size`` defaults to the input size)."""
-        return self.decoder(feature_map(self.backbone, images), size or images.shape[-2:])
+        return self.head(feature_map(self.encoder, images), size or images.shape[-2:])
 
 
 def read_depth(path: str | Path) -> torch.Tensor:
@@ -239,21 +239,21 @@ def find_depth_pairs(root: str | Path) -> list[tuple[Path, Path]]:
 
 
 class DepthPairs(torch.utils.data.Dataset):
-    """RGB + depth pairs: the image resized to ``image_size`` and normalised, the depth at its own resolution."""
+    """RGB + depth pairs: ``image`` (float in [0, 1]) resized to ``image_size``, ``depth`` (H, W) in metres at
+    its own resolution."""
 
-    def __init__(self, root: str | Path, image_size: tuple[int, int], mean: tuple[float, ...],
-                 std: tuple[float, ...]) -> None:
+    def __init__(self, root: str | Path, image_size: tuple[int, int]) -> None:
         self.pairs = find_depth_pairs(root)
-        self.image_size, self.mean, self.std = tuple(image_size), mean, std
+        self.image_size = tuple(image_size)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rgb_path, depth_path = self.pairs[index]
-        image = load_rgb(rgb_path)
+        image = load_image(rgb_path)
         depth = read_depth(depth_path)
         if tuple(depth.shape) != tuple(image.shape[-2:]):
             raise MimlensError(f"depth {depth_path} is {tuple(depth.shape)} but image {rgb_path} is "
                                f"{tuple(image.shape[-2:])}")
-        return {"image": resize(normalize(image, self.mean, self.std), self.image_size), "depth": depth}
+        return {"image": resize(image, self.image_size), "depth": depth}

@@ -1,4 +1,7 @@
-"""Image loading and normalisation shared by the task readers (RGB uint8 in, normalised float out)."""
+"""Image loading, cropping and normalisation shared by the task readers.
+
+Readers return float RGB in [0, 1] (like the synthetic scenes); the task's transform normalises.
+"""
 
 from __future__ import annotations
 
@@ -12,29 +15,28 @@ from PIL import Image
 from mimlens.errors import MimlensError
 
 
-def load_rgb(path: str | Path) -> torch.Tensor:
-    """(3, H, W) uint8 tensor of an image file (any mode PIL reads, converted to RGB)."""
+def load_image(path: str | Path) -> torch.Tensor:
+    """(3, H, W) float RGB in [0, 1] of an image file (any mode PIL reads, converted to RGB)."""
     try:
         with Image.open(path) as img:
             array = np.asarray(img.convert("RGB"))
     except (OSError, ValueError) as err:
         raise MimlensError(f"cannot read image {path}: {err}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 
 
 def normalize(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 (…, 3, H, W) in 0–255 → float, scaled to 0–1 then standardised per channel."""
-    x = image.float() / 255.0
-    m = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(3, 1, 1)
-    return (x - m) / s
+    """Float RGB (…, 3, H, W) in [0, 1] → standardised per channel."""
+    m = torch.tensor(mean, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image - m) / s
 
 
 def crop(image: torch.Tensor, box: tuple[float, float, float, float], size: tuple[int, int]) -> torch.Tensor:
     """Resample the region ``box`` = (x0, y0, w, h) of a float (C, H, W) image to ``size`` = (h, w) bilinearly.
 
     Coordinates are continuous pixels (pixel i spans [i, i+1)), so output pixel (r, c) samples the image at
-    (x0 + (c + ½)·w/out_w, y0 + (r + ½)·h/out_h); outside the image reads zero (the mean after normalising).
+    (x0 + (c + ½)·w/out_w, y0 + (r + ½)·h/out_h); outside the image reads zero (black).
     """
     _, height, width = image.shape
     x0, y0, bw, bh = (float(v) for v in box)

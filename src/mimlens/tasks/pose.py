@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from torch import nn
 
 from mimlens.errors import MimlensError
 from mimlens.tasks.backbone import feature_map, feature_shape
-from mimlens.tasks.images import crop, load_rgb, normalize
+from mimlens.tasks.images import crop, load_image
 
 AP_NAMES = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75", "ar_medium", "ar_large")
 BOX_PADDING = 1.25
@@ -44,9 +45,11 @@ def load_coco(ann_file: str | Path):
         raise MimlensError(f"COCO keypoint file {path} does not exist")
     with contextlib.redirect_stdout(io.StringIO()):
         try:
-            return COCO(str(path))
+            coco = COCO(str(path))
         except (ValueError, KeyError, TypeError) as err:
             raise MimlensError(f"{path} is not a COCO annotation file: {err}") from None
+    coco.dataset["source"] = str(path)
+    return coco
 
 
 def keypoint_sigmas(coco, sigmas: list[float] | None = None) -> np.ndarray:
@@ -194,18 +197,18 @@ class HeatmapHead(nn.Module):
 
 
 class PoseModel(nn.Module):
-    """Backbone + :class:`HeatmapHead` on its last feature map; heatmaps are 4× the feature grid."""
+    """Backbone (``encoder``) + :class:`HeatmapHead` on its last feature map; heatmaps are 4× the feature grid."""
 
-    def __init__(self, backbone: nn.Module, num_keypoints: int, image_size: tuple[int, int], channels: int = 64
+    def __init__(self, encoder: nn.Module, num_keypoints: int, image_size: tuple[int, int], channels: int = 64
                  ) -> None:
         super().__init__()
-        self.backbone = backbone
-        c, h, w = feature_shape(backbone, image_size)
+        self.encoder = encoder
+        c, h, w = feature_shape(encoder, image_size)
         self.heatmap_size = (4 * h, 4 * w)
         self.head = HeatmapHead(c, num_keypoints, channels)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(feature_map(self.backbone, images))
+        return self.head(feature_map(self.encoder, images))
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -215,16 +218,17 @@ class CocoKeypointCrops(torch.utils.data.Dataset):
     """Top-down crops of every non-crowd person box of a COCO keypoint file, with heatmap targets.
 
     ``require_keypoints`` keeps only instances with at least one labelled keypoint (training); evaluation
-    keeps every box with positive size, as the ground-truth-box protocol does.
+    keeps every box with positive size, as the ground-truth-box protocol does. Images are read from
+    ``image_dir / file_name``, or by ``load(image_info)`` when given; crops are float RGB in [0, 1].
     """
 
-    def __init__(self, ann_file: str | Path, image_dir: str | Path, input_size: tuple[int, int],
-                 heatmap_size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...], sigma: float = 2.0,
-                 require_keypoints: bool = True, coco=None) -> None:
-        self.coco = coco if coco is not None else load_coco(ann_file)
-        self.image_dir = Path(image_dir)
-        self.input_size, self.heatmap_size, self.mean, self.std, self.sigma = (
-            tuple(input_size), tuple(heatmap_size), mean, std, sigma)
+    def __init__(self, coco, image_dir: str | Path | None, input_size: tuple[int, int],
+                 heatmap_size: tuple[int, int], sigma: float = 2.0, require_keypoints: bool = True,
+                 load: Callable[[dict], torch.Tensor] | None = None) -> None:
+        self.coco = coco
+        ann_file = coco.dataset.get("source", "the COCO keypoint file")
+        self.load = load or (lambda info: load_image(Path(image_dir) / info["file_name"]))
+        self.input_size, self.heatmap_size, self.sigma = tuple(input_size), tuple(heatmap_size), sigma
         cats = self.coco.loadCats(self.coco.getCatIds())
         if not cats or not cats[0].get("keypoints"):
             raise MimlensError(f"{ann_file}: no category with a 'keypoints' list")
@@ -238,10 +242,10 @@ class CocoKeypointCrops(torch.utils.data.Dataset):
             raise MimlensError(f"{ann_file}: no person box to crop")
 
     def flip_pairs(self) -> list[tuple[int, int]]:
-        """Left/right keypoint pairs found by name (``left_*`` ↔ ``right_*``)."""
+        """Left/right keypoint pairs found by name (``left_eye`` ↔ ``right_eye``, ``left`` ↔ ``right``)."""
         names = self.keypoint_names
-        return [(i, names.index("right_" + n[5:])) for i, n in enumerate(names)
-                if n.startswith("left_") and "right_" + n[5:] in names]
+        return [(i, names.index(n.replace("left", "right"))) for i, n in enumerate(names)
+                if "left" in n and n.replace("left", "right") in names]
 
     def __len__(self) -> int:
         return len(self.annotations)
@@ -249,7 +253,7 @@ class CocoKeypointCrops(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         ann = self.annotations[index]
         info = self.coco.loadImgs(ann["image_id"])[0]
-        image = normalize(load_rgb(self.image_dir / info["file_name"]), self.mean, self.std)
+        image = self.load(info)
         box = person_crop(ann["bbox"], self.input_size[1] / self.input_size[0])
         keypoints = torch.tensor(ann.get("keypoints") or [0.0] * 3 * self.num_keypoints,
                                  dtype=torch.float64).view(-1, 3)

@@ -19,7 +19,6 @@ The first frame is initialised from ground truth and counted.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from torchvision.ops import box_convert, generalized_box_iou_loss
 from mimlens.errors import MimlensError
 from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import token_grid, tokens_to_map
-from mimlens.tasks.images import crop, load_rgb, normalize
+from mimlens.tasks.images import crop, load_image, normalize
 
 SUCCESS_THRESHOLDS = torch.linspace(0, 1, 21, dtype=torch.float64)
 PRECISION_THRESHOLDS = torch.arange(0, 51, dtype=torch.float64)  # pixels
@@ -125,12 +124,17 @@ class TrackingMetrics(SumAccumulator):
 
 @dataclass
 class TrackingSequence:
-    """One sequence: frame files, (T, 4) ground-truth boxes (x, y, w, h) and (T,) target visibility."""
+    """One sequence: frame files (or a (T, 3, H, W) float tensor in [0, 1]), (T, 4) ground-truth boxes
+    (x, y, w, h) and (T,) target visibility."""
 
     name: str
-    frames: list[Path]
+    frames: list[Path] | torch.Tensor
     boxes: torch.Tensor
     visible: torch.Tensor
+
+    def frame(self, index: int) -> torch.Tensor:
+        """Frame ``index`` as float RGB (3, H, W) in [0, 1]."""
+        return self.frames[index] if torch.is_tensor(self.frames) else load_image(self.frames[index])
 
 
 def _read_flags(path: Path, frames: int) -> torch.Tensor:
@@ -190,19 +194,20 @@ class TrackingPairs(torch.utils.data.Dataset):
 
     The template is cropped around the ground truth of one frame, the search region around a jittered
     ground truth of a frame at most ``max_gap`` later; the target is the box in the search crop, as
-    (x, y, w, h) fractions of its side. Sampling is deterministic in (seed, index).
+    (x, y, w, h) fractions of its side. Crops are float RGB in [0, 1] (black outside the frame). Sampling
+    draws from torch's RNG (the engine seeds it per sample).
     """
 
-    def __init__(self, sequences: list[TrackingSequence], template_size: int, search_size: int,
-                 mean: tuple[float, ...], std: tuple[float, ...], length: int, *, template_factor: float = 2.0,
+    def __init__(self, sequences: list[TrackingSequence], template_size: int, search_size: int, length: int, *,
+                 template_factor: float = 2.0,
                  search_factor: float = 4.0, max_gap: int = 10, centre_jitter: float = 0.75,
-                 scale_jitter: float = 0.25, seed: int = 0) -> None:
+                 scale_jitter: float = 0.25) -> None:
         self.sequences = [s for s in sequences if int(self._usable(s).sum()) >= 1]
         if not self.sequences:
             raise MimlensError("no tracking sequence has a visible target with a box")
-        self.template_size, self.search_size, self.mean, self.std = template_size, search_size, mean, std
+        self.template_size, self.search_size = template_size, search_size
         self.length, self.template_factor, self.search_factor = length, template_factor, search_factor
-        self.max_gap, self.centre_jitter, self.scale_jitter, self.seed = max_gap, centre_jitter, scale_jitter, seed
+        self.max_gap, self.centre_jitter, self.scale_jitter = max_gap, centre_jitter, scale_jitter
 
     @staticmethod
     def _usable(seq: TrackingSequence) -> torch.Tensor:
@@ -212,30 +217,31 @@ class TrackingPairs(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = random.Random(self.seed * 1_000_003 + index)
-        seq = self.sequences[rng.randrange(len(self.sequences))]
+        seq = self.sequences[index % len(self.sequences)]
         usable = self._usable(seq).nonzero()[:, 0].tolist()
-        first = rng.choice(usable)
+        first = usable[_randint(len(usable))]
         later = [i for i in usable if first <= i <= first + self.max_gap]
-        second = rng.choice(later)
+        second = later[_randint(len(later))]
         template_box, search_box = seq.boxes[first], seq.boxes[second]
-        template = self._load(seq, first)
-        search = template if second == first else self._load(seq, second)
+        template = seq.frame(first)
+        search = template if second == first else seq.frame(second)
         tcx, tcy = float(template_box[0] + template_box[2] / 2), float(template_box[1] + template_box[3] / 2)
         template_crop = crop_square(template, (tcx, tcy), crop_side(template_box, self.template_factor),
                                     self.template_size)
         size = math.sqrt(float(search_box[2] * search_box[3]))
-        cx = float(search_box[0] + search_box[2] / 2) + rng.uniform(-1, 1) * self.centre_jitter * size
-        cy = float(search_box[1] + search_box[3] / 2) + rng.uniform(-1, 1) * self.centre_jitter * size
-        side = crop_side(search_box, self.search_factor) * math.exp(rng.uniform(-1, 1) * self.scale_jitter)
+        jitter = torch.rand(3).double() * 2 - 1
+        cx = float(search_box[0] + search_box[2] / 2) + float(jitter[0]) * self.centre_jitter * size
+        cy = float(search_box[1] + search_box[3] / 2) + float(jitter[1]) * self.centre_jitter * size
+        side = crop_side(search_box, self.search_factor) * math.exp(float(jitter[2]) * self.scale_jitter)
         search_crop = crop_square(search, (cx, cy), side, self.search_size)
         target = torch.tensor([(float(search_box[0]) - (cx - side / 2)) / side,
                                (float(search_box[1]) - (cy - side / 2)) / side,
                                float(search_box[2]) / side, float(search_box[3]) / side])
         return {"template": template_crop, "search": search_crop, "box": target}
 
-    def _load(self, seq: TrackingSequence, index: int) -> torch.Tensor:
-        return normalize(load_rgb(seq.frames[index]), self.mean, self.std)
+
+def _randint(high: int) -> int:
+    return int(torch.randint(high, ()))
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -328,20 +334,20 @@ def _check_backbone(backbone: nn.Module) -> None:
 class OneStreamTracker(nn.Module):
     """Template and search patch tokens through one timm ViT, then :class:`CenterBoxHead` on the search map."""
 
-    def __init__(self, backbone: nn.Module, template_size: int, search_size: int, head_channels: int = 64) -> None:
+    def __init__(self, encoder: nn.Module, template_size: int, search_size: int, head_channels: int = 64) -> None:
         super().__init__()
-        _check_backbone(backbone)
-        backbone.patch_embed.strict_img_size = False
-        self.backbone = backbone
+        _check_backbone(encoder)
+        encoder.patch_embed.strict_img_size = False
+        self.encoder = encoder
         self.template_size, self.search_size = template_size, search_size
-        self.template_grid = token_grid(backbone, (template_size, template_size))
-        self.search_grid = token_grid(backbone, (search_size, search_size))
-        self.head = CenterBoxHead(backbone.num_features, head_channels)
+        self.template_grid = token_grid(encoder, (template_size, template_size))
+        self.search_grid = token_grid(encoder, (search_size, search_size))
+        self.head = CenterBoxHead(encoder.num_features, head_channels)
 
     def _embed(self, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         from timm.layers import resample_abs_pos_embed
 
-        bb = self.backbone
+        bb = self.encoder
         tokens = bb.patch_embed(images)
         if tokens.ndim == 4:  # NHWC when the model was built with dynamic_img_size
             tokens = tokens.flatten(1, 2)
@@ -351,7 +357,7 @@ class OneStreamTracker(nn.Module):
         return tokens + pos
 
     def forward(self, template: torch.Tensor, search: torch.Tensor) -> dict[str, torch.Tensor]:
-        bb = self.backbone
+        bb = self.encoder
         z = self._embed(template, self.template_grid)
         x = self._embed(search, self.search_grid)
         tokens = bb.norm_pre(bb.pos_drop(torch.cat([z, x], dim=1)))
@@ -367,16 +373,16 @@ def track_sequence(model: OneStreamTracker, seq: TrackingSequence, mean: tuple[f
     model.eval()
     device = next(model.parameters()).device
     box = seq.boxes[0].tolist()
-    first = normalize(load_rgb(seq.frames[0]), mean, std)
     centre = (box[0] + box[2] / 2, box[1] + box[3] / 2)
-    template = crop_square(first, centre, crop_side(box, template_factor), model.template_size)[None].to(device)
+    template = crop_square(seq.frame(0), centre, crop_side(box, template_factor), model.template_size)
+    template = normalize(template, mean, std)[None].to(device)
     boxes = [box]
-    for path in seq.frames[1:]:
-        image = normalize(load_rgb(path), mean, std)
+    for index in range(1, len(seq.boxes)):
+        image = seq.frame(index)
         height, width = image.shape[-2:]
         centre = (box[0] + box[2] / 2, box[1] + box[3] / 2)
         side = crop_side(box, search_factor)
-        search = crop_square(image, centre, side, model.search_size)[None].to(device)
+        search = normalize(crop_square(image, centre, side, model.search_size), mean, std)[None].to(device)
         x, y, w, h = (decode_boxes(model(template, search))[0].double().cpu() * side).tolist()
         x, y = x + centre[0] - side / 2, y + centre[1] - side / 2
         x0, y0 = min(max(x, 0.0), width - 1.0), min(max(y, 0.0), height - 1.0)

@@ -1,0 +1,134 @@
+"""Image classification transfer: full fine-tuning with layer-wise lr decay, and the linear probe.
+
+Layer-wise lr decay (BEiT): timm's ``param_groups_layer_decay`` puts each parameter in the group of its
+block (``group_matcher``: stem 0, blocks 1…L, final norm last, unmatched parameters such as the classifier
+in the top group) and sets ``lr_scale = decay ** (top − group)`` on the group. The optimizer's ``lr`` stays
+the base lr; timm's schedulers multiply by ``lr_scale`` each time they set the lr — exactly once.
+
+Linear probe (MAE): BatchNorm1d without affine parameters + a linear layer on features of a frozen backbone
+in eval mode, from the final output or any block (``block``), CLS token or mean of the patch tokens.
+Accuracy: top-1 and top-5 (top-k is reported only for k <= number of classes).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mimlens.errors import MimlensError
+from mimlens.tasks.accumulate import SumAccumulator
+from mimlens.tasks.backbone import pooled_features
+
+
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Parameter names listed by ``no_weight_decay()`` of the model and its sub-modules (timm's convention)."""
+    from mimlens.engine import no_weight_decay_names as names
+
+    return names(model)
+
+
+def layer_decay_param_groups(backbone: nn.Module, weight_decay: float, layer_decay: float,
+                             heads: nn.Module | None = None) -> list[dict]:
+    """Optimizer groups with ``lr_scale`` per block (timm) for ``backbone``, plus ``heads`` at scale 1.
+
+    Groups carry ``lr_scale`` and ``weight_decay`` but no ``lr``: the optimizer's lr is the base lr and the
+    (timm) scheduler applies the scale. 1-D parameters and ``no_weight_decay()`` names get no weight decay.
+    """
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+    if not 0 < layer_decay <= 1:
+        raise MimlensError(f"layer_decay must lie in (0, 1], got {layer_decay}")
+    groups = []
+    if any(p.requires_grad for p in backbone.parameters()):
+        groups += param_groups_layer_decay(backbone, weight_decay=weight_decay, layer_decay=layer_decay,
+                                           no_weight_decay_list=sorted(no_weight_decay_names(backbone)))
+    if heads is not None:
+        groups += [{**g, "lr_scale": 1.0} for g in param_groups_weight_decay(heads, weight_decay)]
+    if not groups:
+        raise MimlensError("the model has no trainable parameters")
+    return groups
+
+
+class TopKAccuracy(SumAccumulator):
+    """Streaming top-k accuracy (k = 1 and 5 by default)."""
+
+    def __init__(self, ks: tuple[int, ...] = (1, 5)) -> None:
+        super().__init__(correct=(len(ks),), images=())
+        self.ks = tuple(ks)
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        top = logits.detach().topk(min(max(self.ks), logits.shape[1]), dim=1).indices
+        hit = top == target.view(-1, 1)
+        self.add("correct", torch.stack([hit[:, :k].any(dim=1).sum() for k in self.ks]))
+        self.add("images", target.numel())
+        self.num_classes = logits.shape[1]
+
+    def compute(self) -> dict[str, float]:
+        images = float(self.sums["images"])
+        if images == 0:
+            raise MimlensError("no image was evaluated")
+        return {f"top{k}": float(c) / images for k, c in zip(self.ks, self.sums["correct"], strict=True)
+                if k <= getattr(self, "num_classes", k)}
+
+
+class Classifier(nn.Module):
+    """Full fine-tuning: a timm backbone with its own classifier (``reset_classifier``), so the classifier
+    falls in the top layer-decay group."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        encoder.reset_classifier(num_classes)
+        self.encoder = encoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images)
+
+
+class LinearProbe(nn.Module):
+    """BatchNorm1d (no affine) + linear classifier (``head``) on frozen backbone features; the backbone stays
+    in eval mode and gets no gradient."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int, feature_dim: int, block: int | None = None,
+                 pool: str = "cls") -> None:
+        super().__init__()
+        encoder.requires_grad_(False)
+        self.encoder = encoder.eval()
+        self.block, self.pool = block, pool
+        self.head = nn.Sequential(nn.BatchNorm1d(feature_dim, affine=False, eps=1e-6),
+                                  nn.Linear(feature_dim, num_classes))
+        nn.init.trunc_normal_(self.head[1].weight, std=0.01)
+        nn.init.zeros_(self.head[1].bias)
+
+    def train(self, mode: bool = True) -> LinearProbe:
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = pooled_features(self.encoder, images, self.block, self.pool)
+        return self.head(features)
+
+
+def cross_entropy(label_key: str = "label", label_smoothing: float = 0.0):
+    """The classification loss on ``batch[label_key]``, with training accuracy logged as ``acc``."""
+
+    def loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = model(batch["image"])
+        target = batch[label_key]
+        return {"loss": F.cross_entropy(logits, target, label_smoothing=label_smoothing),
+                "acc": (logits.detach().argmax(dim=1) == target).float().mean()}
+
+    return loss
+
+
+@torch.no_grad()
+def evaluate_classification(model: Classifier | LinearProbe, loader, label_key: str = "label") -> TopKAccuracy:
+    """Top-1/top-5 of ``model`` over ``loader`` (batches with ``image`` and ``label_key``)."""
+    model.eval()
+    device = next(model.parameters()).device
+    acc = TopKAccuracy()
+    for batch in loader:
+        acc.update(model(batch["image"].to(device)).cpu(), batch[label_key])
+    return acc
