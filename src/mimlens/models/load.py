@@ -1,0 +1,104 @@
+"""Every MODEL spelling → ``(model, info)``, and the run-directory side of it (docs/architecture.md).
+
+MODEL is ``timm:NAME`` or a preset (random init), a checkpoint file with ``arch`` (format detected and
+converted to timm keys), or a run directory: ``RUN/config.yaml`` holds ``model: {name, kwargs}`` and
+``RUN/backbone.safetensors`` the weights in timm key names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from mimlens.config import load_yaml
+from mimlens.errors import MimlensError
+from mimlens.io import save_bytes
+from mimlens.models.build import PRESETS, build_model, resolve_spec, unknown_spec
+from mimlens.models.checkpoint import head_prefixes, load_checkpoint
+
+__all__ = ["BACKBONE_FILE", "load_model", "model_section", "save_backbone"]
+
+BACKBONE_FILE = "backbone.safetensors"
+
+
+def load_model(spec: str | os.PathLike, arch: str | None = None, *, moco_encoder: str = "base",
+               **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """Build or load the model a MODEL spelling names.
+
+    Args:
+        spec: ``timm:NAME``, a preset name, a checkpoint file or a run directory.
+        arch: for a checkpoint file, the preset, ``timm:NAME`` or bare timm name it belongs to (required);
+            not allowed otherwise.
+        moco_encoder: for MoCo v3 checkpoints, ``"base"`` or ``"momentum"``.
+        **overrides: :func:`build_model` arguments (``img_size``, ``num_classes``, ``pos_embed``, timm kwargs);
+            for a run directory they override its ``model.kwargs``.
+
+    Returns:
+        the model (eval mode is left to the caller) and a plain ``info`` dict: ``source``, ``format``
+        (``"init"`` for random initialisation) and, for loaded weights, what :func:`load_checkpoint` reports.
+    """
+    spec = os.fspath(spec)
+    if spec in PRESETS or spec.startswith("timm:"):
+        if arch is not None:
+            raise MimlensError(f"arch={arch!r} is only for checkpoint files; {spec!r} names the model itself")
+        return build_model(spec, **overrides), {"source": spec, "format": "init"}
+    path = Path(spec)
+    if path.is_dir():
+        if arch is not None:
+            raise MimlensError(f"arch={arch!r} is only for checkpoint files; run directory {path} names its model")
+        return _load_run(path, moco_encoder, overrides)
+    if path.is_file():
+        if arch is None:
+            raise MimlensError(
+                f"checkpoint {path} needs an arch: the preset or timm model it belongs to (e.g. vit-base-224, "
+                f"timm:deit_small_patch16_224)"
+            )
+        model = build_model(arch if arch in PRESETS or arch.startswith("timm:") else f"timm:{arch}", **overrides)
+        return model, load_checkpoint(path, model, moco_encoder=moco_encoder)
+    if os.sep in spec or path.suffix:
+        raise MimlensError(f"model {spec!r}: no such file or directory")
+    raise unknown_spec(spec)
+
+
+def _load_run(run: Path, moco_encoder: str, overrides: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    config = run / "config.yaml"
+    if not config.is_file():
+        raise MimlensError(f"run directory {run} has no config.yaml (expected one with model: {{name, kwargs}})")
+    section = load_yaml(config).get("model")
+    if not isinstance(section, dict) or not isinstance(section.get("name"), str):
+        raise MimlensError(f"{config}: expected a 'model' section with a 'name' string and optional 'kwargs' mapping")
+    kwargs = section.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise MimlensError(f"{config}: model.kwargs must be a mapping, got {type(kwargs).__name__}")
+    weights = run / BACKBONE_FILE
+    if not weights.is_file():
+        raise MimlensError(f"run directory {run} has no {BACKBONE_FILE} (the backbone weights in timm key names)")
+    model = build_model(section["name"], **{**kwargs, **overrides})
+    info = load_checkpoint(weights, model, moco_encoder=moco_encoder)
+    return model, {**info, "source": str(run), "run": {"name": section["name"], "kwargs": kwargs}}
+
+
+def save_backbone(model: nn.Module, path: str | os.PathLike, *, head: bool = False) -> Path:
+    """Write the model's state dict in timm key names as safetensors, atomically; the classifier only if ``head``."""
+    prefixes = () if head else head_prefixes(model)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+             if not (prefixes and k.startswith(prefixes))}
+    arch = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+    return save_bytes(safetensors_bytes(state, metadata={"format": "pt", "architecture": arch}), path)
+
+
+def model_section(name: str, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run config's ``model`` entry, ``{"name", "kwargs"}``, such that ``build_model(name, **kwargs)``
+    rebuilds the model; tuples become lists so that it is plain YAML."""
+    resolve_spec(name)
+    plain = {str(k): list(v) if isinstance(v, tuple) else v for k, v in (kwargs or {}).items()}
+    try:
+        yaml.safe_dump(plain)
+    except yaml.YAMLError as err:
+        raise MimlensError(f"model kwargs for {name!r} must be plain YAML values: {err}") from None
+    return {"name": name, "kwargs": plain}
