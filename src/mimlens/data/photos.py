@@ -9,44 +9,47 @@ when none can, :func:`photos` returns procedural textures instead, so callers ne
 from __future__ import annotations
 
 import functools
+import importlib.util
 import warnings
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-__all__ = ["PHOTO_NAMES", "load_photos", "photos", "procedural_texture", "resized_photos"]
+__all__ = ["PHOTO_FILES", "PHOTO_NAMES", "load_photos", "photos", "procedural_texture", "resized_photos"]
 
-#: scikit-image photos stored inside the package (``skimage.data``) and scikit-learn's sample images.
-PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "china", "flower")
-
-
-def _skimage_photo(name: str) -> np.ndarray:
-    import skimage.data
-
-    return getattr(skimage.data, name)()
-
-
-def _sklearn_photo(name: str) -> np.ndarray:
-    from sklearn.datasets import load_sample_image
-
-    return load_sample_image(f"{name}.jpg")
+#: Photos stored inside the installed scikit-image (``skimage.data``) and scikit-learn (sample images) packages.
+PHOTO_FILES = {
+    "astronaut": ("skimage", "data/astronaut.png"),
+    "coffee": ("skimage", "data/coffee.png"),
+    "chelsea": ("skimage", "data/chelsea.png"),
+    "rocket": ("skimage", "data/rocket.jpg"),
+    "camera": ("skimage", "data/camera.png"),
+    "china": ("sklearn", "datasets/images/china.jpg"),
+    "flower": ("sklearn", "datasets/images/flower.jpg"),
+}
+PHOTO_NAMES = tuple(PHOTO_FILES)
 
 
-def _as_float_rgb(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(image[:, :, :3], dtype=np.float32) / np.float32(255.0)
+def _package_file(package: str, relative: str) -> Path:
+    """A data file inside an installed package, found without importing it (importing ``sklearn.datasets``
+    alone takes seconds)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package} is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / relative
 
 
 @functools.cache
 def load_photos() -> dict[str, np.ndarray]:
-    """Every bundled photo that loads, by name, as float32 RGB (H, W, 3) in [0, 1] (cached per process)."""
+    """Every bundled photo that loads, by name, as float32 RGB (H, W, 3) in [0, 1] (cached per process);
+    grey photos are repeated over the three channels."""
     loaded = {}
-    for name in PHOTO_NAMES:
-        load = _sklearn_photo if name in ("china", "flower") else _skimage_photo
+    for name, (package, relative) in PHOTO_FILES.items():
         try:
-            loaded[name] = _as_float_rgb(load(name))
-        except Exception as err:  # a missing optional data file must not stop scene generation
+            with Image.open(_package_file(package, relative)) as image:
+                loaded[name] = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+        except (OSError, ValueError) as err:  # a missing data file must not stop scene generation
             warnings.warn(f"bundled photo {name!r} could not be loaded ({err}); it is left out", stacklevel=2)
     return loaded
 
@@ -78,19 +81,15 @@ def photos() -> tuple[np.ndarray, ...]:
 
 @functools.cache
 def resized_photos(short_side: int) -> tuple[np.ndarray, ...]:
-    """Every photo of :func:`photos` resized (antialiased) so its shorter side is ``short_side`` pixels.
+    """Every photo of :func:`photos` resized (PIL bilinear, antialiased) so its shorter side is ``short_side``.
 
     Cached per size: scene generation crops these with plain slicing instead of resizing per image.
     """
-    import torch
-    import torch.nn.functional as F
-
     out = []
     for photo in photos():
         height, width = photo.shape[:2]
         scale = short_side / min(height, width)
-        size = (max(short_side, round(height * scale)), max(short_side, round(width * scale)))
-        tensor = torch.from_numpy(photo).permute(2, 0, 1)[None]
-        resized = F.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
-        out.append(np.ascontiguousarray(resized[0].permute(1, 2, 0).clamp(0, 1).numpy()))
+        size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
+        image = Image.fromarray(np.round(photo * 255).astype(np.uint8)).resize(size, Image.BILINEAR)
+        out.append(np.asarray(image, dtype=np.float32) / np.float32(255.0))
     return tuple(out)

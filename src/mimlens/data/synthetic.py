@@ -107,7 +107,7 @@ class Difficulty:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class SceneObject:
     """One textured shape: centre and radius in pixels, angle in radians, depth in metres."""
 
@@ -276,15 +276,17 @@ class _Draws:
 
 
 def _background(draw: _Draws, height: int, width: int, difficulty: Difficulty, pan: int = 0) -> np.ndarray:
-    """A (height, width + pan) crop of a photo (random zoom and flip) or a procedural texture, dimmed."""
+    """A crop of a photo (random zoom and flip) or a procedural texture, dimmed; ``pan`` extra columns on the
+    right for a panning camera, fewer if the photo is too narrow."""
     kind = difficulty.background
     if kind == "mixed":
         kind = "photo" if draw.uniform() < 0.5 else "texture"
     if kind == "texture":
         out = procedural_texture(height, width + pan, draw.rng)
     else:
-        pool = resized_photos(max(height, width + pan) * (1 + draw.integer(3)))  # 1x, 2x or 3x zoomed in
+        pool = resized_photos(max(height, width) * (1 + draw.integer(3)))  # 1x, 2x or 3x zoomed in
         photo = pool[draw.integer(len(pool))]
+        pan = min(pan, photo.shape[1] - width)
         top, left = draw.integer(photo.shape[0] - height + 1), draw.integer(photo.shape[1] - width - pan + 1)
         out = photo[top : top + height, left : left + width + pan]
         if draw.uniform() < 0.5:
@@ -460,6 +462,7 @@ def generate_sequence(
     speed = side / 64  # pixels per frame at 64 px
     pan = math.ceil(draw.uniform(0, 0.5) * speed * (length - 1))
     background = _background(draw, height, width, difficulty, pan)
+    pan = background.shape[1] - width
     ground, ground_at = _ground(draw, height, width)
     objects = _layout(draw, height, width, difficulty, ground_at)
     velocity = [draw.uniform(0.5, 2.0) * speed for _ in objects]
@@ -502,7 +505,7 @@ class SyntheticSequences(Dataset):
 
     Keys: ``frames`` float32 (T, 3, H, W) in [0, 1], ``boxes`` (T, 4) ``(x, y, w, h)``, ``full_occlusion`` and
     ``out_of_view`` (T,) bool, ``label``, ``fine_label``, ``index``. Frame 0 always shows the main object
-    fully inside the image. ``difficulty`` keywords as for :class:`SyntheticScenes`.
+    inside the image (though perhaps hidden). ``difficulty`` keywords as for :class:`SyntheticScenes`.
     """
 
     def __init__(
