@@ -93,6 +93,7 @@ class Assets:
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir.resolve()
         self.links: list[str] = []
+        self.written: dict[Path, list[str]] = {}
 
     def target(self, run: Run, rel: str) -> Path:
         """Where a file at ``rel`` inside ``run`` lives next to the report."""
@@ -103,15 +104,17 @@ class Assets:
 
     def place(self, run: Run, rel: str) -> str:
         src, dest = (run.path / rel).resolve(), self.target(run, rel)
-        if dest != src:
+        if dest != src and src.is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest)
         return self._link(dest)
 
     def write(self, run: Run, rel: str, data: bytes) -> str:
+        """Write a file the report made for ``run`` (e.g. curves drawn from its log) next to the report."""
         dest = self.target(run, rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
+        self.written.setdefault(run.path, []).append(rel)
         return self._link(dest)
 
     def has(self, run: Run, rel: str) -> bool:
@@ -163,14 +166,18 @@ def _figure(run: Run, assets: Assets, stem: str) -> str:
     if not (run.path / rel).is_file():
         return ""
     assets.place(run, rel)
-    title, caption = ex.FIGURES.get(stem, (stem.replace("_", " ").capitalize(), ""))
+    key = "cka_across" if stem.startswith("cka_across") else stem
+    title, caption = ex.FIGURES.get(key, (stem.replace("_", " ").capitalize(), ""))
+    if stem.startswith("cka_across_"):
+        title = f"{title}: {stem.removeprefix('cka_across_').replace('_vs_', ' vs ')}"
     return figure(run.path / rel, caption, title)
 
 
 def _files_section(run: Run, assets: Assets) -> Section | None:
     rels = sorted(p.relative_to(run.path).as_posix() for p in run.path.iterdir()
                   if p.is_file() and p.suffix in DATA_SUFFIXES)
-    rels += sorted(f"figures/{p.name}" for p in (run.path / "figures").glob("*.png"))
+    figures = {f"figures/{p.name}" for p in (run.path / "figures").glob("*.png")}
+    rels += sorted(figures.union(assets.written.get(run.path, [])))
     if not rels:
         return None
     links = "".join(f'<li><a href="{esc(assets.place(run, r))}">{esc(r)}</a></li>' for r in rels)
@@ -238,7 +245,7 @@ def _comparison(run: Run, assets: Assets) -> Section:
         fig = _figure(run, assets, stem)
         if fig:
             section.children.append(Section(title, fig + explain(ex.READING[stem])))
-    per_model = _per_model_tables(run)
+    per_model = _per_model_tables(run, models)
     if per_model:
         section.children.append(Section("Per-layer numbers", per_model))
     if (run.path / "cka_across.json").is_file():
@@ -246,10 +253,13 @@ def _comparison(run: Run, assets: Assets) -> Section:
     return section
 
 
-def _per_model_tables(run: Run) -> str:
+def _per_model_tables(run: Run, models: list[dict[str, Any]]) -> str:
     parts = []
-    for path in sorted((run.path / "attention").glob("*.json")):
-        parts.append(table(LAYER_COLUMNS, attention_layer_rows(_read_json(path)), path.stem))
+    for m in models:
+        path = run.path / str(m.get("attention", ""))
+        if path.is_file():
+            doc = _read_json(path)
+            parts.append(table(LAYER_COLUMNS, attention_layer_rows(doc), f"{m.get('label')}: {doc.get('model')}"))
     return "".join(parts)
 
 
@@ -258,12 +268,13 @@ def _cka_across(run: Run, assets: Assets) -> Section:
     rows = []
     for pair in doc.get("pairs", [doc]):
         matrix = pair.get("matrix") or [[]]
-        diag = [matrix[i][i] for i in range(min(len(matrix), len(matrix[0])))]
-        rows.append([pair.get("model_a"), pair.get("model_b"), pair.get("estimator"), pair.get("unit"),
-                     pair.get("num_images"), sum(diag) / len(diag) if diag else None,
-                     matrix[-1][-1] if matrix[0] else None])
-    body = _figure(run, assets, "cka_across") + table(
-        ["model A", "model B", "estimator", "unit", "images", "mean diagonal CKA", "CKA(last, last)"], rows)
+        diag = [matrix[i][i] for i in range(min(len(matrix), len(matrix[0]))) if matrix[i][i] is not None]
+        rows.append([pair.get("model_a"), pair.get("model_b"), pair.get("unit"), pair.get("num_images"),
+                     sum(diag) / len(diag) if diag else None, matrix[-1][-1] if matrix[0] else None])
+    estimators = sorted({str(p.get("estimator")) for p in doc.get("pairs", [doc])})
+    figures = "".join(_figure(run, assets, p.stem) for p in sorted((run.path / "figures").glob("cka_across*.png")))
+    body = figures + table(["model A", "model B", "unit", "images", "mean diagonal CKA", "CKA(last, last)"], rows,
+                           "Estimator: " + "; ".join(estimators))
     return Section("CKA between models (F5)", body + explain(ex.READING["cka_across"]))
 
 

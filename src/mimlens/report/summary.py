@@ -7,30 +7,20 @@ untrained, "global" layer sits on.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-LAYER_COLUMNS = ("layer", "keys", "distance px", "uniform px", "entropy", "uniform ln(keys)", "head KL")
+LAYER_COLUMNS = ("layer", "distance px", "uniform px", "entropy", "uniform entropy", "head KL")
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def uniform_distance(layer: dict[str, Any]) -> float | None:
-    """The attention distance of uniform attention recorded for a layer, or None when not recorded."""
-    value = (layer.get("uniform") or {}).get("distance_px")
+def uniform(layer: dict[str, Any], key: str) -> float | None:
+    """A statistic of uniform attention over the layer's keys as recorded in ``attention.json``, or None."""
+    value = (layer.get("uniform") or {}).get(key)
     return float(value) if value is not None else None
-
-
-def uniform_entropy(layer: dict[str, Any]) -> float | None:
-    """ln(number of valid keys): the entropy of uniform attention (recorded value preferred)."""
-    value = (layer.get("uniform") or {}).get("entropy")
-    if value is not None:
-        return float(value)
-    keys = layer.get("num_keys")
-    return math.log(keys) if keys else None
 
 
 def attention_layer_rows(doc: dict[str, Any]) -> list[list[Any]]:
@@ -39,11 +29,10 @@ def attention_layer_rows(doc: dict[str, Any]) -> list[list[Any]]:
     for layer in doc.get("layers", []):
         rows.append([
             layer.get("name", "?"),
-            layer.get("num_keys"),
             _mean(layer.get("distance_px", [])),
-            uniform_distance(layer),
+            uniform(layer, "distance_px"),
             _mean(layer.get("entropy", [])),
-            uniform_entropy(layer),
+            uniform(layer, "entropy"),
             layer.get("head_kl_mean"),
         ])
     return rows

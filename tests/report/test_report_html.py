@@ -1,0 +1,233 @@
+"""The HTML report builder: blocks, the run-directory kinds it recognises, and what it writes next to itself."""
+
+import base64
+import io
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mimlens.errors import MimlensError
+from mimlens.report.blocks import fmt, json_table, png_data_uri, table
+from mimlens.report.figures_training import curve_series, read_log
+from mimlens.report.html import Section, build_report, findings_table, render_page
+from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows, text_table
+
+
+def png_bytes(width=20, height=10, colour=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class Page(HTMLParser):
+    """Collects what the tests look at: images, links, headings, element ids, scripts and stylesheets."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.images, self.links, self.ids, self.scripts, self.external = [], [], [], 0, []
+        self.headings, self._heading = [], None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag == "a":
+            self.links.append(attrs.get("href", ""))
+        if tag == "script":
+            self.scripts += 1
+        if tag == "link" or (tag in ("img", "script", "iframe") and not attrs.get("src", "").startswith("data:")):
+            self.external.append((tag, attrs))
+        if tag in ("h2", "h3"):
+            self._heading = [tag, ""]
+
+    def handle_data(self, data):
+        if self._heading is not None:
+            self._heading[1] += data
+
+    def handle_endtag(self, tag):
+        if self._heading is not None and tag == self._heading[0]:
+            self.headings.append(tuple(self._heading))
+            self._heading = None
+
+
+def attention_doc(model="vit-micro-32", weights="random init", depth=2):
+    layers = []
+    for i in range(depth):
+        layers.append({"name": f"blocks.{i}", "stage": 0, "num_heads": 2, "grid": [4, 4], "stride_px": [8, 8],
+                       "num_keys": 17, "distance_px": [10.0 + i, 12.0 + i], "distance_frac": [0.3, 0.4],
+                       "entropy": [2.0, 2.5], "entropy_norm": [0.7, 0.9], "head_kl": [[0.0, 0.5], [0.7, 0.0]],
+                       "head_kl_mean": 0.6, "uniform": {"distance_px": 16.06, "distance_frac": 0.5,
+                                                        "entropy": math.log(16), "entropy_norm": 1.0}})
+    return {"model": model, "weights": weights, "num_images": 6, "image_size": [32, 32], "prefix_policy": "renorm",
+            "dtype": "float32", "data": "synthetic", "layers": layers}
+
+
+def write_run(path: Path, files: dict) -> Path:
+    for name, content in files.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        elif isinstance(content, str):
+            target.write_text(content)
+        else:
+            target.write_text(json.dumps(content))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """One directory of every kind the report recognises, plus a demo directory holding nested runs."""
+    log = "".join(json.dumps({"step": s, "epoch": 0, "lr": 1e-3, "loss": 1.0 / (s + 1), "images_per_s": 90.0}) + "\n"
+                  for s in range(1, 6)) + json.dumps({"epoch": 0, "epoch_end": True, "loss": 0.3}) + "\n"
+    cka = {"estimator": "minibatch linear CKA", "unit": "image", "num_images": 6, "layers_a": ["blocks.0", "blocks.1"],
+           "layers_b": ["blocks.0", "blocks.1"], "matrix": [[1.0, 0.8], [0.8, 1.0]]}
+    analysis = write_run(tmp_path / "analysis", {
+        "attention.json": attention_doc(), "cka.json": cka, "config.yaml": "model: {spec: vit-micro-32}\n",
+        "attention.csv": "layer,head,metric,value\n", "figures/attention_distance.png": png_bytes(),
+        "figures/head_kl.png": png_bytes(), "figures/cka_within.png": png_bytes(),
+        "figures/extra_view.png": png_bytes(),
+    })
+    compare = write_run(tmp_path / "compare", {
+        "compare.json": {"data": "synthetic", "num_images": 6, "models": [
+            {"label": "a", "model": "vit-micro-32", "weights": "random init", "attention": "attention/a.json"},
+            {"label": "b", "model": "x.pt", "weights": "timm checkpoint x.pt", "attention": "attention/b.json"}]},
+        "attention/a.json": attention_doc("vit-micro-32"), "attention/b.json": attention_doc("x.pt", "timm checkpoint"),
+        "cka_across.json": {"pairs": [{**cka, "model_a": "a", "model_b": "b"}]},
+        "figures/cka_across.png": png_bytes(), "figures/attention_distance.png": png_bytes(),
+    })
+    demo = tmp_path / "demo"
+    write_run(demo, {"findings.json": [
+        {"id": "F1", "statement": "MIM brings locality", "verdict": "reproduced", "numbers": {"simmim px": 12.5}},
+        {"id": "F3", "statement": "heads stay diverse", "verdict": "inconclusive", "numbers": "kl 0.1 vs 0.1"}]})
+    write_run(demo / "pretrain_simmim", {"log.jsonl": log, "config.yaml": "objective: simmim\nmodel: {name: vit}\n",
+                                         "figures/reconstruction.png": png_bytes()})
+    write_run(demo / "finetune_depth", {"metrics.json": {"rmse": 0.31, "delta1": 0.9, "variant": "NYUv2 per-image"}})
+    write_run(demo / "masks", {"avgdist.json": {"settings": [{"mask_patch": 8, "ratio": 0.6, "avgdist": 3.1}]},
+                               "figures/avgdist.png": png_bytes()})
+    return {"analysis": analysis, "compare": compare, "demo": demo}
+
+
+def test_report_of_every_kind_is_one_self_contained_file(runs, tmp_path):
+    out = build_report([runs["analysis"], runs["compare"], runs["demo"]], tmp_path / "out" / "report.html",
+                       title="All kinds")
+    text = out.read_text()
+    page = Page(text)
+    titles = [t for _, t in page.headings]
+    for expected in ("Analysis: vit-micro-32", "Attention distance (F1)", "Head diversity (F3)", "Per-layer numbers",
+                     "CKA between layers (F5)", "Other figures", "Comparison: a vs b", "CKA between models (F5)",
+                     "Findings: demo", "Training run: demo/pretrain_simmim (simmim)", "Training curves",
+                     "Training run: demo/finetune_depth", "Metrics (F4, F6)", "Masking: AvgDist (demo/masks)"):
+        assert expected in titles
+    assert "Attention entropy (F3)" not in titles  # no figure, no empty section
+    assert page.scripts == 0 and page.external == []
+    # analysis: 4 own figures; compare: 2; pretrain: reconstruction + curves drawn from log.jsonl; masks: 1
+    assert len(page.images) == 4 + 2 + 2 + 1
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
+    # the contents link to headings that exist
+    anchors = [link[1:] for link in page.links if link.startswith("#")]
+    assert len(anchors) == len(page.headings) - 1 and set(anchors) <= set(page.ids)  # all but "Contents"
+    # every file link points to a copy next to the report
+    files = [link for link in page.links if not link.startswith("#")]
+    assert "analysis/attention.json" in files and "demo/masks/avgdist.json" in files
+    assert "demo/pretrain_simmim/figures/training_curves.png" in files
+    for link in files:
+        assert (out.parent / link).is_file(), link
+    assert (out.parent / "analysis" / "figures" / "cka_within.png").read_bytes() == png_bytes()
+
+
+def test_analysis_numbers_and_random_init_notice_reach_the_page(runs, tmp_path):
+    text = build_report([runs["analysis"]], tmp_path / "r.html").read_text()
+    assert "random initialisation" in text
+    # per-layer table: mean over heads, uniform references, head-KL mean
+    assert "<td class=\"num\">11</td>" in text and "<td class=\"num\">16.06</td>" in text
+    assert "<td class=\"num\">2.773</td>" in text and "<td class=\"num\">0.6</td>" in text
+    # CKA facts: mean of the off-diagonal cells, first vs last block
+    assert "mean CKA between different layers</dt><dd>0.8" in text
+
+
+def test_report_written_inside_a_run_directory_copies_nothing(runs):
+    before = sorted(p for p in runs["analysis"].rglob("*"))
+    out = build_report([runs["analysis"]], runs["analysis"] / "report.html")
+    after = sorted(p for p in runs["analysis"].rglob("*"))
+    assert [p for p in after if p not in before] == [out]
+    assert 'href="attention.json"' in out.read_text()
+
+
+def test_missing_or_empty_run_directories_are_clean_errors(tmp_path):
+    with pytest.raises(MimlensError, match="does not exist"):
+        build_report([tmp_path / "nope"], tmp_path / "r.html")
+    (tmp_path / "empty" / "figures").mkdir(parents=True)
+    with pytest.raises(MimlensError, match=r"empty holds no mimlens run \(expected one of cka_across.json"):
+        build_report([tmp_path / "empty"], tmp_path / "r.html")
+    write_run(tmp_path / "broken", {"attention.json": "{not json"})
+    with pytest.raises(MimlensError, match="attention.json is not valid JSON"):
+        build_report([tmp_path / "broken"], tmp_path / "r.html")
+
+
+def test_text_from_files_is_escaped(tmp_path):
+    run = write_run(tmp_path / "run", {"attention.json": attention_doc(model="<script>alert(1)</script>")})
+    text = build_report([run], tmp_path / "r.html").read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_findings_table_rows_and_verdicts():
+    html = findings_table([{"id": "F1", "statement": "locality", "verdict": "reproduced",
+                            "numbers": {"a": 0.123456, "n": 3}},
+                           ("F2", "AvgDist", "not reproduced", "none")])
+    assert 'class="verdict reproduced"' in html and 'class="verdict not-reproduced"' in html
+    assert "a = 0.1235; n = 3" in html
+    with pytest.raises(MimlensError, match="verdict 'maybe' is not one of"):
+        findings_table([("F1", "x", "maybe", "")])
+    with pytest.raises(MimlensError, match="lacks numbers"):
+        findings_table([{"id": "F1", "statement": "x", "verdict": "reproduced"}])
+
+
+def test_render_page_gives_unique_anchors_and_a_two_level_contents():
+    page = Page(render_page("T", [Section("Same", "<p>1</p>", [Section("Files", "")]),
+                                  Section("Same", "", [Section("Files", "")])]))
+    assert len(page.ids) == len(set(page.ids)) == 4
+    assert [link[1:] for link in page.links] == page.ids
+
+
+def test_blocks_format_and_validate():
+    assert [fmt(v) for v in (3, 0.123456, 1234.5, 1e-5, True, None, float("nan"))] == \
+        ["3", "0.1235", "1234", "1.00e-05", "true", "", "nan"]
+    assert png_data_uri(png_bytes()).startswith("data:image/png;base64,iVBORw0KGgo")
+    with pytest.raises(MimlensError, match="not a PNG image"):
+        png_data_uri(b"GIF89a....")
+    with pytest.raises(ValueError, match="2 cells for 3 columns"):
+        table(["a", "b", "c"], [[1, 2]])
+    flat = json_table({"top1": 0.5, "eval": {"rmse": 0.3}, "curve": [1, 2], "long": list(range(20))})
+    assert "eval.rmse" in flat and "1, 2" in flat and "long" not in flat
+    assert json_table("text") == ""
+
+
+def test_training_log_curves(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0, "lr": 0.1, "top1": 0.2}\n\n{"epoch": 0, "epoch_end": true, "loss": 9}\n'
+                    '{"step": 2, "loss": 1.0, "lr": 0.1, "flag": true}\n')
+    assert curve_series(read_log(path)) == {"loss": ([1, 2], [2.0, 1.0]), "top1": ([1], [0.2])}
+    path.write_text('{"step": 1}\n[1, 2\n')
+    with pytest.raises(MimlensError, match="log.jsonl: line 2 is not JSON"):
+        read_log(path)
+
+
+def test_layer_rows_and_text_table():
+    rows = attention_layer_rows(attention_doc(depth=2))
+    assert rows[1] == ["blocks.1", 12.0, 16.06, 2.25, pytest.approx(math.log(16)), 0.6]
+    text = text_table(LAYER_COLUMNS, rows + [["blocks.2", None, None, None, None, None]])
+    lines = text.splitlines()
+    assert lines[0] == "layer     distance px  uniform px  entropy  uniform entropy  head KL"
+    assert lines[2].split() == ["blocks.0", "11", "16.06", "2.25", "2.773", "0.6"]
+    assert lines[-1].split() == ["blocks.2", "-", "-", "-", "-", "-"]
+    assert len({len(line) for line in lines[:2]}) == 1
