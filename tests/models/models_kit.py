@@ -27,12 +27,13 @@ DEIT_DISTILLED = ("timm:deit_tiny_distilled_patch16_224", dict(
 
 
 def tiny(spec: tuple[str, dict], seed: int = 1, **kwargs) -> torch.nn.Module:
-    """A tiny model with every parameter drawn at random (so that any mis-mapped tensor changes the output)."""
+    """A tiny model with every trainable parameter drawn at random (so that any mis-mapped tensor changes the
+    output); fixed ones (a sin-cos position embedding) are kept."""
     arch, overrides = spec
     model = build_model(arch, **{**overrides, **kwargs})
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in model.parameters():
+        for p in filter(lambda p: p.requires_grad, model.parameters()):
             p.copy_(0.3 * torch.randn(p.shape, generator=gen))
     return model.eval()
 
