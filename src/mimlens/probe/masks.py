@@ -144,18 +144,18 @@ def avg_dist_sweep(
     ratios: Sequence[float] = PAPER_RATIOS,
     num_masks: int = 200,
     seed: int = 0,
-) -> list[dict[str, float]]:
+) -> list[dict[str, float | None]]:
     """AvgDist over a grid of mask patch sizes × ratios: rows ``{"mask_patch_size", "ratio", "avg_dist_px"}``.
 
-    Settings whose ratio leaves no visible pixel are an error, like in :func:`avg_dist`.
+    A setting that masks every block (few large blocks and a high ratio) has no AvgDist: ``None``.
     """
-    return [
-        {
-            "mask_patch_size": int(patch),
-            "ratio": float(ratio),
-            "avg_dist_px": avg_dist(img_size, patch, ratio, num_masks, seed),
-        }
-        for patch in mask_patch_sizes
-        for ratio in ratios
-    ]
-
+    if num_masks < 1:
+        raise MimlensError(f"num_masks must be at least 1, got {num_masks}")
+    rows = []
+    for patch in mask_patch_sizes:
+        rows_, cols = _block_grid(img_size, patch, 1)
+        for ratio in ratios:
+            defined = _num_masked(ratio, rows_ * cols) < rows_ * cols
+            value = avg_dist(img_size, patch, ratio, num_masks, seed) if defined else None
+            rows.append({"mask_patch_size": int(patch), "ratio": float(ratio), "avg_dist_px": value})
+    return rows
