@@ -1,0 +1,187 @@
+"""``mimlens compare RUN_OR_MODEL RUN_OR_MODEL ...``: several models side by side, and CKA between them.
+
+Each item is an analysis run directory (its ``attention.json`` is reused; its model is loaded again from
+its ``config.yaml`` for CKA) or a MODEL spelling (analysed here). Every pair of models gets a CKA matrix
+on the same raw images in the same order, each model with its own preprocessing.
+
+Writes: ``config.yaml``, ``compare.json`` (the models and where their statistics came from),
+``attention/<label>.json``, ``cka_across.json`` (``{"pairs": [cka.json, ...]}``), overlaid
+``figures/attention_distance.png``, ``attention_entropy.png``, ``head_kl.png``, the CKA heat map
+``figures/cka_across.png`` (two models) or ``figures/cka_across_<a>_vs_<b>.png`` (each pair), and
+``report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from mimlens.commands.analyze import add_data_arguments, data_flags
+
+DEFAULTS: dict[str, Any] = {
+    "items": [],
+    "arch": [],
+    "data": {"source": "synthetic", "num_images": 64, "seed": 0},
+    "analysis": {"batch_size": 64, "prefix_policy": "renorm", "cka_unit": "image"},
+    "run": {"device": None, "out": None, "progress": True},
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("items", nargs="+", metavar="RUN_OR_MODEL",
+                        help="analysis run directories or MODEL spellings (as for mimlens analyze); two or more")
+    parser.add_argument("--arch", action="append",
+                        help="for checkpoint files: once for all of them, or once per item in order ('-' for none)")
+    add_data_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mimlens import distributed
+    from mimlens.commands.analyze import check_config, check_out, slug
+    from mimlens.config import resolve
+
+    cfg = resolve(DEFAULTS, args.config, {"items": args.items, "arch": args.arch, **data_flags(args)})
+    check_config(cfg)
+    out = Path(cfg["run"]["out"] or Path("runs") / ("compare_" + "_".join(slug(i) for i in cfg["items"])))
+    cfg["run"]["out"] = str(out)
+    check_out(out, "items")
+    try:
+        compare(cfg, out)
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+def archs_for(items: list[str], archs: list[str] | None) -> list[str | None]:
+    """The ``--arch`` of each item: one value applies to every checkpoint file, N values map to N items."""
+    from mimlens.errors import MimlensError
+
+    if not archs:
+        return [None] * len(items)
+    if len(archs) == 1:
+        return [archs[0] if Path(item).is_file() else None for item in items]
+    if len(archs) != len(items):
+        raise MimlensError(f"--arch given {len(archs)} times for {len(items)} items: expected once or once per item")
+    return [None if a in ("-", "") else a for a in archs]
+
+
+def labels_for(items: list[str]) -> list[str]:
+    """Short unique labels: the item's name, numbered on collisions."""
+    from mimlens.commands.analyze import slug
+
+    labels: list[str] = []
+    for item in items:
+        label = base = slug(item)
+        n = 2
+        while label in labels:
+            label, n = f"{base}-{n}", n + 1
+        labels.append(label)
+    return labels
+
+
+def analysis_run(item: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(attention.json, model section of config.yaml)`` when ``item`` is an analysis run directory."""
+    import json
+
+    from mimlens.config import load_yaml
+    from mimlens.errors import MimlensError
+
+    path = Path(item)
+    if not (path / "attention.json").is_file():
+        return None
+    model = load_yaml(path / "config.yaml").get("model") if (path / "config.yaml").is_file() else None
+    if not isinstance(model, dict) or not model.get("spec"):
+        raise MimlensError(f"analysis run {path} has no config.yaml with model.spec: cannot load its model for CKA")
+    try:
+        return json.loads((path / "attention.json").read_text()), model
+    except json.JSONDecodeError as err:
+        raise MimlensError(f"{path / 'attention.json'} is not valid JSON: {err}") from None
+
+
+def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Run the comparison ``cfg`` describes and write the run directory ``out`` (rank 0)."""
+    from mimlens import distributed
+    from mimlens.commands.analyze import (
+        attention_document,
+        attention_pass,
+        cka_pass,
+        describe_weights,
+        image_dataset,
+        layer_table,
+        load,
+        progress_enabled,
+        say,
+    )
+    from mimlens.config import save_config
+    from mimlens.errors import MimlensError
+    from mimlens.io import save_bytes, save_json
+    from mimlens.models import preprocessing
+    from mimlens.report.figures_cka import plot_cka
+    from mimlens.report.figures_compare import STATISTICS, compare_figure
+    from mimlens.report.html import build_report
+
+    items = [str(i) for i in cfg["items"]]
+    if len(items) < 2:
+        raise MimlensError(f"compare needs at least two runs or models, got {len(items)}")
+    device = distributed.init(cfg["run"]["device"])
+    main = distributed.is_main()
+    progress = progress_enabled(cfg) and main
+    data = cfg["data"]
+    entries = []
+    for item, arch, label in zip(items, archs_for(items, cfg["arch"]), labels_for(items), strict=True):
+        reused = analysis_run(item)
+        spec, arch = (reused[1]["spec"], reused[1].get("arch")) if reused else (item, arch)
+        model, info = load(spec, arch)
+        entries.append({"label": label, "item": item, "spec": spec, "model": model,
+                        "weights": describe_weights(info), "doc": reused[0] if reused else None})
+    sizes = [preprocessing(e["model"])["img_size"] for e in entries]
+    side = max(max(s) if isinstance(s, tuple) else s for s in sizes)
+    dataset, skipped = image_dataset(data["source"], data["num_images"], side, data["seed"])
+    if main:
+        say(f"compare {', '.join(e['label'] for e in entries)} on {len(dataset)} images of {data['source']}"
+            + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else ""))
+    for e in entries:
+        if e["doc"] is None:
+            stats = attention_pass(e["model"], dataset, cfg, device, progress)
+            e["doc"] = attention_document(stats, e["spec"], e["weights"], data["source"], skipped)
+            e["from"] = f"this comparison ({e['doc']['num_images']} images of {data['source']})"
+        else:
+            e["from"] = (f"analysis run {e['item']} ({e['doc'].get('num_images')} images of "
+                         f"{e['doc'].get('data', '?')})")
+    pairs = []
+    for a, b in combinations(entries, 2):
+        result = cka_pass(a["model"], dataset, cfg, device, progress, model_b=b["model"])
+        result.model_a, result.model_b = a["label"], b["label"]
+        pairs.append(result)
+    meta = {
+        "data": data["source"], "num_images": len(dataset), "skipped_files": [p for p, _ in skipped],
+        "models": [{"label": e["label"], "model": e["spec"], "weights": e["weights"], "attention_from": e["from"],
+                    "attention": f"attention/{e['label']}.json"} for e in entries],
+    }
+    if main:
+        save_config(cfg, out)
+        save_json(meta, out / "compare.json")
+        for e in entries:
+            save_json(e["doc"], out / "attention" / f"{e['label']}.json")
+        save_json({"pairs": [p.to_json() for p in pairs]}, out / "cka_across.json")
+        docs, labels = [e["doc"] for e in entries], [e["label"] for e in entries]
+        for stem in STATISTICS:
+            save_bytes(compare_figure(docs, labels, stem), out / "figures" / f"{stem}.png")
+        for p in pairs:
+            name = "cka_across" if len(pairs) == 1 else f"cka_across_{p.model_a}_vs_{p.model_b}"
+            plot_cka(p, out / "figures" / f"{name}.png")
+        build_report([out], out / "report.html", title=f"mimlens compare {' vs '.join(labels)}")
+        for e in entries:
+            say(f"\n{e['label']} ({e['weights']}; attention from {e['from']})\n{layer_table(e['doc'])}")
+        say("\nCKA between models (" + (pairs[0].estimator if pairs else "") + "):")
+        for p in pairs:
+            n = min(p.matrix.shape)
+            say(f"  {p.model_a} vs {p.model_b}: mean diagonal {p.matrix.diagonal()[:n].nanmean().item():.3f}, "
+                f"last blocks {p.matrix[-1, -1].item():.3f}")
+        if any(e["weights"] == "random init" for e in entries):
+            say("note: random-init models are untrained references, not pre-trained models")
+        say(f"run directory: {out}  (compare.json, attention/, cka_across.json, figures/, report.html)")
+    distributed.barrier()
+    return meta

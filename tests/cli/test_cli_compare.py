@@ -1,0 +1,56 @@
+"""``mimlens compare``: a reused analysis run against a model analysed on the spot, and CKA across them."""
+
+import json
+
+import pytest
+import torch
+
+from mimlens.data import build_dataset
+from mimlens.models import load_model
+from mimlens.probe.cka import cka_matrix
+
+CKA_KEYS = {"estimator", "unit", "num_images", "layers_a", "layers_b", "matrix"}
+
+
+def test_compare_writes_its_files(compare_run, analysis_run):
+    out = compare_run.path
+    for name in ("config.yaml", "compare.json", "cka_across.json", "report.html", "figures/attention_distance.png",
+                 "figures/attention_entropy.png", "figures/head_kl.png", "figures/cka_across.png"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "compare.json").read_text())
+    labels = [m["label"] for m in meta["models"]]
+    assert labels == ["analysis", "swin-tiny-64"]
+    first, second = meta["models"]
+    assert first["attention_from"].startswith(f"analysis run {analysis_run.path} (5 images")
+    assert second["attention_from"].startswith("this comparison (4 images") and second["weights"] == "random init"
+    reused = json.loads((out / first["attention"]).read_text())
+    assert reused == json.loads((analysis_run.path / "attention.json").read_text())
+    swin = json.loads((out / second["attention"]).read_text())
+    assert swin["num_images"] == 4 and swin["image_size"] == [64, 64]
+    assert [layer["stage"] for layer in swin["layers"]] == [0, 0, 1, 1, 2, 2, 2, 2, 2, 2]
+    assert "analysis vs swin-tiny-64: mean diagonal" in compare_run.stdout
+
+
+def test_cka_across_uses_the_same_raw_images_and_each_models_preprocessing(compare_run, image_folder, checkpoint):
+    """Raw images at the larger model's side (64 px); the 32 px ViT sees them resized, the Swin as they are."""
+    pairs = json.loads((compare_run.path / "cka_across.json").read_text())["pairs"]
+    assert len(pairs) == 1 and CKA_KEYS <= set(pairs[0])
+    pair = pairs[0]
+    assert (pair["model_a"], pair["model_b"], pair["num_images"]) == ("analysis", "swin-tiny-64", 4)
+    torch.manual_seed(2)  # as the fixture: the ViT is built (then loaded) before the Swin is initialised
+    vit, _ = load_model(checkpoint, "vit-micro-32")
+    swin, _ = load_model("swin-tiny-64")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable file"):
+        dataset = build_dataset(image_folder, img_size=64)
+    raw = torch.stack([dataset[i]["image"] for i in range(4)])
+    expected = cka_matrix(vit.eval(), raw, swin.eval(), batch_size=4)
+    assert pair["layers_a"] == expected.layers_a and pair["layers_b"] == expected.layers_b
+    assert torch.tensor(pair["matrix"], dtype=torch.float64) == pytest.approx(expected.matrix, abs=1e-6)
+
+
+def test_compare_arch_rules(cli, workdir, checkpoint):
+    status, _, err = cli("compare", checkpoint, "vit-micro-32", "--arch", "a", "--arch", "b", "--arch", "c",
+                         "--out", workdir / "bad")
+    assert status == 2 and "--arch given 3 times for 2 items" in err
+    status, _, err = cli("compare", "vit-micro-32", "--out", workdir / "bad")
+    assert status == 2 and "compare needs at least two runs or models, got 1" in err
