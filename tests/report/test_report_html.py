@@ -108,10 +108,19 @@ def runs(tmp_path):
         {"id": "F1", "statement": "MIM brings locality", "verdict": "reproduced", "numbers": {"simmim px": 12.5}},
         {"id": "F3", "statement": "heads stay diverse", "verdict": "inconclusive", "numbers": "kl 0.1 vs 0.1"}]})
     write_run(demo / "pretrain_simmim", {"log.jsonl": log, "config.yaml": "objective: simmim\nmodel: {name: vit}\n",
-                                         "figures/reconstruction.png": png_bytes()})
-    write_run(demo / "finetune_depth", {"metrics.json": {"rmse": 0.31, "delta1": 0.9, "variant": "NYUv2 per-image"}})
-    write_run(demo / "masks", {"avgdist.json": {"settings": [{"mask_patch": 8, "ratio": 0.6, "avgdist": 3.1}]},
-                               "figures/avgdist.png": png_bytes()})
+                                         "figures/simmim_reconstruction.png": png_bytes()})
+    write_run(demo / "finetune_depth", {
+        "config.yaml": "task: depth\n",
+        "metrics.json": {"task": "depth", "init": "runs/simmim", "drop_last": 0,
+                         "primary": {"name": "rmse", "value": 0.31, "higher_is_better": False},
+                         "metrics": {"rmse": 0.31, "delta1": 0.9}, "variant": {"averaging": "per image"}},
+        "drop_sweep.json": {"task": "depth", "metric": "rmse", "rows": [{"drop_last": 0, "rmse": 0.31},
+                                                                        {"drop_last": 2, "rmse": 0.29}]},
+        "figures/layer_drop.png": png_bytes()})
+    write_run(demo / "masks", {
+        "avgdist.json": {"img_size": 32, "num_masks": 5, "convention": "pixel centres", "moderate_band_px": [1.4, 2.9],
+                         "settings": [{"mask_patch_size": 8, "ratio": 0.6, "avg_dist_px": 3.1}]},
+        "figures/avgdist.png": png_bytes()})
     return {"analysis": analysis, "compare": compare, "demo": demo}
 
 
@@ -123,13 +132,16 @@ def test_report_of_every_kind_is_one_self_contained_file(runs, tmp_path):
     titles = [t for _, t in page.headings]
     for expected in ("Analysis: vit-micro-32", "Attention distance (F1)", "Head diversity (F3)", "Per-layer numbers",
                      "CKA between layers (F5)", "Other figures", "Comparison: a vs b", "CKA between models (F5)",
-                     "Findings: demo", "Training run: demo/pretrain_simmim (simmim)", "Training curves",
-                     "Training run: demo/finetune_depth", "Metrics (F4, F6)", "Masking: AvgDist (demo/masks)"):
+                     "Findings: demo", "Pre-training: demo/pretrain_simmim (simmim)", "Training curves",
+                     "Reconstruction", "Fine-tuning: demo/finetune_depth (depth)", "Metrics (F4, F6)",
+                     "Dropping the last blocks (F4)", "Masking: AvgDist (demo/masks)"):
         assert expected in titles
     assert "Attention entropy (F3)" not in titles  # no figure, no empty section
     assert page.scripts == 0 and page.external == []
-    # analysis: 4 own figures; compare: 2; pretrain: reconstruction + curves drawn from log.jsonl; masks: 1
-    assert len(page.images) == 4 + 2 + 2 + 1
+    # analysis: 4 own figures; compare: 2; pretrain: reconstruction + curves drawn from log.jsonl; layer drop;
+    # masks: 1
+    assert len(page.images) == 4 + 2 + 2 + 1 + 1
+    assert "Other figures" not in [t for _, t in page.headings[page.headings.index(("h2", "Comparison: a vs b")):]]
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
@@ -231,3 +243,10 @@ def test_layer_rows_and_text_table():
     assert lines[2].split() == ["blocks.0", "11", "16.06", "2.25", "2.773", "0.6"]
     assert lines[-1].split() == ["blocks.2", "-", "-", "-", "-", "-"]
     assert len({len(line) for line in lines[:2]}) == 1
+
+
+def test_fine_tuning_metrics_name_their_variant(runs, tmp_path):
+    text = build_report([runs["demo"] / "finetune_depth"], tmp_path / "r.html").read_text()
+    assert "primary metric</dt><dd>rmse</dd><dt>value</dt><dd>0.31</dd><dt>higher is better</dt><dd>false" in text
+    assert "<caption>metric variant</caption>" in text and "<td>per image</td>" in text
+    assert "<caption>metric: rmse</caption>" in text and '<td class="num">0.29</td>' in text

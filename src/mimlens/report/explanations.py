@@ -46,6 +46,10 @@ FIGURES: dict[str, tuple[str, str]] = {
         "SimMIM reconstruction",
         "Input, mask and the prediction on the masked patches for a few images.",
     ),
+    "mask_examples": (
+        "Example masks",
+        "One random SimMIM mask per setting laid over a bundled photo (masked blocks darkened).",
+    ),
     "layer_drop": (
         "Dropping the last blocks",
         "Downstream metric against the number of last blocks removed before fine-tuning.",
@@ -94,6 +98,11 @@ READING: dict[str, str] = {
         "(depth, pose, tracking) and fine-grained classification and is competitive on well-covered semantic "
         "tasks; dropping the last, low-diversity blocks of a supervised model does not hurt geometric tasks "
         "and can help. Compare runs that differ in one thing only, with the metric variant named."
+    ),
+    "layer_drop": (
+        "<b>Against the paper (F4, Fig. 5).</b> For a supervised model, removing the last blocks, whose heads "
+        "have lost their diversity, should not hurt geometric tasks (pose AP, depth RMSE) and can help; for "
+        "a MIM model the last blocks still carry diverse heads, so dropping them costs more."
     ),
     "findings": (
         "Each of the paper's findings next to the verdict of this run and the numbers it was computed from. "

@@ -166,7 +166,7 @@ def _figure(run: Run, assets: Assets, stem: str) -> str:
     if not (run.path / rel).is_file():
         return ""
     assets.place(run, rel)
-    key = "cka_across" if stem.startswith("cka_across") else stem
+    key = next((k for k in ex.FIGURES if stem == k or stem.startswith(f"{k}_") or stem.endswith(f"_{k}")), stem)
     title, caption = ex.FIGURES.get(key, (stem.replace("_", " ").capitalize(), ""))
     if stem.startswith("cka_across_"):
         title = f"{title}: {stem.removeprefix('cka_across_').replace('_vs_', ' vs ')}"
@@ -280,24 +280,65 @@ def _cka_across(run: Run, assets: Assets) -> Section:
 
 def _masks(run: Run, assets: Assets) -> Section:
     doc = _read_json(run.path / "avgdist.json")
-    body = _figure(run, assets, "avgdist")
-    rows = doc.get("settings", doc.get("rows", doc)) if isinstance(doc, dict) else doc
-    body += json_table(rows) + explain(ex.READING["avgdist"])
+    if not isinstance(doc, dict):
+        raise MimlensError(f"{run.path / 'avgdist.json'}: expected a JSON object with 'settings'")
+    band = doc.get("moderate_band_px")
+    body = facts({"run": run.title, "image size (px)": doc.get("img_size"), "masks per setting": doc.get("num_masks"),
+                  "moderate band (px)": " to ".join(f"{v:.3g}" for v in band) if band else None,
+                  "convention": doc.get("convention")})
+    body += _figure(run, assets, "avgdist") + json_table(doc.get("settings", []), "AvgDist per masking setting")
+    body += explain(ex.READING["avgdist"]) + _figure(run, assets, "mask_examples")
     return Section(f"Masking: AvgDist ({run.title})", body)
 
 
 def _training(run: Run, assets: Assets) -> Section:
+    """A pre-training run (config ``objective``) or a fine-tuning run (``task``): curves, metrics, sweeps."""
     cfg = _read_config(run)
-    kind = cfg.get("command") or cfg.get("objective") or cfg.get("method") or cfg.get("task")
-    section = Section(f"Training run: {run.title}" + (f" ({kind})" if isinstance(kind, str) else ""))
-    model = cfg.get("model", {})
-    section.body = facts({"run": run.title, "model": model.get("name") if isinstance(model, dict) else model})
+    metrics = _read_json(run.path / "metrics.json") if (run.path / "metrics.json").is_file() else {}
+    if not isinstance(metrics, dict):
+        raise MimlensError(f"{run.path / 'metrics.json'}: expected a JSON object")
+    if "objective" in cfg:
+        title = f"Pre-training: {run.title} ({cfg['objective']})"
+    elif "task" in cfg or "task" in metrics:
+        title = f"Fine-tuning: {run.title} ({cfg.get('task', metrics.get('task'))})"
+    else:
+        title = f"Training run: {run.title}"
+    model = cfg.get("model")
+    section = Section(title, facts({
+        "run": run.title, "model": model.get("name") if isinstance(model, dict) else metrics.get("model"),
+        "initialised from": metrics.get("init"), "last blocks dropped": metrics.get("drop_last"),
+        "data": (cfg.get("data") or {}).get("source") if isinstance(cfg.get("data"), dict) else None,
+    }))
     if (run.path / "log.jsonl").is_file():
         section.children.append(Section("Training curves", _curves(run, assets) + explain(ex.READING["training"])))
-    if (run.path / "metrics.json").is_file():
-        metrics = json_table(_read_json(run.path / "metrics.json"), "metrics.json")
-        section.children.append(Section("Metrics (F4, F6)", metrics + explain(ex.READING["metrics"])))
+    shown = [p.stem for p in sorted((run.path / "figures").glob("*reconstruction*.png"))]
+    if shown:
+        section.children.append(Section("Reconstruction", "".join(_figure(run, assets, s) for s in shown)))
+    if metrics:
+        section.children.append(Section("Metrics (F4, F6)", _metrics(metrics) + explain(ex.READING["metrics"])))
+    if (run.path / "drop_sweep.json").is_file():
+        sweep = _read_json(run.path / "drop_sweep.json")
+        body = _figure(run, assets, "layer_drop") + json_table(sweep.get("rows", []), f"metric: {sweep.get('metric')}")
+        section.children.append(Section("Dropping the last blocks (F4)", body + explain(ex.READING["layer_drop"])))
     return section
+
+
+def _metrics(metrics: dict[str, Any]) -> str:
+    """The primary metric, every metric, and the metric variant that produced them."""
+    primary = metrics.get("primary") or {}
+    head = facts({"task": metrics.get("task"), "primary metric": primary.get("name"), "value": primary.get("value"),
+                  "higher is better": primary.get("higher_is_better")})
+    values = metrics.get("metrics")
+    body = json_table(values, "metrics") if isinstance(values, dict) else json_table(
+        {k: v for k, v in metrics.items() if k not in ("variant", "primary")}, "metrics.json")
+    variant = metrics.get("variant")
+    if isinstance(variant, dict):
+        body += json_table(variant, "metric variant")
+    elif variant:
+        body += facts({"metric variant": variant})
+    if isinstance(metrics.get("train"), dict):
+        body += json_table(metrics["train"], "training")
+    return head + body
 
 
 def _curves(run: Run, assets: Assets) -> str:
