@@ -76,12 +76,16 @@ def resolve_config(config_path: str | Path | None, flags: dict[str, Any]) -> dic
         if value is not None and key.count(".") == 1:
             section, name = key.split(".")
             flag_layer.setdefault(section, {})[name] = value
-    for given in (layer, flag_layer):
+    decided = set()
+    for given in (flag_layer, layer):  # the higher layer decides
         for section, steps, epochs in EXCLUSIVE:
             values = given.get(section) or {}
-            if values.get(steps) is not None and values.get(epochs) is None:
+            if (section, steps) in decided or (values.get(steps) is None and values.get(epochs) is None):
+                continue
+            decided.add((section, steps))
+            if values.get(epochs) is None:
                 cfg[section][epochs] = None
-            if values.get(epochs) is not None and values.get(steps) is None:
+            elif values.get(steps) is None:
                 cfg[section][steps] = None
     cfg["model"]["kwargs"] = {k: v for k, v in cfg["model"]["kwargs"].items() if v is not None}
     if cfg["objective"] not in DEFAULT_CROP_SCALE:
@@ -90,8 +94,10 @@ def resolve_config(config_path: str | Path | None, flags: dict[str, Any]) -> dic
 
 
 def scaled_mask_patch(img_size: int, token_size: int) -> int:
-    """SimMIM's 32 px mask patch at 224 px, scaled to ``img_size``: the closest multiple of the token size
-    that divides the image side (64 px, tokens of 8 → 8; 192/224 px → 32)."""
+    """SimMIM's 32 px mask patch at 224 px, scaled to ``img_size``: the multiple of the token size nearest to
+    ``32 × img_size / 224`` that divides the image side (224 px → 32; 64 px → 8; 192 px, tokens of 4 → 24).
+
+    The official 192 px Swin recipes keep 32 px; recipes set ``simmim.mask_patch`` explicitly."""
     target = 32 * img_size / 224
     candidates = [p for p in range(token_size, img_size + 1, token_size) if img_size % p == 0]
     return min(candidates, key=lambda p: (abs(p - target), -p))
