@@ -147,6 +147,13 @@ def test_mae_training_checkpoint(tmp_path):
     assert {k for k in info["dropped_keys"] if not k.startswith("decoder_")} == {"mask_token"}
 
 
+def test_mae_released_encoder(tmp_path):
+    src = tiny(VIT)
+    torch.save({"model": src.state_dict()}, tmp_path / "mae_pretrain_vit_micro.pth")
+    info = assert_loads_same(src, tmp_path / "mae_pretrain_vit_micro.pth", VIT)
+    assert (info["format"], info["wrapper"], info["dropped_keys"]) == ("timm", "model", [])
+
+
 def moco_projector(prefix: str, dim: int) -> dict[str, torch.Tensor]:
     """MoCo v3's 3-layer projector MLP (Linear, BN, ReLU, Linear, BN, ReLU, Linear, BN without affine)."""
     out = {f"{prefix}.0.weight": torch.randn(64, dim), f"{prefix}.3.weight": torch.randn(64, 64),
