@@ -129,3 +129,15 @@ def compare_run(workdir, image_folder, analysis_run):
                        "--num-images", "4", "--batch-size", "4", "--out", str(out), "--no-progress"])
     assert status == 0
     return SimpleNamespace(path=out, stdout=printed.getvalue())
+
+
+@pytest.fixture(scope="session")
+def demo_dir(workdir):
+    """A directory of runs as the demo lays them out: a masks run and a two-step SimMIM pre-training run."""
+    demo = workdir / "demo"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["masks", "--img-size", "32", "--mask-patch", "8", "--ratio", "0.6", "--num-masks", "4",
+                     "--out", str(demo / "masks")]) == 0
+        assert main(["pretrain", "simmim", "--arch", "vit-micro-32", "--data", "synthetic:16", "--steps", "2",
+                     "--batch-size", "8", "--out", str(demo / "pretrain_simmim"), "--no-progress"]) == 0
+    return demo

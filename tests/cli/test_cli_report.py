@@ -11,14 +11,20 @@ def embedded_images(text):
     return re.findall(r'<img src="([^"]*)"', text)
 
 
-def test_report_of_analysis_and_comparison_runs(analysis_run, compare_run, workdir, cli, browser):
+def test_report_of_analysis_comparison_masks_and_pretraining_runs(analysis_run, compare_run, demo_dir, workdir, cli,
+                                                                  browser):
     out = workdir / "report"
-    status, printed, _ = cli("report", analysis_run.path, compare_run.path, "--out", out, "--title", "Two runs")
+    status, printed, _ = cli("report", analysis_run.path, compare_run.path, demo_dir, "--out", out, "--title", "Runs")
     assert status == 0 and printed.strip() == f"report: {out / 'report.html'}"
     text = (out / "report.html").read_text()
+    headings = re.findall(r"<h2 id=\"[^\"]*\">([^<]*)</h2>", text)
+    assert headings == ["Analysis: " + str(analysis_run.path.parent / "micro.safetensors"),
+                        "Comparison: analysis vs swin-tiny-64", "Masking: AvgDist (demo/masks)",
+                        "Pre-training: demo/pretrain_simmim (simmim)"]
     sources = embedded_images(text)
-    # analysis: distance, entropy, head KL, CKA within; comparison: the same three overlaid, CKA across
-    assert len(sources) == 8
+    # analysis: distance, entropy, head KL, CKA within; comparison: the same three overlaid, CKA across;
+    # masks: AvgDist and example masks; pre-training: curves drawn from log.jsonl and the reconstruction
+    assert len(sources) == 8 + 2 + 2
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
@@ -27,7 +33,7 @@ def test_report_of_analysis_and_comparison_runs(analysis_run, compare_run, workd
                  "compare/cka_across.json", "compare/figures/cka_across.png"):
         assert (out / name).is_file() and f'href="{name}"' in text
     found = browser(out / "report.html")
-    assert found["images"] == 8 and found["broken"] == [] and found["errors"] == []
+    assert found["images"] == 12 and found["broken"] == [] and found["errors"] == []
     assert not [line for line in found["console"] if "Uncaught" in line or "rror" in line]
 
 

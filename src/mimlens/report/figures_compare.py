@@ -1,9 +1,9 @@
 """Overlaid attention figures of several models (``mimlens compare``), drawn from ``attention.json`` documents.
 
-One figure per statistic, layers on the x axis (block index, shifted a little per model so the dots do
-not hide each other): small dots are heads, the line joins the layer means, and a dashed line of the
-same colour is uniform attention over the same keys, the value of an untrained layer. Models of
-different depth share the axis by block index.
+One figure per statistic: small dots are heads, the line joins the layer means, and a dashed line of the
+same colour is uniform attention over the same keys, the value of an untrained layer. Models of equal
+depth share the block index on the x axis (each model shifted a little so its dots stay visible); models
+of different depth (ViT-B against Swin-B) are placed by relative depth, block i of n at (i + ½) / n.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-STATISTICS = {
-    "attention_distance": ("distance_px", "averaged attention distance (px)", "distance_px"),
-    "attention_entropy": ("entropy", "attention entropy (nats)", "entropy"),
-    "head_kl": ("head_kl", "KL divergence between heads (nats)", None),
+STATISTICS = {  # stem: (attention.json key, axis label, title, key of the uniform reference)
+    "attention_distance": ("distance_px", "averaged attention distance (px)", "Attention distance", "distance_px"),
+    "attention_entropy": ("entropy", "attention entropy (nats)", "Attention entropy", "entropy"),
+    "head_kl": ("head_kl", "KL divergence between heads (nats)", "Head diversity", None),
 }
 
 
@@ -42,22 +42,22 @@ def compare_figure(docs: Sequence[dict[str, Any]], labels: Sequence[str], stem: 
     """PNG bytes of one overlaid figure; ``stem`` is a key of :data:`STATISTICS`."""
     from matplotlib.figure import Figure
 
-    key, ylabel, uniform_key = STATISTICS[stem]
-    depth = max(len(d.get("layers", [])) for d in docs)
-    figure = Figure(figsize=(max(6.0, 0.45 * depth + 3.5), 4.0))
+    key, ylabel, title, uniform_key = STATISTICS[stem]
+    depths = [len(d.get("layers", [])) for d in docs]
+    same_depth = len(set(depths)) == 1
+    figure = Figure(figsize=(max(6.0, 0.45 * max(depths) + 3.5), 4.0))
     axes = figure.add_subplot()
-    colours = [f"C{i % 10}" for i in range(len(docs))]
-    width = 0.5 / max(1, len(docs))
-    for m, (doc, label, colour) in enumerate(zip(docs, labels, colours, strict=True)):
-        layers = doc.get("layers", [])
+    width = (0.5 if same_depth else 0.5 / max(depths)) / len(docs)
+    for m, (doc, label) in enumerate(zip(docs, labels, strict=True)):
+        colour, layers = f"C{m % 10}", doc.get("layers", [])
         offset = (m - (len(docs) - 1) / 2) * width
+        positions = [(i if same_depth else (i + 0.5) / len(layers)) + offset for i in range(len(layers))]
         xs, ys = [], []
-        for i, layer in enumerate(layers):
+        for x, layer in zip(positions, layers, strict=True):
             values = _head_values(layer, key)
-            xs += [i + offset] * len(values)
+            xs += [x] * len(values)
             ys += values
         axes.scatter(xs, ys, s=10 if key == "head_kl" else 16, color=colour, alpha=0.55, linewidths=0)
-        positions = [i + offset for i in range(len(layers))]
         axes.plot(positions, [_layer_mean(layer, key) for layer in layers], color=colour, marker="o",
                   markersize=5, linewidth=1.4, label=label)
         if uniform_key:
@@ -66,15 +66,19 @@ def compare_figure(docs: Sequence[dict[str, Any]], labels: Sequence[str], stem: 
                       linewidth=1.0, alpha=0.8, label=f"{label}: uniform attention")
     if key == "head_kl":
         axes.axhline(0.0, color="0.4", linestyle="--", linewidth=1.0, label="uniform attention (KL 0)")
-    names = max((d.get("layers", []) for d in docs), key=len)
-    axes.set_xticks(range(depth))
-    axes.set_xticklabels([layer.get("name", str(i)) for i, layer in enumerate(names)], rotation=60, fontsize=7,
-                         ha="right")
-    axes.set_xlabel("layer")
+    if same_depth:
+        axes.set_xticks(range(depths[0]))
+        axes.set_xticklabels([layer.get("name", str(i)) for i, layer in enumerate(docs[0]["layers"])], rotation=60,
+                             fontsize=7, ha="right")
+        axes.set_xlabel("layer")
+    else:
+        axes.set_xlim(0, 1)
+        axes.set_xlabel("relative depth (block i of n at (i + 0.5) / n)")
+    axes.ticklabel_format(axis="y", useOffset=False)
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, frameon=False, ncol=2)
-    axes.set_title(f"{ylabel.split(' (')[0].capitalize()}: " + " vs ".join(labels), fontsize=10)
+    axes.set_title(f"{title}: " + " vs ".join(labels), fontsize=10)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)

@@ -59,7 +59,7 @@ def training_curves(records: list[dict[str, Any]], title: str = ""):
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.4), squeeze=False)
     for ax, (panel, label) in zip(axes[0], panels, strict=True):
         for key, (xs, ys) in panel.items():
-            ax.plot(xs, ys, label=key, linewidth=1.4)
+            ax.plot(xs, ys, label=key, linewidth=1.4, marker="o" if len(xs) <= 30 else None, markersize=3)
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
