@@ -43,6 +43,8 @@ class YacsConfigAsDict:
 
 
 _SAFE_GLOBALS = [argparse.Namespace, (YacsConfigAsDict, "yacs.config.CfgNode")]
+# What the restricted unpickler says when it meets a disallowed object (as opposed to a damaged file).
+_REFUSED = re.compile(r"Unsupported global|unrecognized function|Can only")
 
 
 def read_checkpoint(path: str | os.PathLike) -> Any:
@@ -69,9 +71,6 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise MimlensError(f"{path} is not a readable torch checkpoint: {str(err) or type(err).__name__}") from None
-
-
-_REFUSED = re.compile(r"Unsupported global|unrecognized function|Can only")
 
 
 def _unpickler_reason(message: str) -> str:
