@@ -256,7 +256,8 @@ def test_agrees_with_torch_cka(images):
     x = model_transform(model)(images[:16])
     layers = block_names(model)
     oracle = torch_cka.CKA(model, model, "a", "b", model1_layers=layers, model2_layers=layers)  # hooks stay
-    oracle.compare(DataLoader(TensorDataset(x), batch_size=8))
+    loader = DataLoader(TensorDataset(x), batch_size=8)
+    oracle.compare(loader, loader)
     # torch-cka flattens the whole block output, prefix tokens included, and weights equal batches equally
     ours = cka_matrix(model, x, batch_size=8, prefix_policy="keep", transform_a=torch.nn.Identity())
     torch.testing.assert_close(ours.matrix.float(), oracle.export()["CKA"].float(), rtol=0, atol=2e-3)

@@ -260,8 +260,8 @@ class MinibatchCKA:
         ``form="features"`` its centred features (n, d), in float64. Constant features give zeros (no variance).
         Calling this inside a forward hook keeps only this small result, not the block output.
         """
+        constant = _is_constant(torch.as_tensor(x))  # exact in the input dtype, before the float64 copy
         x = _samples(x)
-        constant = _is_constant(x)
         x = x - x.mean(0, keepdim=True)
         if self.form == "features":
             return torch.zeros_like(x) if constant else x
@@ -652,7 +652,6 @@ def cka_matrix(
         probes = [stack.enter_context(BlockFeatures(m, unit, prefix_policy, pooled, reduce=preparer.prepare))
                   for m in models]
         stack.enter_context(_eval_mode(models))
-        stack.enter_context(torch.inference_mode())
         for index in range(passes):
             accumulator = MinibatchCKA(probes[0].layers, probes[1].layers if model_b is not None else None,
                                        kernel=kernel, threshold=threshold, form=form)
@@ -691,7 +690,8 @@ def _run_pass(accumulator, images, batch_size, models, probes, transforms, devic
         captured = []
         for model, probe, transform, device in zip(models, probes, transforms, devices, strict=True):
             probe.pop()
-            model(transform(raw.to(device)))
+            with torch.inference_mode():
+                model(transform(raw.to(device)))
             captured.append(probe.pop())
         accumulator.update(*captured, prepared=True)
     return num_images
