@@ -242,7 +242,7 @@ def analyze(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out)
         write_attention(doc, stats, out)
-        save_attention_figures(stats, out / "figures", title=f"{spec} ({weights})")
+        save_attention_figures(stats, out / "figures", labels=[slug(spec)], title=f"{spec} ({weights})")
         if cka is not None:
             from mimlens.io import save_json
 

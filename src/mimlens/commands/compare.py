@@ -6,7 +6,8 @@ on the same raw images in the same order, each model with its own preprocessing.
 
 Writes: ``config.yaml``, ``compare.json`` (the models and where their statistics came from),
 ``attention/<label>.json``, ``cka_across.json`` (``{"pairs": [cka.json, ...]}``), overlaid
-``figures/attention_distance.png``, ``attention_entropy.png``, ``head_kl.png``, the CKA heat map
+``figures/attention_distance.png`` (pixels, or fractions of the image side when the models' input sizes
+differ), ``attention_entropy.png``, ``head_kl.png``, the CKA heat map
 ``figures/cka_across.png`` (two models) or ``figures/cka_across_<a>_vs_<b>.png`` (each pair), and
 ``report.html``.
 """
@@ -116,10 +117,10 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     )
     from mimlens.config import save_config
     from mimlens.errors import MimlensError
-    from mimlens.io import save_bytes, save_json
+    from mimlens.io import save_json
     from mimlens.models import preprocessing
+    from mimlens.report.figures_attention import save_attention_figures
     from mimlens.report.figures_cka import plot_cka
-    from mimlens.report.figures_compare import STATISTICS, compare_figure
     from mimlens.report.html import build_report
 
     items = [str(i) for i in cfg["items"]]
@@ -166,9 +167,9 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         for e in entries:
             save_json(e["doc"], out / "attention" / f"{e['label']}.json")
         save_json({"pairs": [p.to_json() for p in pairs]}, out / "cka_across.json")
-        docs, labels = [e["doc"] for e in entries], [e["label"] for e in entries]
-        for stem in STATISTICS:
-            save_bytes(compare_figure(docs, labels, stem), out / "figures" / f"{stem}.png")
+        labels = [e["label"] for e in entries]
+        save_attention_figures([e["doc"] for e in entries], out / "figures", labels=labels,
+                               title=" vs ".join(labels))
         for p in pairs:
             name = "cka_across" if len(pairs) == 1 else f"cka_across_{p.model_a}_vs_{p.model_b}"
             plot_cka(p, out / "figures" / f"{name}.png")
