@@ -262,6 +262,15 @@ def _side(image_size: tuple[int, int]) -> float:
     return math.sqrt(image_size[0] * image_size[1])
 
 
+def _collective_device() -> torch.device:
+    """Where a rank with no tensors of its own puts one for a collective: CUDA under NCCL, else CPU."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 class AttentionAccumulator:
     """Streaming sums of attention distance, entropy and head KL per layer and head (float64).
 
@@ -379,10 +388,14 @@ class AttentionAccumulator:
 
     def all_reduce_(self) -> AttentionAccumulator:
         """Sum the accumulators of all ranks in place (one all-reduce; a no-op in one process)."""
-        if not self.layers:
-            raise MimlensError(f"rank {distributed.rank()} saw no images: give every rank a non-empty shard")
         parts = [t for s in self.sums for t in (s[key] for key in _SUMS)]
-        device = parts[0].device
+        device = parts[0].device if parts else _collective_device()
+        empty = distributed.all_reduce_sum_(torch.tensor([float(not parts)], device=device)).item()
+        if empty:
+            raise MimlensError(
+                f"{int(empty)} of {distributed.world_size()} ranks saw no images: give every rank at least one "
+                "image (fewer processes or more images)"
+            )
         flat = torch.cat([torch.tensor([float(self.num_images)], dtype=torch.float64, device=device)]
                          + [t.reshape(-1) for t in parts])  # fmt: skip
         distributed.all_reduce_sum_(flat)
@@ -484,7 +497,7 @@ class AttentionStats:
         for i, info in enumerate(self.layers):
             layers.append(
                 {
-                    **asdict(info),
+                    **{key: list(v) if isinstance(v, tuple) else v for key, v in asdict(info).items()},
                     "distance_px": _floats(self.distance_px[i]),
                     "distance_frac": _floats(self.distance_frac[i]),
                     "entropy": _floats(self.entropy[i]),
@@ -600,15 +613,19 @@ def attention_capture(model: nn.Module, callback) -> AbstractContextManager[list
     return (swin_attention_capture if is_swin(model) else vit_attention_capture)(model, callback)
 
 
-def _batches(images: torch.Tensor | Iterable, batch_size: int) -> Iterator[torch.Tensor]:
-    if isinstance(images, torch.Tensor):
-        if images.dim() != 4:
-            raise MimlensError(f"images must be a (N, C, H, W) tensor, got shape {tuple(images.shape)}")
-        if batch_size < 1:
-            raise MimlensError(f"batch_size must be a positive integer, got {batch_size}")
-        yield from images.split(batch_size)
-        return
-    for item in images:
+def _batches(images: torch.Tensor | Iterable, batch_size: int) -> tuple[Iterator[torch.Tensor], int | None]:
+    """The batches to run and, for a tensor, how many there are."""
+    if not isinstance(images, torch.Tensor):
+        return _checked(images), None
+    if images.dim() != 4:
+        raise MimlensError(f"images must be a (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+    if batch_size < 1:
+        raise MimlensError(f"batch_size must be a positive integer, got {batch_size}")
+    return iter(images.split(batch_size)), math.ceil(len(images) / batch_size)
+
+
+def _checked(batches: Iterable) -> Iterator[torch.Tensor]:
+    for item in batches:
         batch = item[0] if isinstance(item, (tuple, list)) else item
         if not isinstance(batch, torch.Tensor) or batch.dim() != 4:
             raise MimlensError(
@@ -648,10 +665,11 @@ def attention_stats(
     if device is not None:
         model.to(device)
     parameter = next(model.parameters())
-    batches = _batches(images, batch_size)
-    total = math.ceil(len(images) / batch_size) if isinstance(images, torch.Tensor) else None
+    batches, total = _batches(images, batch_size)
     forward = getattr(model, "forward_features", model)
     with attention_capture(model, accumulator.update), torch.no_grad():
         for batch in tqdm(batches, total=total, disable=not progress or not distributed.is_main(), desc="attention"):
             forward(batch.to(device=parameter.device, dtype=parameter.dtype))
-    return accumulator.all_reduce_().compute()
+    stats = accumulator.all_reduce_().compute()
+    stats.model = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
+    return stats
