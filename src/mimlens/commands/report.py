@@ -8,7 +8,6 @@ also placed next to it.
 from __future__ import annotations
 
 import argparse
-import datetime
 from pathlib import Path
 
 
@@ -16,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or directories of runs)")
     parser.add_argument("--out", metavar="DIR",
                         help="where report.html goes (default: the run directory itself when there is one, "
-                             "else runs/report-DATE-TIME)")
+                             "else runs/report)")
     parser.add_argument("--title", default="mimlens report", help="the page title (default: %(default)s)")
 
 
@@ -28,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     elif len(args.run_dirs) == 1:
         out = Path(args.run_dirs[0])
     else:
-        out = Path("runs") / f"report-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        out = Path("runs") / "report"
     path = build_report(args.run_dirs, out / "report.html", title=args.title)
     print(f"report: {path}")
     return 0
