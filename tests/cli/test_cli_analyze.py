@@ -40,6 +40,7 @@ def test_analyze_writes_the_run_directory_contract(analysis_run, image_folder, c
     assert ATTENTION_KEYS <= set(doc)
     assert doc["num_images"] == 5 and doc["image_size"] == [32, 32] and doc["prefix_policy"] == "renorm"
     assert doc["weights"] != "random init" and str(checkpoint) in doc["weights"]
+    assert doc["model"] == str(checkpoint) and doc["architecture"] == "vit_tiny_patch16_224"
     assert [Path(p).name for p in doc["skipped_files"]] == ["broken.png"]
     assert [layer["name"] for layer in doc["layers"]] == ["blocks.0", "blocks.1", "blocks.2"]
     for layer in doc["layers"]:

@@ -29,6 +29,8 @@ def test_compare_writes_its_files(compare_run, analysis_run):
     assert swin["num_images"] == 4 and swin["image_size"] == [64, 64]
     assert [layer["stage"] for layer in swin["layers"]] == [0, 0, 1, 1, 2, 2, 2, 2, 2, 2]
     assert "analysis vs swin-tiny-64: mean diagonal" in compare_run.stdout
+    assert [p.rsplit("/", 1)[-1] for p in meta["skipped_files"]] == ["broken.png"]
+    assert "skipped 1 unreadable file(s): broken.png" in compare_run.stdout
 
 
 def test_cka_across_uses_the_same_raw_images_and_each_models_preprocessing(compare_run, image_folder, checkpoint):

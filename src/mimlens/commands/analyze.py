@@ -131,16 +131,22 @@ def load(spec: str, arch: str | None):
 
 
 def image_dataset(source: str, num_images: int, img_size: int | tuple[int, int], seed: int):
-    """The first ``num_images`` raw images (float RGB in [0, 1], ``img_size``) of a data spec, and the
-    files skipped as unreadable (path, reason)."""
+    """The first ``num_images`` raw images (float RGB in [0, 1], ``img_size``) of a data spec.
+
+    Unreadable files are left out by the dataset and named by :func:`skipped_files` (not warned about)."""
     from torch.utils.data import Subset
 
     from mimlens.data import build_dataset
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message=".*unreadable", category=UserWarning)
         dataset = build_dataset(source, img_size=img_size, seed=seed)
-    return Subset(dataset, range(min(num_images, len(dataset)))), list(getattr(dataset, "skipped", []))
+    return Subset(dataset, range(min(num_images, len(dataset))))
+
+
+def skipped_files(dataset) -> list[str]:
+    """The files of an image folder left out as unreadable so far, each once."""
+    return list(dict.fromkeys(path for path, _ in getattr(dataset.dataset, "skipped", [])))
 
 
 def batches(dataset, batch_size: int, transform=None, rank: int = 0, world: int = 1):
@@ -150,7 +156,7 @@ def batches(dataset, batch_size: int, transform=None, rank: int = 0, world: int 
 
     indices = range(rank, len(dataset), world)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message=".*unreadable", category=UserWarning)
         for batch in DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False):
             images = batch["image"]
             if transform is not None:
@@ -185,10 +191,12 @@ def cka_pass(model_a, dataset, cfg: dict[str, Any], device, progress: bool, mode
                       prefix_policy=analysis["prefix_policy"], device=device, progress=progress)
 
 
-def attention_document(stats, model: str, weights: str, data: str, skipped: list) -> dict[str, Any]:
-    """``attention.json``: the statistics' own JSON plus the model spelling, weights and data used."""
-    doc = stats.to_json(model)
-    doc.update(weights=weights, architecture=stats.model, data=data, skipped_files=[p for p, _ in skipped])
+def attention_document(stats, spec: str, model, weights: str, dataset, source: str) -> dict[str, Any]:
+    """``attention.json``: the statistics' own JSON plus the MODEL spelling, its timm architecture, the weights
+    and the data used (with the files skipped as unreadable)."""
+    doc = stats.to_json(spec)
+    doc.update(architecture=getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__),
+               weights=weights, data=source, skipped_files=skipped_files(dataset))
     return doc
 
 
@@ -229,16 +237,16 @@ def analyze(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     model, info = load(spec, cfg["model"]["arch"])
     weights = describe_weights(info)
     data = cfg["data"]
-    dataset, skipped = image_dataset(data["source"], data["num_images"], preprocessing(model)["img_size"],
-                                     data["seed"])
+    dataset = image_dataset(data["source"], data["num_images"], preprocessing(model)["img_size"], data["seed"])
     if main:
-        say(f"analyze {spec} ({weights}) on {len(dataset)} images of {data['source']}"
-            + (f"; skipped {len(skipped)} unreadable file(s): {', '.join(Path(p).name for p, _ in skipped)}"
-               if skipped else ""))
+        say(f"analyze {spec} ({weights}) on {len(dataset)} images of {data['source']}")
     stats = attention_pass(model, dataset, cfg, device, progress)
-    doc = attention_document(stats, spec, weights, data["source"], skipped)
     cka = cka_pass(model, dataset, cfg, device, progress) if cfg["analysis"]["cka"] else None
+    doc = attention_document(stats, spec, model, weights, dataset, data["source"])
     if main:
+        if doc["skipped_files"]:
+            say(f"skipped {len(doc['skipped_files'])} unreadable file(s): "
+                + ", ".join(Path(p).name for p in doc["skipped_files"]))
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out)
         write_attention(doc, stats, out)

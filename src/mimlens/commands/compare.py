@@ -114,6 +114,7 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         load,
         progress_enabled,
         say,
+        skipped_files,
     )
     from mimlens.config import save_config
     from mimlens.errors import MimlensError
@@ -139,14 +140,13 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
                         "weights": describe_weights(info), "doc": reused[0] if reused else None})
     sizes = [preprocessing(e["model"])["img_size"] for e in entries]
     side = max(max(s) if isinstance(s, tuple) else s for s in sizes)
-    dataset, skipped = image_dataset(data["source"], data["num_images"], side, data["seed"])
+    dataset = image_dataset(data["source"], data["num_images"], side, data["seed"])
     if main:
-        say(f"compare {', '.join(e['label'] for e in entries)} on {len(dataset)} images of {data['source']}"
-            + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else ""))
+        say(f"compare {', '.join(e['label'] for e in entries)} on {len(dataset)} images of {data['source']}")
     for e in entries:
         if e["doc"] is None:
             stats = attention_pass(e["model"], dataset, cfg, device, progress)
-            e["doc"] = attention_document(stats, e["spec"], e["weights"], data["source"], skipped)
+            e["doc"] = attention_document(stats, e["spec"], e["model"], e["weights"], dataset, data["source"])
             e["from"] = f"this comparison ({e['doc']['num_images']} images of {data['source']})"
         else:
             e["from"] = (f"analysis run {e['item']} ({e['doc'].get('num_images')} images of "
@@ -157,7 +157,7 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         result.model_a, result.model_b = a["label"], b["label"]
         pairs.append(result)
     meta = {
-        "data": data["source"], "num_images": len(dataset), "skipped_files": [p for p, _ in skipped],
+        "data": data["source"], "num_images": len(dataset), "skipped_files": skipped_files(dataset),
         "models": [{"label": e["label"], "model": e["spec"], "weights": e["weights"], "attention_from": e["from"],
                     "attention": f"attention/{e['label']}.json"} for e in entries],
     }
@@ -181,6 +181,9 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
             n = min(p.matrix.shape)
             say(f"  {p.model_a} vs {p.model_b}: mean diagonal {p.matrix.diagonal()[:n].nanmean().item():.3f}, "
                 f"last blocks {p.matrix[-1, -1].item():.3f}")
+        if meta["skipped_files"]:
+            say(f"skipped {len(meta['skipped_files'])} unreadable file(s): "
+                + ", ".join(Path(p).name for p in meta["skipped_files"]))
         if any(e["weights"] == "random init" for e in entries):
             say("note: random-init models are untrained references, not pre-trained models")
         say(f"run directory: {out}  (compare.json, attention/, cka_across.json, figures/, report.html)")
