@@ -30,7 +30,7 @@ def test_report_of_analysis_comparison_masks_and_pretraining_runs(analysis_run, 
         Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
     assert not re.search(r'(src|href)="(https?:)?//', text) and "<link" not in text and "<script" not in text
     for name in ("analysis/attention.json", "analysis/attention.csv", "analysis/figures/head_kl.png",
-                 "compare/cka_across.json", "compare/figures/cka_across.png"):
+                 "compare/cka_across.json", "compare/attention/swin-tiny-64.json", "compare/figures/cka_across.png"):
         assert (out / name).is_file() and f'href="{name}"' in text
     found = browser(out / "report.html")
     assert found["images"] == 12 and found["broken"] == [] and found["errors"] == []

@@ -250,3 +250,11 @@ def test_fine_tuning_metrics_name_their_variant(runs, tmp_path):
     assert "primary metric</dt><dd>rmse</dd><dt>value</dt><dd>0.31</dd><dt>higher is better</dt><dd>false" in text
     assert "<caption>metric variant</caption>" in text and "<td>per image</td>" in text
     assert "<caption>metric: rmse</caption>" in text and '<td class="num">0.29</td>' in text
+
+
+def test_a_report_inside_the_runs_it_shows_does_not_find_its_own_copies(runs):
+    out = runs["demo"] / "report" / "report.html"
+    first = Page(build_report([runs["demo"], runs["analysis"]], out).read_text()).headings
+    second = Page(build_report([runs["demo"], runs["analysis"]], out).read_text()).headings
+    assert first == second and sum(t.startswith("Analysis") for _, t in second) == 1
+    assert (out.parent / "analysis" / "attention.json").is_file()

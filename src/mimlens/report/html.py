@@ -89,7 +89,7 @@ def build_report(run_dirs: Sequence[str | Path], out_path: str | Path, title: st
         while label in labels:
             label, n = f"{base}-{n}", n + 1
         labels.add(label)
-        runs = discover(run_dir, label)
+        runs = discover(run_dir, label, skip=assets.out_dir)
         if not runs:
             expected = ", ".join(n for names in MARKERS.values() for n in names)
             raise MimlensError(f"{run_dir} holds no mimlens run (expected one of {expected} in it or below it)")

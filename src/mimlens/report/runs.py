@@ -65,8 +65,9 @@ def run_kind(path: Path) -> str | None:
     return None
 
 
-def discover(root: Path, root_label: str, depth: int = 3) -> list[Run]:
-    """The runs at ``root`` and below it, parents before children, siblings in name order."""
+def discover(root: Path, root_label: str, skip: Path | None = None, depth: int = 3) -> list[Run]:
+    """The runs at ``root`` and below it, parents before children, siblings in name order; ``skip`` (the
+    report's own directory, which holds copies of runs) is not searched."""
     root = root.resolve()
     found = []
 
@@ -76,7 +77,7 @@ def discover(root: Path, root_label: str, depth: int = 3) -> list[Run]:
             found.append(Run(path, kind, root, root_label))
         if level < depth:
             for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-                if sub.name not in NOT_RUNS and not sub.name.startswith("."):
+                if sub.name not in NOT_RUNS and not sub.name.startswith(".") and sub.resolve() != skip:
                     visit(sub, level + 1)
 
     visit(root, 0)
@@ -174,7 +175,7 @@ def _figure(run: Run, assets: Assets, stem: str) -> str:
 
 
 def _files_section(run: Run, assets: Assets) -> Section | None:
-    rels = sorted(p.relative_to(run.path).as_posix() for p in run.path.iterdir()
+    rels = sorted(p.relative_to(run.path).as_posix() for p in [*run.path.iterdir(), *run.path.glob("attention/*")]
                   if p.is_file() and p.suffix in DATA_SUFFIXES)
     figures = {f"figures/{p.name}" for p in (run.path / "figures").glob("*.png")}
     rels += sorted(figures.union(assets.written.get(run.path, [])))
