@@ -6,10 +6,10 @@ Blocks are found by name, in forward order: ViT family (ViT, DeiT, BEiT, EVA, ..
 
 Sample unit: how one block output becomes the rows of an (n, d) matrix.
 
-- ``image`` (default): all tokens of an image flattened into one vector; one row per image.
+- ``image`` (default): all patch tokens of an image flattened into one vector; one row per image.
 - ``pooled``: one token-average per image (``pooled="mean"``, the mean patch token), or the CLS token
   (``pooled="cls"``, ViT family only).
-- ``token``: every token is a row (n = images x tokens).
+- ``token``: every patch token is a row (n = images x tokens).
 
 Prefix tokens follow the attention metrics' prefix policy: ``renorm`` and ``drop`` leave them out, ``keep``
 includes them (in the flattened vector, the mean and the token rows). Features are never renormalised, so for
