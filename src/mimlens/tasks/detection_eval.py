@@ -1,0 +1,93 @@
+"""Box AP of a detector on COCO instances, by pycocotools ``COCOeval(iouType='bbox')`` (never re-implemented).
+
+Predictions are mapped back to the original image (divided by the letterbox scale, clipped to the image),
+converted to COCO results — ``image_id``, ``category_id``, ``bbox`` as x, y, w, h pixels, ``score`` — and
+scored against the ground-truth index with COCO's defaults: IoU 0.50:0.95, at most 100 detections per
+image, area ranges small < 32² ≤ medium < 96² ≤ large (in pixels of the original image). Values are
+fractions in [0, 1]; an area range without ground truth gives None (COCOeval's -1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.ops import box_convert
+
+from mimlens.tasks.detection_data import CocoInstances, letterbox
+
+__all__ = ["BBOX_METRICS", "METRIC_VARIANT", "coco_bbox_eval", "predict"]
+
+#: Names of ``COCOeval.stats[0:6]`` for iouType 'bbox'.
+BBOX_METRICS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
+METRIC_VARIANT = "COCOeval bbox, maxDets 100, area ranges COCO default"
+
+
+def coco_bbox_eval(coco_gt, results: list[dict[str, Any]], image_ids: list[int] | None = None
+                   ) -> dict[str, float | None]:
+    """AP, AP50, AP75, APs, APm, APl of COCO ``results`` against ``coco_gt`` over ``image_ids`` (default all).
+
+    No result at all is a valid (empty) detection set: every AP with ground truth is then 0.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        if results:
+            coco_dt = coco_gt.loadRes(copy.deepcopy(results))
+        else:
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"],
+                               "annotations": []}
+            coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = evaluator.stats[: len(BBOX_METRICS)]
+    return {name: (float(v) if v >= 0 else None) for name, v in zip(BBOX_METRICS, stats, strict=True)}
+
+
+class _Letterboxed(Dataset):
+    """Images of a dataset letterboxed to the model input, with what maps predictions back."""
+
+    def __init__(self, dataset: Dataset, size: int, fill: tuple[float, ...]) -> None:
+        self.dataset, self.size, self.fill = dataset, size, fill
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.dataset[index]
+        image, scale = letterbox(item["image"], self.size, self.fill)
+        return {"image": image, "scale": scale, "size": torch.tensor(item["image"].shape[-2:]),
+                "image_id": torch.tensor(item["image_id"])}
+
+
+@torch.no_grad()
+def predict(detector: torch.nn.Module, dataset: CocoInstances, size: int, fill: tuple[float, ...],
+            batch_size: int = 16, num_workers: int = 0) -> list[dict[str, Any]]:
+    """COCO results (x, y, w, h boxes in original pixels) of ``detector`` on every image of ``dataset``."""
+    detector.eval()
+    device = next(detector.parameters()).device
+    loader = DataLoader(_Letterboxed(dataset, size, fill), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers)
+    results = []
+    for batch in loader:
+        outputs = detector(list(batch["image"].to(device)))
+        for out, scale, (height, width), image_id in zip(outputs, batch["scale"], batch["size"].tolist(),
+                                                         batch["image_id"].tolist(), strict=True):
+            boxes = out["boxes"].cpu() / scale
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+            boxes = box_convert(boxes, "xyxy", "xywh")
+            for box, label, score in zip(boxes.tolist(), out["labels"].tolist(), out["scores"].tolist(), strict=True):
+                results.append({"image_id": image_id, "category_id": dataset.category_ids[label - 1],
+                                "bbox": [round(v, 2) for v in box], "score": round(score, 5)})
+    return results
