@@ -1,9 +1,11 @@
 """Image classification transfer: full fine-tuning with layer-wise lr decay, and the linear probe.
 
 Layer-wise lr decay (BEiT): timm's ``param_groups_layer_decay`` puts each parameter in the group of its
-block (``group_matcher``: stem 0, blocks 1…L, final norm last, unmatched parameters such as the classifier
-in the top group) and sets ``lr_scale = decay ** (top − group)`` on the group. The optimizer's ``lr`` stays
-the base lr; timm's schedulers multiply by ``lr_scale`` each time they set the lr — exactly once.
+block (``group_matcher``: stem 0, blocks 1…L with the final norm in the last block's, unmatched parameters
+such as the classifier in group L+1) and sets ``lr_scale = decay ** (L + 1 − group)`` on the group. A task
+head outside the backbone takes the classifier's place (scale 1), so the last block is always at ``decay``.
+The optimizer's ``lr`` stays the base lr; timm's schedulers multiply by ``lr_scale`` each time they set the
+lr — exactly once.
 
 Linear probe (MAE): BatchNorm1d without affine parameters + a linear layer on features of a frozen backbone
 in eval mode, from the final output or any block (``block``), CLS token or mean of the patch tokens.
@@ -43,6 +45,10 @@ def layer_decay_param_groups(backbone: nn.Module, weight_decay: float, layer_dec
     if any(p.requires_grad for p in backbone.parameters()):
         groups += param_groups_layer_decay(backbone, weight_decay=weight_decay, layer_decay=layer_decay,
                                            no_weight_decay_list=sorted(no_weight_decay_names(backbone)))
+        classifier = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
+        if classifier is None or not any(p.requires_grad for p in classifier.parameters()):
+            for group in groups:  # timm gave the top block scale 1: move it one layer below the (absent) head
+                group["lr_scale"] *= layer_decay
     if heads is not None:
         groups += [{**g, "lr_scale": 1.0} for g in param_groups_weight_decay(heads, weight_decay)]
     if not groups:

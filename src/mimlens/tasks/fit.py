@@ -32,7 +32,8 @@ def fit(objective: nn.Module, dataset: Dataset, transform, cfg: dict[str, Any], 
 
     Reads ``optim`` (base_lr, batch_size, weight_decay, layer_decay, betas, eps, warmup_steps, warmup_lr,
     min_lr, clip_grad), ``train`` (steps | epochs, seed, log_every) and ``run`` (device, num_workers, progress).
-    Fills in ``optim.lr = base_lr × batch_size / 256``; writes ``log.jsonl`` and ``backbone.safetensors``.
+    Fills in ``optim.lr = base_lr × batch_size / 256``; the warm-up is capped at half the run. Writes
+    ``log.jsonl`` and ``backbone.safetensors``.
     """
     from mimlens.engine import build_loader, build_scheduler, scaled_lr, seed_everything
     from mimlens.engine.runlog import RunLog
@@ -57,8 +58,9 @@ def fit(objective: nn.Module, dataset: Dataset, transform, cfg: dict[str, Any], 
     objective = objective.to(device).train()
     optimizer = build_optimizer(objective, optim, optim["lr"])
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    scheduler = build_scheduler(optimizer, total_steps=total, warmup_steps=min(int(optim["warmup_steps"]), total - 1),
-                                min_lr=float(optim["min_lr"]), warmup_lr=float(optim["warmup_lr"]))
+    warmup = min(int(optim["warmup_steps"]), total // 2)
+    scheduler = build_scheduler(optimizer, total_steps=total, warmup_steps=warmup, min_lr=float(optim["min_lr"]),
+                                warmup_lr=float(optim["warmup_lr"]))
     scheduler.step_update(0)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
     log_every = int(tr["log_every"])
@@ -97,4 +99,5 @@ def fit(objective: nn.Module, dataset: Dataset, transform, cfg: dict[str, Any], 
     finally:
         log.close()
     save_backbone(objective.encoder, run_dir / BACKBONE_FILE)
-    return {"step": step, "total_steps": total, "loss": last["loss"] if last else None, "device": str(device)}
+    return {"step": step, "total_steps": total, "warmup_steps": warmup, "loss": last["loss"] if last else None,
+            "device": str(device)}
