@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "data": {
         "source": "synthetic:2048",  # synthetic[:N] (N training items; sequences for track) or a folder
         "num_eval": None,  # synthetic evaluation items: 256 images, or 16 sequences for track
+        "eval_split": "val",  # "train" evaluates on the training items (a check that the run can fit them)
         "synthetic": {"num_objects": [1, 2], "background_strength": 0.5},  # SPEC §7's easier scenes
     },
     "cls": {"label": "fine_label", "label_smoothing": 0.1, "drop_path": 0.1},
@@ -151,8 +152,17 @@ def _synthetic_sizes(cfg: dict[str, Any], task: str) -> tuple[int, int]:
     from mimlens.tasks.data import DEFAULT_SYNTHETIC, synthetic_count
 
     num = synthetic_count(str(cfg["data"]["source"])) or DEFAULT_SYNTHETIC
+    if _eval_split(cfg) == "train":
+        return num, num
     num_eval = cfg["data"]["num_eval"] or (16 if task == "track" else 256)
     return num, int(num_eval)
+
+
+def _eval_split(cfg: dict[str, Any]) -> str:
+    split = cfg["data"]["eval_split"]
+    if split not in ("val", "train"):
+        raise MimlensError(f"data.eval_split must be 'val' or 'train', got {split!r}")
+    return split
 
 
 def setup_classification(cfg: dict[str, Any], encoder, prep: dict[str, Any], linear: bool) -> TaskSetup:
@@ -166,7 +176,7 @@ def setup_classification(cfg: dict[str, Any], encoder, prep: dict[str, Any], lin
     num, num_eval = _synthetic_sizes(cfg, "cls")
     size = _square(prep["img_size"])
     train_set = classification_set(source, "train", size, seed, num, difficulty, section["label"])
-    eval_set = classification_set(source, "val", size, seed, num_eval, difficulty, section["label"])
+    eval_set = classification_set(source, _eval_split(cfg), size, seed, num_eval, difficulty, section["label"])
     num_classes = _num_classes(train_set, section["label"])
     if linear:
         with torch.no_grad():
@@ -219,7 +229,7 @@ def setup_depth(cfg: dict[str, Any], encoder, prep: dict[str, Any]) -> TaskSetup
     num, num_eval = _synthetic_sizes(cfg, "depth")
     size = (_square(prep["img_size"]),) * 2
     train_set = depth_set(source, "train", size, seed, num, difficulty)
-    eval_set = depth_set(source, "val", size, seed, num_eval, difficulty)
+    eval_set = depth_set(source, _eval_split(cfg), size, seed, num_eval, difficulty)
     lo, hi = float(section["min_depth"]), float(section["max_depth"])
     model = DepthModel(encoder, size, hi, int(section["channels"]), int(section["num_deconv"]))
 
@@ -253,7 +263,7 @@ def setup_pose(cfg: dict[str, Any], encoder, prep: dict[str, Any]) -> TaskSetup:
     num, num_eval = _synthetic_sizes(cfg, "pose")
     size = _square(prep["img_size"])
     train_coco, train_load, _ = pose_set(source, "train", size, seed, num, difficulty)
-    eval_coco, eval_load, _ = pose_set(source, "val", size, seed, num_eval, difficulty)
+    eval_coco, eval_load, _ = pose_set(source, _eval_split(cfg), size, seed, num_eval, difficulty)
     num_keypoints = len(train_coco.loadCats(train_coco.getCatIds())[0]["keypoints"])
     model = PoseModel(encoder, num_keypoints, (size, size), int(section["channels"]))
     heatmap_size = model.heatmap_size
@@ -296,9 +306,9 @@ def setup_tracking(cfg: dict[str, Any], encoder, prep: dict[str, Any]) -> TaskSe
     search = int(section["search_size"] or size)
     template = int(section["template_size"] or search // 2)
     length = int(section["sequence_length"])
-    train_seqs = tracking_sequences(source, "train", size, seed, num, length, difficulty)
-    eval_seqs = tracking_sequences(source, "val", size, seed, num_eval, length, difficulty)
     model = OneStreamTracker(encoder, template, search, int(section["head_channels"]))
+    train_seqs = tracking_sequences(source, "train", size, seed, num, length, difficulty)
+    eval_seqs = tracking_sequences(source, _eval_split(cfg), size, seed, num_eval, length, difficulty)
     tf, sf = float(section["template_factor"]), float(section["search_factor"])
     pairs = TrackingPairs(train_seqs, template, search, length=sum(len(s.boxes) for s in train_seqs),
                           template_factor=tf, search_factor=sf, max_gap=int(section["max_gap"]))
@@ -389,6 +399,7 @@ def finetune(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     save_config(cfg, run_dir)
     start = time.perf_counter()
     metrics, variant = setup.evaluate()
+    variant["eval_split"] = _eval_split(cfg)
     name, higher = PRIMARY[cfg["task"]]
     result = {
         "task": cfg["task"],
