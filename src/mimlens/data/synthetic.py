@@ -291,6 +291,8 @@ def _background(draw: _Draws, height: int, width: int, difficulty: Difficulty, p
         out = photo[top : top + height, left : left + width + pan]
         if draw.uniform() < 0.5:
             out = out[:, ::-1]
+    if difficulty.background_strength == 1.0:
+        return out  # a view: render copies it
     return out * np.float32(difficulty.background_strength)
 
 
@@ -303,7 +305,7 @@ def _ground(draw: _Draws, height: int, width: int) -> tuple[np.ndarray, Callable
 
     y = np.arange(height, dtype=np.float32)[:, None] + 0.5
     x = np.arange(width, dtype=np.float32)[None, :] + 0.5
-    return at(x, y).astype(np.float32), at
+    return np.asarray(at(x, y), np.float32), at
 
 
 def _object(draw: _Draws, size: tuple[float, float], side: int, max_rotation: float) -> SceneObject:
@@ -391,15 +393,16 @@ def generate_scene(
     }
 
 
-def _to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    out = {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else torch.tensor(v)
-           for k, v in arrays.items()}
-    if "image" in out:
-        out["image"] = out["image"].permute(2, 0, 1)
-    if "depth" in out:
-        out["depth"] = out["depth"][None]
-    if "frames" in out:
-        out["frames"] = out["frames"].permute(0, 3, 1, 2)
+def _to_tensors(arrays: dict[str, np.ndarray], index: int) -> dict[str, torch.Tensor]:
+    """Channels-first contiguous tensors (``torch.from_numpy``: ``torch.tensor`` of a scalar costs 15 µs)."""
+    out = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items() if k not in ("image", "frames", "depth")}
+    if "image" in arrays:
+        out["image"] = torch.from_numpy(np.ascontiguousarray(arrays["image"].transpose(2, 0, 1)))
+    if "depth" in arrays:
+        out["depth"] = torch.from_numpy(arrays["depth"][None])
+    if "frames" in arrays:
+        out["frames"] = torch.from_numpy(np.ascontiguousarray(arrays["frames"].transpose(0, 3, 1, 2)))
+    out["index"] = torch.from_numpy(np.asarray(index, dtype=np.int64))
     return out
 
 
@@ -438,8 +441,7 @@ class SyntheticScenes(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.num_images:
             raise IndexError(f"scene index {index} out of range for {self.num_images} scenes")
-        item = _to_tensors(generate_scene(index, self.img_size, self.seed, self.split, self.difficulty))
-        item["index"] = torch.tensor(index)
+        item = _to_tensors(generate_scene(index, self.img_size, self.seed, self.split, self.difficulty), index)
         if self.transform is not None:
             item["image"] = self.transform(item["image"])
         return item
@@ -532,6 +534,5 @@ class SyntheticSequences(Dataset):
         if not 0 <= index < self.num_sequences:
             raise IndexError(f"sequence index {index} out of range for {self.num_sequences} sequences")
         arrays = generate_sequence(index, self.length, self.img_size, self.seed, self.split, self.difficulty)
-        item = _to_tensors(arrays)
-        item["index"] = torch.tensor(index)
+        item = _to_tensors(arrays, index)
         return item
