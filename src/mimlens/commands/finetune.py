@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="base learning rate for a batch of 256; lr = base × batch / 256")
     parser.add_argument("--layer-decay", type=float, help="layer-wise lr decay (default 0.65 ViT, 0.9 Swin)")
     parser.add_argument("--num-eval", type=int, help="synthetic evaluation images (sequences for track)")
+    parser.add_argument("--label", choices=("fine_label", "label"),
+                        help="cls/linear on synthetic data: shape x texture (32 classes, default) or shape (8)")
+    parser.add_argument("--probe-block", type=int,
+                        help="linear: probe the output of this 0-based block (ViT) or stage (Swin), not the final one")
+    parser.add_argument("--pool", choices=("cls", "avg"), help="linear: CLS token or mean of the patch tokens")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--workers", type=int, help="data-loading worker processes")
     parser.add_argument("--device", help="auto (default), cpu, cuda")
@@ -64,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         "arch": args.arch,
         "data.source": args.data,
         "data.num_eval": args.num_eval,
+        "cls.label": args.label,
+        "linear.label": args.label,
+        "linear.block": args.probe_block,
+        "linear.pool": args.pool,
         "drop_last": args.drop_last,
         "sweep_drop": parse_sweep(args.sweep_drop),
         "train.epochs": args.epochs,

@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mimlens.cli import main
+from mimlens.data.synthetic import SyntheticScenes
+from mimlens.errors import MimlensError
+from mimlens.tasks.data import SYNTHETIC_OKS_SIGMA, classification_set, split_dir, synthetic_keypoints_coco
+from mimlens.tasks.pose import keypoint_sigmas
+
+
+def test_synthetic_coco_index_matches_the_scenes():
+    scenes = SyntheticScenes(3, 32, seed=5)
+    coco = synthetic_keypoints_coco(scenes)
+    assert coco.getImgIds() == [0, 1, 2]
+    for i in range(3):
+        item = scenes[i]
+        (ann,) = coco.loadAnns(coco.getAnnIds(imgIds=[i]))
+        assert ann["bbox"] == pytest.approx(item["box"].tolist())
+        assert ann["area"] == int((item["segmentation"] == 1).sum())
+        assert ann["keypoints"] == pytest.approx(item["keypoints"].flatten().tolist())
+        assert ann["num_keypoints"] == int((item["keypoints"][:, 2] > 0).sum())
+    assert keypoint_sigmas(coco).tolist() == [SYNTHETIC_OKS_SIGMA] * 5
+
+
+def test_split_folders(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    assert split_dir(tmp_path, "val") == tmp_path / "test"
+    with pytest.raises(MimlensError, match="no train split"):
+        split_dir(tmp_path / "test", "train")
+    with pytest.raises(MimlensError, match="only for synthetic"):
+        classification_set(str(tmp_path), "train", 32, 0, 1, {}, "fine_label")
+
+
+def _png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _rgb(h, w, seed):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_standard_folders_through_the_command(tmp_path):
+    """Depth pairs, COCO keypoints and LaSOT sequences read from disk, evaluated at the starting point."""
+    run = ["--init", "vit-micro-32", "--steps", "0", "--batch-size", "4", "--no-progress"]
+    depth = tmp_path / "nyu"
+    for split in ("train", "val"):
+        for i in range(2):
+            _png(depth / split / "rgb" / f"{i}.png", _rgb(24, 40, i))
+            _png(depth / split / "depth" / f"{i}.png", np.full((24, 40), 1000 + 500 * i, dtype=np.uint16))
+    assert main(["finetune", "depth", "--data", str(depth), "--out", str(tmp_path / "d"), *run]) == 0
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["variant"]["num_images"] == 2
+
+    coco = tmp_path / "coco"
+    images = [{"id": 1, "file_name": "a.png", "width": 48, "height": 40}]
+    keypoints = [10, 10, 2, 14, 10, 2, 18, 12, 1, 12, 20, 2, 16, 22, 0]
+    annotation = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [6, 6, 16, 20], "area": 250.0, "iscrowd": 0,
+                  "keypoints": keypoints, "num_keypoints": 4}
+    category = {"id": 1, "name": "thing", "keypoints": ["a", "left_b", "right_b", "c", "d"], "skeleton": [],
+                "sigmas": [0.1] * 5}
+    for split in ("train", "val"):
+        (coco / "annotations").mkdir(parents=True, exist_ok=True)
+        (coco / "annotations" / f"person_keypoints_{split}.json").write_text(
+            json.dumps({"images": images, "annotations": [annotation], "categories": [category]}))
+        _png(coco / split / "a.png", _rgb(40, 48, 3))
+    assert main(["finetune", "pose", "--data", str(coco), "--out", str(tmp_path / "p"), *run]) == 0
+    variant = json.loads((tmp_path / "p" / "metrics.json").read_text())["variant"]
+    assert variant["oks_sigmas"] == [0.1] * 5 and variant["num_instances"] == 1
+
+    lasot = tmp_path / "lasot"
+    for split in ("train", "test"):
+        seq = lasot / split / "thing" / "thing-1"
+        for t in range(3):
+            _png(seq / "img" / f"{t + 1:08d}.jpg", _rgb(40, 48, t))
+        (seq / "groundtruth.txt").write_text("10,10,12,10\n11,10,12,10\n12,11,12,10\n")
+    assert main(["finetune", "track", "--data", str(lasot), "--out", str(tmp_path / "t"), *run]) == 0
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    # the first frame is ground truth: success at 20 of 21 thresholds in 1 of 3 frames at least
+    assert metrics["variant"]["num_sequences"] == 1 and 20 / 63 - 1e-9 <= metrics["metrics"]["suc"] <= 1
