@@ -89,6 +89,7 @@ def test_build_dataset_specs(tmp_path):
     val = build_dataset(tmp_path, img_size=12, split="val")
     assert len(val) == 2 and val[1]["image"].shape == (3, 12, 12) and val[1]["label"] == 1
     assert len(build_dataset(tmp_path / "train", split="val")) == 1  # no val/ inside: the folder itself
+    assert build_dataset(tmp_path, img_size=(12, 20), split="val")[0]["image"].shape == (3, 12, 20)
 
 
 @pytest.mark.parametrize(
@@ -112,6 +113,7 @@ def test_photo_crops_are_deterministic_and_in_range():
         assert 0 <= first[i]["image"].min() and first[i]["image"].max() <= 1
         assert 0 <= first[i]["label"] < len(photos())
     assert not torch.equal(first[0]["image"], PhotoCrops(6, 24, seed=2, split="val")[0]["image"])
+    assert PhotoCrops(2, (12, 20))[1]["image"].shape == (3, 12, 20)
 
 
 def test_bundled_photos_load_without_download():

@@ -96,15 +96,17 @@ class ImageFiles(Dataset):
 
 class PhotoCrops(Dataset):
     """Random crops of the bundled photos (:func:`~mimlens.data.photos.photos`), item ``i`` determined by
-    (seed, split, i): a square of 10–100 % of the photo's shorter side, resized (antialiased) to
-    ``img_size``, flipped half the time. ``image`` is float (3, H, W) in [0, 1] before ``transform``;
-    ``label`` is the photo's position in :func:`photos`."""
+    (seed, split, i): a crop of the aspect of ``img_size`` (an int or ``(height, width)``) whose side is
+    10–100 % of the largest that fits, resized (antialiased) to ``img_size``, flipped half the time.
+    ``image`` is float (3, H, W) in [0, 1] before ``transform``; ``label`` is the photo's position in
+    :func:`photos`."""
 
-    def __init__(self, num_images: int, img_size: int = 64, seed: int = 0, *, split: str = "train",
+    def __init__(self, num_images: int, img_size: int | tuple[int, int] = 64, seed: int = 0, *, split: str = "train",
                  transform: Callable | None = None):
         if num_images < 1:
             raise MimlensError(f"num_images must be at least 1, got {num_images}")
-        self.num_images, self.img_size, self.seed, self.transform = num_images, img_size, seed, transform
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
+        self.num_images, self.seed, self.transform = num_images, seed, transform
         self.split_id = {"train": 0, "val": 1, "test": 2}.get(split)
         if self.split_id is None:
             raise MimlensError(f"split must be 'train', 'val' or 'test', got {split!r}")
@@ -119,12 +121,15 @@ class PhotoCrops(Dataset):
         rng = np.random.default_rng([self.seed, 2, self.split_id, index])
         label = int(rng.integers(self.num_classes))
         photo = photos()[label]
-        side = max(8, round(min(photo.shape[:2]) * math.sqrt(rng.uniform(0.01, 1.0))))
-        top, left = int(rng.integers(photo.shape[0] - side + 1)), int(rng.integers(photo.shape[1] - side + 1))
-        crop = torch.from_numpy(photo[top : top + side, left : left + side]).permute(2, 0, 1)
+        height, width = self.img_size
+        fit = min(photo.shape[0] / height, photo.shape[1] / width)  # the largest crop of this aspect
+        scale = fit * math.sqrt(rng.uniform(0.01, 1.0))
+        rows, cols = max(1, round(height * scale)), max(1, round(width * scale))
+        top, left = int(rng.integers(photo.shape[0] - rows + 1)), int(rng.integers(photo.shape[1] - cols + 1))
+        crop = torch.from_numpy(photo[top : top + rows, left : left + cols]).permute(2, 0, 1)
         if rng.random() < 0.5:
             crop = crop.flip(2)
-        image = torch.nn.functional.interpolate(crop[None], size=(self.img_size, self.img_size), mode="bilinear",
+        image = torch.nn.functional.interpolate(crop[None], size=self.img_size, mode="bilinear",
                                                 antialias=True, align_corners=False)[0].clamp(0, 1)
         if self.transform is not None:
             image = self.transform(image)
@@ -143,7 +148,7 @@ def _count(spec: str, name: str) -> int:
 def build_dataset(
     spec: str | Path,
     *,
-    img_size: int = 64,
+    img_size: int | tuple[int, int] = 64,
     split: str = "train",
     transform: Callable | None = None,
     seed: int = 0,

@@ -41,13 +41,14 @@ def train_transform(
 
 
 def eval_transform(
-    img_size: int,
+    img_size: int | tuple[int, int],
     *,
     crop_fraction: float = 1.0,
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = IMAGENET_STD,
 ) -> v2.Compose:
-    """Evaluation: resize the shorter side to ``img_size / crop_fraction``, centre-crop ``img_size``
-    (``crop_fraction=0.875`` is the classic 224/256), then normalisation."""
-    resize = v2.Resize(round(img_size / crop_fraction), antialias=True)
+    """Evaluation: resize the shorter side to ``max(img_size) / crop_fraction``, centre-crop ``img_size``
+    (an int or ``(height, width)``; ``crop_fraction=0.875`` is the classic 224/256), then normalisation."""
+    side = img_size if isinstance(img_size, int) else max(img_size)
+    resize = v2.Resize(round(side / crop_fraction), antialias=True)
     return _finish([resize, v2.CenterCrop(img_size)], mean, std)
