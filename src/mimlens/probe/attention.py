@@ -3,7 +3,7 @@
 Definitions (SPEC §2), for one head, one image and one query q over the keys k it attends to:
 
 * distance  d_q = Σ_k Â_qk ‖p_q − p_k‖₂ in input pixels (token centres from ``geometry``);
-* entropy   H_q = −Σ_k Â_qk ln Â_qk with 0·ln 0 = 0 (``torch.xlogy``), and the normalised H_q / ln(n_q)
+* entropy   H_q = −Σ_k Â_qk ln Â_qk with 0·ln 0 = 0 (``torch.xlogy``'s convention), and H_q / ln(n_q)
   for the n_q keys the query may attend to under the policy (averaged over queries with n_q ≥ 2);
 * head KL   KL_q(h‖g) = Σ_k Â^h_qk (ln Â^h_qk − ln max(Â^g_qk, 1e-8)), all pairs of a layer in one
   batched matmul of Â^h with the floored log of Â^g over the key axis.
@@ -31,7 +31,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -218,7 +218,11 @@ def _head_sums(
     log_floored = log_p.clamp_min_(math.log(KL_FLOOR))
     rows = p.view(batch * windows, num_heads, q * k)
     cross = torch.bmm(rows, log_floored.view(rows.shape).transpose(1, 2)).sum(0, dtype=torch.float64)
-    distance = torch.matmul(rows.view(batch, windows, num_heads, q * k), plan.distance.to(p.dtype))
+    distance_matrix = plan.distance.to(p.dtype)
+    if windows == 1:  # one matrix-vector product; broadcasting a batch of windows would copy the distances
+        distance = (rows.view(-1, q * k) @ distance_matrix[0]).view(batch, 1, num_heads, 1)
+    else:
+        distance = torch.matmul(rows.view(batch, windows, num_heads, q * k), distance_matrix)
     w = per_head(valid)
     dgn = per_head(degenerate)
     kl = neg_entropy @ w.T - cross
@@ -466,7 +470,7 @@ class AttentionStats:
     prefix_policy: str
     image_size: tuple[int, int]
     dtype: str | None = None
-    model: str | None = field(default=None)
+    model: str | None = None
 
     @property
     def layer_names(self) -> list[str]:
