@@ -15,7 +15,6 @@ _LAZY = {
     "SHAPES": "mimlens.data.synthetic",
     "TEXTURES": "mimlens.data.synthetic",
     "KEYPOINT_NAMES": "mimlens.data.synthetic",
-    "photos": "mimlens.data.photos",
     "PhotoCrops": "mimlens.data.folders",
     "ImageFiles": "mimlens.data.folders",
     "build_dataset": "mimlens.data.folders",
