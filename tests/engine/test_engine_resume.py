@@ -59,6 +59,8 @@ def test_stop_and_resume_mid_epoch_equals_one_run(tmp_path, cfg, toy_images, mak
     summary = train(first, data, first.transform(32, (0.5, 1.0)), cfg, tmp_path / "resumed")
     assert summary["step"] == 3 and not summary["finished"]
     assert not (tmp_path / "resumed" / "backbone.safetensors").exists()
+    with open(tmp_path / "resumed" / "log.jsonl", "a") as log:  # logged after the checkpoint, then a crash
+        log.write(json.dumps({"step": 4, "epoch": 1, "lr": 0.0, "loss": -1.0}) + "\n")
 
     torch.manual_seed(123)  # a fresh process: global RNGs elsewhere, restored from the checkpoint
     np.random.seed(123)

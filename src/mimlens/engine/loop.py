@@ -69,7 +69,7 @@ class Trainer:
     def __init__(self, objective: nn.Module, dataset: Dataset, transform, cfg: dict[str, Any], run_dir: Path):
         self.cfg = cfg
         self.run_dir = run_dir
-        optim, tr, run = cfg["optim"], cfg["train"], cfg["run"]
+        optim, tr, run = cfg["optim"], cfg["train"], cfg.setdefault("run", {})
         self.device = distributed.init(None if run.get("device", "auto") == "auto" else run["device"])
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0

@@ -2,7 +2,8 @@
 
 ``log.jsonl`` holds one JSON object per line: ``{"step", "epoch", "lr", "loss", ..., "images_per_s"}``
 for logged steps (values are means over the steps since the previous line, over all processes) and
-``{"epoch", "epoch_end": true, "loss", ...}`` at the end of each epoch. A resumed run appends.
+``{"epoch", "epoch_end": true, "step", "loss", ...}`` at the end of each epoch. A resumed run first drops the
+lines written after its checkpoint (by the interrupted run), then appends: the file reads as one run.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mimlens.io import save_text
+
 
 class RunLog:
     def __init__(self, run_dir: Path, *, total_steps: int, initial_step: int, enabled: bool, progress: bool,
                  tensorboard: bool):
         self.enabled = enabled
-        self._file = open(run_dir / "log.jsonl", "a") if enabled else None  # noqa: SIM115 (closed in close())
+        path = run_dir / "log.jsonl"
+        if enabled and initial_step and path.is_file():
+            kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= initial_step]
+            save_text("".join(f"{line}\n" for line in kept), path)
+        self._file = open(path, "a") if enabled else None  # noqa: SIM115 (closed in close())
         self._tb = _summary_writer(run_dir / "tensorboard") if enabled and tensorboard else None
         self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
                          disable=not (enabled and progress and sys.stderr.isatty()))

@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "supervised": {"num_classes": None, "label_smoothing": 0.1, "mixup": 0.0, "cutmix": 0.0},
     "moco": {"dim": 256, "mlp_dim": 4096, "temperature": 0.2, "momentum": 0.99, "freeze_patch_embed": True},
     "optim": {
-        "base_lr": 1e-4,  # for a global batch of 256: lr = base_lr × batch_size / 256
+        "base_lr": 4e-3,  # for a global batch of 256: lr = base_lr × batch_size / 256 (5e-4 at 32, SPEC §7)
         "batch_size": 32,  # global: summed over processes and accumulation steps
         "accum_steps": 1,
         "weight_decay": 0.05,  # not applied to norms, biases, position embeddings and tokens
@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
         "warmup_steps": None,  # or warmup_epochs; neither: 5 % of the run
         "warmup_epochs": None,
         "warmup_lr": 1e-6,  # absolute (not batch-scaled)
-        "min_lr": 1e-6,  # absolute (not batch-scaled), end of the cosine
+        "min_lr": 1e-5,  # absolute (not batch-scaled), end of the cosine
         "decay_steps": None,
         "decay_epochs": None,
         "decay_rate": 0.1,
