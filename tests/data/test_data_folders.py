@@ -146,3 +146,21 @@ def test_train_transform_crops_and_flips():
     assert torch.allclose(same, image.flip(2))
     out = train_transform(8)(Image.new("RGB", (32, 20), (10, 20, 30)))
     assert out.shape == (3, 8, 8) and out.dtype == torch.float32
+
+
+def test_missing_photo_is_left_out_with_a_warning(monkeypatch):
+    from mimlens.data import photos as photos_module
+
+    files = dict(photos_module.PHOTO_FILES, missing=("skimage", "data/no_such_photo.png"))
+    monkeypatch.setattr(photos_module, "PHOTO_FILES", files)
+    with pytest.warns(UserWarning, match="'missing' could not be loaded"):
+        loaded = photos_module.load_photos.__wrapped__()
+    assert "missing" not in loaded and "astronaut" in loaded
+
+
+def test_procedural_textures_replace_photos_when_none_load(monkeypatch):
+    from mimlens.data import photos as photos_module
+
+    monkeypatch.setattr(photos_module, "load_photos", dict)
+    fallback = photos_module.photos.__wrapped__()
+    assert len(fallback) == 8 and all(t.shape == (512, 512, 3) and t.dtype == np.float32 for t in fallback)
