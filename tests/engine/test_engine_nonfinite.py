@@ -2,36 +2,15 @@
 
 import pytest
 import torch
-from torch import nn
+from engine_toys import Regression, identity
 
 from mimlens.engine import NonFiniteLoss, load_checkpoint, train
-
-
-class Regression(nn.Module):
-    """Least squares on the image mean; the loss turns NaN from update ``bad_step`` (0-based) on."""
-
-    def __init__(self, bad_step: int):
-        super().__init__()
-        self.encoder = nn.Linear(3, 1)
-        self.bad_step, self.step = bad_step, 0
-
-    def on_step(self, step, total_steps):
-        self.step = step
-
-    def forward(self, batch):
-        x = batch["image"].mean(dim=(2, 3))
-        loss = ((self.encoder(x).squeeze(1) - batch["label"].float()) ** 2).mean()
-        return {"loss": loss * float("nan") if self.step >= self.bad_step else loss}
-
-
-def _identity(item):
-    return item
 
 
 def test_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, cfg, toy_images):
     cfg["train"].update(steps=10, log_every=4, checkpoint_every=3)
     with pytest.raises(NonFiniteLoss, match=r"loss is nan at step 5 \(epoch 2\).*last.pt, step 3"):
-        train(Regression(bad_step=4), toy_images(16), _identity, cfg, tmp_path)  # update 4 is step 5
+        train(Regression(bad_step=4), toy_images(16), identity, cfg, tmp_path)  # update 4 is step 5
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["step"] == 3
     assert all(torch.isfinite(v).all() for v in state["model"].values())
@@ -41,4 +20,4 @@ def test_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, cf
 def test_nan_before_any_checkpoint_says_so(tmp_path, cfg, toy_images):
     cfg["train"].update(steps=4, log_every=1)
     with pytest.raises(NonFiniteLoss, match="at step 1 .*none was written yet"):
-        train(Regression(bad_step=0), toy_images(16), _identity, cfg, tmp_path)
+        train(Regression(bad_step=0), toy_images(16), identity, cfg, tmp_path)

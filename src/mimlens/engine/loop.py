@@ -116,6 +116,7 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None
         self.last_loss: float | None = None
+        self.lr: float | None = None
         self.epoch_sums: dict[str, float] = {}
         self.epoch_count = 0
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
@@ -159,6 +160,7 @@ class Trainer:
                     if on_step is not None:
                         on_step(self.step, self.total_steps)
                     self.window.append(self._update(batches))
+                    self.lr = self.optimizer.param_groups[0]["lr"]  # the lr this update used
                     self.step += 1
                     self.scheduler.step_update(self.step)
                     self.log.advance()
@@ -240,7 +242,7 @@ class Trainer:
             self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + sum(r[j] for r in rows)
         self.epoch_count += len(rows)
         self.last_loss = means["loss"]
-        self.log.write({"step": self.step, "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **means,
+        self.log.write({"step": self.step, "epoch": epoch, "lr": self.lr, **means,
                         "images_per_s": len(rows) * self.global_batch / max(elapsed, 1e-9)})
         self.window = []
         self.window_start = time.perf_counter()

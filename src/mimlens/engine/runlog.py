@@ -1,7 +1,8 @@
 """What a training run reports: ``log.jsonl``, optional TensorBoard, a tqdm bar (main process only).
 
 ``log.jsonl`` holds one JSON object per line: ``{"step", "epoch", "lr", "loss", ..., "images_per_s"}``
-for logged steps (values are means over the steps since the previous line, over all processes) and
+for logged steps (``step``: updates done so far; ``epoch``: 0-based; ``lr``: the one the last update used;
+the other values are means over the steps since the previous line and over all processes) and
 ``{"epoch", "epoch_end": true, "step", "loss", ...}`` at the end of each epoch. A resumed run first drops the
 lines written after its checkpoint (by the interrupted run), then appends: the file reads as one run.
 """
