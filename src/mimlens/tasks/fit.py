@@ -35,10 +35,13 @@ def fit(objective: nn.Module, dataset: Dataset, transform, cfg: dict[str, Any], 
     Fills in ``optim.lr = base_lr × batch_size / 256``; the warm-up is capped at half the run. Writes
     ``log.jsonl`` and ``backbone.safetensors``.
     """
+    from mimlens import distributed
     from mimlens.engine import build_loader, build_scheduler, scaled_lr, seed_everything
     from mimlens.engine.runlog import RunLog
     from mimlens.models.load import BACKBONE_FILE, save_backbone
 
+    if distributed.is_launched():
+        raise MimlensError("fine-tuning runs in one process; start it without torchrun (use --device cuda for a GPU)")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     optim, tr, run = cfg["optim"], cfg["train"], cfg["run"]
