@@ -112,7 +112,7 @@ class _Plan:
     query_start: int  # first patch-token row
     key_start: int  # first key column the policy keeps
     num_windows: int
-    distance: torch.Tensor  # (W, Q·K, 1) float64 pixels, 0 for prefix/padding keys
+    distance: torch.Tensor  # (W·Q·K,) float64 pixels, 0 for prefix/padding keys
     key_mask: torch.Tensor | None  # (W, 1, Q, K) float32: 1 for counted keys of real queries, None = all
     is_query: torch.Tensor | None  # (W, 1, Q) bool: real (non-padding) queries, None = all
     inv_log_keys: torch.Tensor  # (W, 1, Q) float64: 1 / ln(n_q), 0 where n_q <= 1
@@ -133,7 +133,7 @@ def _sequence_plan(call: AttentionCall, policy: str, device: torch.device) -> _P
         query_start=p,
         key_start=0 if policy == "keep" else p,
         num_windows=1,
-        distance=distance.to(device).reshape(1, -1, 1),
+        distance=distance.to(device).reshape(-1),
         key_mask=None,
         is_query=None,
         inv_log_keys=_inv_log(num_keys).to(device),
@@ -158,7 +158,7 @@ def _window_plan(call: AttentionCall, policy: str, device: torch.device) -> _Pla
         query_start=0,
         key_start=0,
         num_windows=num_windows,
-        distance=layout.distance.to(device).reshape(num_windows, -1, 1),
+        distance=layout.distance.to(device).reshape(-1),
         key_mask=None if trivial else rows.to(device, torch.float32)[:, None],
         is_query=None if trivial else layout.is_token.to(device)[:, None],
         inv_log_keys=_inv_log(counted.sum(-1)).to(device)[:, None],
@@ -166,10 +166,12 @@ def _window_plan(call: AttentionCall, policy: str, device: torch.device) -> _Pla
 
 
 class _Workspace:
-    """Scratch tensors reused across batches and layers of one shape.
+    """Scratch tensors reused across batches and layers of one shape, stored heads-before-windows.
 
     On CPU a fresh multi-megabyte tensor page-faults on first touch, which costs as much as the arithmetic
-    done in it; three reused buffers per shape keep the per-batch work to the arithmetic.
+    done in it, so three buffers per shape are kept. Each is laid out (B, H, W, Q, K) and handed out as a
+    (B, W, H, Q, K) view: the head-KL matmul and the distance product then contract over all windows of
+    an image at once instead of one small product per window.
     """
 
     def __init__(self):
@@ -180,7 +182,10 @@ class _Workspace:
         if key not in self._buffers:
             if len(self._buffers) >= 8:
                 self._buffers.clear()
-            self._buffers[key] = [torch.empty(like.shape, dtype=like.dtype, device=like.device) for _ in range(3)]
+            b, w, h, q, k = like.shape
+            self._buffers[key] = [
+                torch.empty(b, h, w, q, k, dtype=like.dtype, device=like.device).transpose(1, 2) for _ in range(3)
+            ]
         return self._buffers[key]
 
 
@@ -205,31 +210,30 @@ def _head_sums(
         p = torch.div(p, mass.clamp_min(torch.finfo(p.dtype).tiny), out=own)
         degenerate = (mass.squeeze(-1) == 0) & valid
         valid = valid & ~degenerate
-    elif not p.is_contiguous():
+    elif p is not own and (windows > 1 or not p.is_contiguous()):
         p = own.copy_(p)
 
     def per_head(x: torch.Tensor) -> torch.Tensor:  # (B, W, H, Q) -> (H, B·W·Q) float64
         return x.expand(batch, windows, num_heads, q).permute(2, 0, 1, 3).reshape(num_heads, -1).double()
+
+    def per_image(x: torch.Tensor) -> torch.Tensor:  # (B, W, H, Q, K) view of a (B, H, W, Q, K) tensor
+        return x.transpose(1, 2).view(batch, num_heads, windows * q * k)
 
     # One logarithm serves entropy and KL. Clamping at the smallest normal number makes p·ln p exactly
     # xlogy(p, p) for p = 0 and p >= tiny (and within tiny/e per key between), never ln(p + eps).
     torch.clamp_min(p, torch.finfo(p.dtype).tiny, out=log_p).log_()
     neg_entropy = per_head(torch.mul(p, log_p, out=scratch).sum(-1))
     log_floored = log_p.clamp_min_(math.log(KL_FLOOR))
-    rows = p.view(batch * windows, num_heads, q * k)
-    cross = torch.bmm(rows, log_floored.view(rows.shape).transpose(1, 2)).sum(0, dtype=torch.float64)
-    distance_matrix = plan.distance.to(p.dtype)
-    if windows == 1:  # one matrix-vector product; broadcasting a batch of windows would copy the distances
-        distance = (rows.view(-1, q * k) @ distance_matrix[0]).view(batch, 1, num_heads, 1)
-    else:
-        distance = torch.matmul(rows.view(batch, windows, num_heads, q * k), distance_matrix)
+    rows = per_image(p)
+    cross = torch.bmm(rows, per_image(log_floored).transpose(1, 2)).sum(0, dtype=torch.float64)
+    distance = rows.view(batch * num_heads, -1) @ plan.distance.to(p.dtype)
     w = per_head(valid)
     dgn = per_head(degenerate)
     kl = neg_entropy @ w.T - cross
     if renorm:
         kl += math.log(KL_FLOOR) * (w @ dgn.T)
     return {
-        "distance": distance.sum((0, 1, 3), dtype=torch.float64),
+        "distance": distance.view(batch, num_heads).sum(0, dtype=torch.float64),
         "entropy": -neg_entropy.sum(1),
         "entropy_norm": -(neg_entropy * per_head(plan.inv_log_keys)).sum(1),
         "queries": w.sum(1),
