@@ -130,3 +130,26 @@ def test_param_groups_cover_every_parameter_once_with_layer_decay_on_the_backbon
     encoder_ids = {id(p) for p in objective.encoder.parameters()}
     assert all(scale[id(p)] == 1.0 for p in objective.parameters() if id(p) not in encoder_ids)
     assert scale[id(objective.encoder.patch_embed.proj.weight)] == pytest.approx(0.5**4)  # 3 blocks + embedding
+
+
+def test_under_autocast_only_backbone_and_pyramid_run_in_bfloat16():
+    backbone = _vit()
+    prep = preprocessing(backbone)
+    detector = build_detector(backbone, 2, 64, prep["mean"], prep["std"], out_channels=16, rois_per_image=16)
+    objective = DetectionObjective(detector).train()
+    seen = {}
+
+    def record(name, pick):
+        def hook(module, inputs, output):
+            seen[name] = pick(output).dtype
+
+        return hook
+
+    backbone.blocks[0].mlp.fc1.register_forward_hook(record("block", lambda o: o))
+    detector.rpn.head.register_forward_hook(record("rpn", lambda o: o[1][0]))  # box deltas of the first level
+    detector.roi_heads.box_predictor.register_forward_hook(record("roi", lambda o: o[1]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = objective(_batch())
+    assert seen == {"block": torch.bfloat16, "rpn": torch.float32, "roi": torch.float32}
+    assert all(v.dtype == torch.float32 for v in out.values())
+    assert detector.backbone.amp_dtype is None  # evaluation afterwards runs in float32

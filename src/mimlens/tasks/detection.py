@@ -26,6 +26,7 @@ Training returns torchvision's four losses, :data:`LOSS_NAMES`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
 
@@ -73,9 +74,22 @@ def _rescale(scale: float, dim: int) -> tuple[nn.Module, int]:
 
 
 class _Pyramid(nn.Module):
-    """Shared part: names, strides found by one forward pass, and the stride check."""
+    """Shared part: names, strides found by one forward pass, the stride check and the precision policy.
+
+    ``amp_dtype`` (set by :class:`DetectionObjective` from the caller's autocast) is the autocast dtype of the
+    backbone and pyramid; their maps leave in float32, so the RPN and RoI heads, which run outside autocast,
+    keep box coordinates exact (bfloat16's 8-bit mantissa cannot hold a coordinate of 300 px to a pixel).
+    """
 
     out_channels: int
+    amp_dtype: torch.dtype | None = None
+
+    def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        amp = (torch.autocast(images.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+               else contextlib.nullcontext())
+        with amp:
+            maps = self._maps(images)
+        return OrderedDict((name, fmap.float()) for name, fmap in maps.items())
 
     def _measure(self, image_size: int) -> None:
         param = next(self.parameters())
@@ -121,7 +135,7 @@ class SimpleFeaturePyramid(_Pyramid):
         self.top = LastLevelMaxPool()
         self._measure(image_size)
 
-    def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def _maps(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         fmap = feature_map(self.body, images)
         maps = [level(fmap) for level in self.levels]
         names = [str(i) for i in range(len(maps))]
@@ -148,7 +162,7 @@ class StagePyramid(_Pyramid):
         self.fpn = FeaturePyramidNetwork(widths, out_channels, extra_blocks=LastLevelMaxPool())
         self._measure(image_size)
 
-    def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def _maps(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         stages = self.body.forward_intermediates(images, intermediates_only=True, output_fmt="NCHW")
         return self.fpn(OrderedDict((str(i), norm(s)) for i, (norm, s) in enumerate(zip(self.norms, stages,
                                                                                           strict=True))))
@@ -222,7 +236,8 @@ class DetectionObjective(nn.Module):
 
     A batch holds ``image`` (B, 3, S, S) in [0, 1], ``boxes`` (B, M, 4) x1y1x2y2 pixels and ``labels`` (B, M)
     with ``0`` marking unused slots (see ``detection_data.DetectionTransform``). Returns the total ``loss`` and
-    each of :data:`LOSS_NAMES`, which the training loop logs as its own column of ``log.jsonl``.
+    each of :data:`LOSS_NAMES`, which the training loop logs as its own column of ``log.jsonl``. Under autocast
+    only the backbone and pyramid run in reduced precision (see :class:`_Pyramid`).
     """
 
     def __init__(self, detector: FasterRCNN) -> None:
@@ -237,7 +252,14 @@ class DetectionObjective(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         targets = [{"boxes": boxes[labels > 0], "labels": labels[labels > 0]}
                    for boxes, labels in zip(batch["boxes"], batch["labels"], strict=True)]
-        losses = self.detector(list(batch["image"]), targets)
+        device = batch["image"].device.type
+        pyramid = self.detector.backbone
+        pyramid.amp_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        try:
+            with torch.autocast(device, enabled=False):
+                losses = self.detector(list(batch["image"].float()), targets)
+        finally:
+            pyramid.amp_dtype = None
         return {"loss": sum(losses[name] for name in LOSS_NAMES), **{name: losses[name] for name in LOSS_NAMES}}
 
     def param_groups(self, weight_decay: float, layer_decay: float) -> list[dict]:
