@@ -135,7 +135,8 @@ def test_param_groups_cover_every_parameter_once_with_layer_decay_on_the_backbon
 def test_under_autocast_only_backbone_and_pyramid_run_in_bfloat16():
     backbone = _vit()
     prep = preprocessing(backbone)
-    detector = build_detector(backbone, 2, 64, prep["mean"], prep["std"], out_channels=16, rois_per_image=16)
+    detector = build_detector(backbone, 2, 64, prep["mean"], prep["std"], out_channels=16, scales=(1.0, 0.5),
+                              rois_per_image=16)
     objective = DetectionObjective(detector).train()
     seen = {}
 
