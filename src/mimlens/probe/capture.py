@@ -23,7 +23,7 @@ from torch import nn
 
 from mimlens.errors import MimlensError
 
-__all__ = ["AttentionCall", "explicit_attention", "eval_mode", "vit_attention_capture"]
+__all__ = ["AttentionCall", "eval_mode", "explicit_attention", "hooks_removed_on_exit", "vit_attention_capture"]
 
 
 @dataclass(frozen=True)
