@@ -112,7 +112,9 @@ class SimMIMTransform:
 
 @torch.no_grad()
 def save_reconstruction_figure(model: SimMIM, image: torch.Tensor, mask: torch.Tensor, path: str | Path) -> Path:
-    """One row per image: input, masked input, prediction, target (masked pixels only), de-normalised."""
+    """One row per image: input, masked input, prediction and target on the masked pixels (the loss's), de-normalised.
+
+    The prediction on visible pixels is left out: the loss never sees it, so it carries no meaning."""
     from matplotlib.figure import Figure
 
     training = model.training
@@ -127,7 +129,7 @@ def save_reconstruction_figure(model: SimMIM, image: torch.Tensor, mask: torch.T
     columns = {
         "input": shown,
         "masked input": shown * (1 - pixels) + grey * pixels,
-        "prediction": denormalize(prediction.cpu(), mean, std),
+        "prediction (masked pixels)": denormalize(prediction.cpu(), mean, std) * pixels + grey * (1 - pixels),
         "target (masked pixels)": shown * pixels + grey * (1 - pixels),
     }
     rows = image.shape[0]
