@@ -25,7 +25,9 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mimlens", description="Look inside, pre-train and transfer Vision Transformers.")
+    parser = argparse.ArgumentParser(
+        prog="mimlens", description="Look inside, pre-train and transfer Vision Transformers."
+    )
     parser.add_argument("--version", action="version", version=f"mimlens {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():

@@ -220,7 +220,7 @@ def _cka_within(run: Run, assets: Assets) -> Section:
     doc = _read_json(run.path / "cka.json")
     matrix = doc.get("matrix") or []
     n = len(matrix)
-    off = [matrix[i][j] for i in range(n) for j in range(n) if i != j and matrix[i][j] is not None]  # null = explained NaN
+    off = [matrix[i][j] for i in range(n) for j in range(n) if i != j and matrix[i][j] is not None]  # null: NaN
     stats = facts({
         "estimator": doc.get("estimator"), "sample unit": doc.get("unit"), "images": doc.get("num_images"),
         "mean CKA between different layers": sum(off) / len(off) if off else None,
