@@ -116,6 +116,8 @@ class _Plan:
     key_mask: torch.Tensor | None  # (W, 1, Q, K) float32: 1 for counted keys of real queries, None = all
     is_query: torch.Tensor | None  # (W, 1, Q) bool: real (non-padding) queries, None = all
     inv_log_keys: torch.Tensor  # (W, 1, Q) float64: 1 / ln(n_q), 0 where n_q <= 1
+    num_queries: int  # real queries per image
+    num_norm_queries: int  # real queries per image with n_q >= 2
 
 
 def _inv_log(n: torch.Tensor) -> torch.Tensor:
@@ -137,6 +139,8 @@ def _sequence_plan(call: AttentionCall, policy: str, device: torch.device) -> _P
         key_mask=None,
         is_query=None,
         inv_log_keys=_inv_log(num_keys).to(device),
+        num_queries=distance.shape[0],
+        num_norm_queries=distance.shape[0] if distance.shape[1] > 1 else 0,
     )
 
 
@@ -162,6 +166,8 @@ def _window_plan(call: AttentionCall, policy: str, device: torch.device) -> _Pla
         key_mask=None if trivial else rows.to(device, torch.float32)[:, None],
         is_query=None if trivial else layout.is_token.to(device)[:, None],
         inv_log_keys=_inv_log(counted.sum(-1)).to(device)[:, None],
+        num_queries=int(layout.is_token.sum()),
+        num_norm_queries=int((layout.is_token & (counted.sum(-1) > 1)).sum()),
     )
 
 
@@ -201,20 +207,15 @@ def _head_sums(
     if plan.key_mask is not None:
         p = torch.mul(p, plan.key_mask, out=own)
     batch, windows, _, q, k = p.shape
-    valid = torch.ones(batch, windows, num_heads, q, dtype=torch.bool, device=p.device)
-    if plan.is_query is not None:
-        valid = valid & plan.is_query
-    degenerate = torch.zeros_like(valid)
+    degenerate = None
     if renorm:
         mass = p.sum(-1, keepdim=True)
         p = torch.div(p, mass.clamp_min(torch.finfo(p.dtype).tiny), out=own)
-        degenerate = (mass.squeeze(-1) == 0) & valid
-        valid = valid & ~degenerate
+        degenerate = mass.squeeze(-1) == 0
+        if plan.is_query is not None:
+            degenerate &= plan.is_query
     elif p is not own and (windows > 1 or not p.is_contiguous()):
         p = own.copy_(p)
-
-    def per_head(x: torch.Tensor) -> torch.Tensor:  # (B, W, H, Q) -> (H, B·W·Q) float64
-        return x.expand(batch, windows, num_heads, q).permute(2, 0, 1, 3).reshape(num_heads, -1).double()
 
     def per_image(x: torch.Tensor) -> torch.Tensor:  # (B, W, H, Q, K) view of a (B, H, W, Q, K) tensor
         return x.transpose(1, 2).view(batch, num_heads, windows * q * k)
@@ -222,24 +223,50 @@ def _head_sums(
     # One logarithm serves entropy and KL. Clamping at the smallest normal number makes p·ln p exactly
     # xlogy(p, p) for p = 0 and p >= tiny (and within tiny/e per key between), never ln(p + eps).
     torch.clamp_min(p, torch.finfo(p.dtype).tiny, out=log_p).log_()
-    neg_entropy = per_head(torch.mul(p, log_p, out=scratch).sum(-1))
+    neg_entropy = torch.mul(p, log_p, out=scratch).sum(-1)  # (B, W, H, Q); 0 for excluded queries
     log_floored = log_p.clamp_min_(math.log(KL_FLOOR))
     rows = per_image(p)
     cross = torch.bmm(rows, per_image(log_floored).transpose(1, 2)).sum(0, dtype=torch.float64)
-    distance = rows.view(batch * num_heads, -1) @ plan.distance.to(p.dtype)
-    w = per_head(valid)
-    dgn = per_head(degenerate)
-    kl = neg_entropy @ w.T - cross
-    if renorm:
-        kl += math.log(KL_FLOOR) * (w @ dgn.T)
+    distance = (rows.view(batch * num_heads, -1) @ plan.distance.to(p.dtype)).view(batch, num_heads)
+    sums = {
+        "distance": distance.sum(0, dtype=torch.float64),
+        "entropy": -neg_entropy.sum((0, 1, 3), dtype=torch.float64),
+        "entropy_norm": -(neg_entropy * plan.inv_log_keys).sum((0, 1, 3), dtype=torch.float64),
+    }
+    if degenerate is None or not degenerate.any():
+        # Every real query counts in every head: KL(h‖g) sums to Σ_q −H^h_q − Σ_q Σ_k Â^h ln Â^g.
+        count = torch.full((num_heads,), float(batch * plan.num_queries), dtype=torch.float64, device=p.device)
+        return {
+            **sums,
+            "queries": count,
+            "norm_queries": torch.full_like(count, float(batch * plan.num_norm_queries)),
+            "degenerate": torch.zeros_like(count),
+            "kl": -sums["entropy"][:, None] - cross,
+            "pairs": count[:, None].expand(num_heads, num_heads).clone(),
+        }
+    return {**sums, **_degenerate_sums(neg_entropy, degenerate, cross, plan)}
+
+
+def _degenerate_sums(neg_entropy, degenerate, cross, plan: _Plan) -> dict[str, torch.Tensor]:
+    """Counts and head KL when some queries of some heads put all their mass on prefix keys (``renorm``).
+
+    Such a query is left out of that head's means and of every pair with that head: the pair (h, g)
+    averages over the queries valid in both. Its row is all zeros, so its own entropy and distance terms
+    are already 0; only the KL terms against it (where its floored log is ln 1e-8 on every key) are taken
+    back out.
+    """
+    batch, windows, num_heads, q = neg_entropy.shape
+    valid = ~degenerate if plan.is_query is None else plan.is_query & ~degenerate
+
+    def per_head(x: torch.Tensor) -> torch.Tensor:  # (B, W, H, Q) -> (H, B·W·Q) float64
+        return x.expand(batch, windows, num_heads, q).permute(2, 0, 1, 3).reshape(num_heads, -1).double()
+
+    w, dgn = per_head(valid), per_head(degenerate)
     return {
-        "distance": distance.view(batch, num_heads).sum(0, dtype=torch.float64),
-        "entropy": -neg_entropy.sum(1),
-        "entropy_norm": -(neg_entropy * per_head(plan.inv_log_keys)).sum(1),
         "queries": w.sum(1),
         "norm_queries": per_head(valid & (plan.inv_log_keys > 0)).sum(1),
         "degenerate": dgn.sum(1),
-        "kl": kl,
+        "kl": per_head(neg_entropy) @ w.T - cross + math.log(KL_FLOOR) * (w @ dgn.T),
         "pairs": w @ w.T,
     }
 
