@@ -1,0 +1,191 @@
+"""Verdicts on the paper's findings F1–F6 (SPEC §1), computed from the demo's JSON documents.
+
+Pure functions: each takes the parsed JSON of the runs it needs (``attention.json``, ``cka.json``,
+``avgdist.json``, ``metrics.json``, ``drop_sweep.json``, ``bars.json``) and returns one findings row
+``{"id", "statement", "verdict", "numbers", "rule"}`` — the form ``mimlens report`` renders. ``numbers``
+holds every value the verdict used. A verdict is "reproduced" or "not reproduced" only when the preset
+claims findings and the training bars the finding depends on passed; otherwise it is "inconclusive" and
+``numbers["reason"]`` says why. The margins below are part of the rules and are printed with them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+LOCAL_MARGIN = 0.10  # F1: a layer is local when its mean distance is >= 10 % below the random-init model's
+KL_VANISH = 0.5  # F3: head KL "vanishes" when the last 3 layers' mean is below half the earlier layers' mean
+CKA_MARGIN = 0.05  # F5: SimMIM's mean off-diagonal CKA must exceed supervised's by this much
+DROP_TOLERANCE = {"rmse": 0.05, "ap": 0.02}  # F4: relative (rmse) / absolute (ap) slack for "not worse"
+WIN_MARGIN = {"rmse": 0.02, "ap": 0.01, "suc": 0.01, "top1": 0.01}  # F6: relative (rmse) / absolute margins
+RELATIVE = {"rmse"}  # metrics whose margin is relative to the supervised value
+QUICK_REASON = "quick preset: models not trained enough"
+
+STATEMENTS = {
+    "F1": "MIM brings locality to every layer; supervised models attend locally in low layers, globally in high ones",
+    "F2": "Masking with a moderate AvgDist (about 10-20 px at 224 px) fine-tunes best and attends most locally",
+    "F3": "MIM keeps heads diverse in all layers; supervised head diversity almost vanishes in the last 3 layers",
+    "F4": "Dropping the last layers of a supervised model does not hurt geometric tasks (depth, pose)",
+    "F5": "MIM representations are similar across layers (high CKA); supervised ones are not",
+    "F6": "MIM beats supervised on geometric/motion tasks and fine-grained classification",
+}
+
+
+def _mean(values: Sequence[float]) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(values) / len(values) if values else math.nan
+
+
+def layer_means(attention: Mapping[str, Any], key: str) -> list[float]:
+    """Per-layer mean over heads of ``key`` (``distance_px``, ``entropy``) of an ``attention.json``."""
+    return [_mean(layer[key]) for layer in attention["layers"]]
+
+
+def layer_head_kl(attention: Mapping[str, Any]) -> list[float]:
+    """Per-layer mean KL between heads (ordered pairs h != g) of an ``attention.json``."""
+    return [math.nan if layer["head_kl_mean"] is None else float(layer["head_kl_mean"])
+            for layer in attention["layers"]]
+
+
+def mean_off_diagonal(cka: Mapping[str, Any]) -> float:
+    """Mean CKA between different layers of a within-model ``cka.json`` (null cells skipped)."""
+    matrix = cka["matrix"]
+    return _mean([matrix[i][j] for i in range(len(matrix)) for j in range(len(matrix)) if i != j])
+
+
+def _row(fid: str, verdict: str, numbers: dict[str, Any], rule: str) -> dict[str, Any]:
+    return {"id": fid, "statement": STATEMENTS[fid], "verdict": verdict, "numbers": numbers, "rule": rule}
+
+
+def _gate(claims: bool, bars: Mapping[str, Any], needed: Sequence[str]) -> str | None:
+    """Why no verdict may be claimed, or None: the preset claims nothing, or a needed training bar failed."""
+    if not claims:
+        return QUICK_REASON
+    failed = [name for name in needed if not bars.get(name, {}).get("passed")]
+    if failed:
+        return "training bar not passed: " + ", ".join(failed)
+    return None
+
+
+def _decide(reason: str | None, holds: bool, numbers: dict[str, Any]) -> str:
+    if reason is not None:
+        numbers["reason"] = reason
+        return "inconclusive"
+    return "reproduced" if holds else "not reproduced"
+
+
+def f1_locality(simmim: Mapping, supervised: Mapping, random_init: Mapping, bars: Mapping, claims: bool) -> dict:
+    """F1 from the three models' ``attention.json``. Reproduced when SimMIM is local (mean distance >=
+    LOCAL_MARGIN below the random-init model's) in more than half of the layers **and** supervised's upper half
+    of layers is closer to the random-init (uniform) distances than SimMIM's (mean relative gap)."""
+    sim, sup, ref = (layer_means(d, "distance_px") for d in (simmim, supervised, random_init))
+    local = sum(s <= (1 - LOCAL_MARGIN) * r for s, r in zip(sim, ref, strict=True))
+    upper = range(len(ref) // 2, len(ref))
+    sim_gap = _mean([(ref[i] - sim[i]) / ref[i] for i in upper])
+    sup_gap = _mean([(ref[i] - sup[i]) / ref[i] for i in upper])
+    numbers = {"layers": len(ref), "SimMIM local layers": local,
+               "SimMIM mean distance px": _mean(sim), "supervised mean distance px": _mean(sup),
+               "random-init mean distance px": _mean(ref),
+               "SimMIM upper-half gap to uniform": sim_gap, "supervised upper-half gap to uniform": sup_gap}
+    holds = local > len(ref) / 2 and sup_gap < sim_gap
+    rule = (f"reproduced if SimMIM's mean distance is >= {LOCAL_MARGIN:.0%} below the random-init model's in more "
+            "than half of the layers and supervised's upper-half layers are closer to uniform (smaller mean relative "
+            "gap) than SimMIM's; needs both training bars")
+    return _row("F1", _decide(_gate(claims, bars, ("simmim", "supervised")), holds, numbers), numbers, rule)
+
+
+def f2_avgdist(avgdist: Mapping[str, Any], mask_patch: int, mask_ratio: float, claims: bool) -> dict:
+    """F2 needs one pre-training per masking setting; the demo pre-trains one, so it only reports AvgDist."""
+    band = avgdist["moderate_band_px"]
+    settings = avgdist["settings"]
+    used = next((s for s in settings if s["mask_patch_size"] == mask_patch
+                 and math.isclose(s["ratio"], mask_ratio)), None)
+    in_band = sum(1 for s in settings if s["avg_dist_px"] is not None and band[0] <= s["avg_dist_px"] <= band[1])
+    numbers = {"image px": avgdist["img_size"], "moderate band low px": band[0], "moderate band high px": band[1],
+               "settings measured": len(settings), "settings in band": in_band,
+               "pre-training AvgDist px": None if used is None else used["avg_dist_px"],
+               "reason": QUICK_REASON if not claims else
+               "needs one pre-training and fine-tuning per masking setting (not in this preset)"}
+    rule = "AvgDist is measured for every setting; the verdict needs one pre-training per setting"
+    return _row("F2", "inconclusive", numbers, rule)
+
+
+def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) -> dict:
+    """F3 from head KL: for each model, the mean layer KL of the last 3 layers over that of the earlier ones.
+    Reproduced when supervised's ratio is below KL_VANISH, SimMIM's is not, and SimMIM's last-3 KL exceeds
+    supervised's."""
+    sim, sup = layer_head_kl(simmim), layer_head_kl(supervised)
+    rule = (f"ratio = mean head KL of the last 3 layers / of the earlier layers; reproduced if supervised's ratio "
+            f"< {KL_VANISH:g} <= SimMIM's and SimMIM's last-3 KL > supervised's; needs both training bars")
+    numbers: dict[str, Any] = {"layers": len(sim)}
+    reason = _gate(claims, bars, ("simmim", "supervised"))
+    if len(sim) < 4:
+        numbers["reason"] = reason or "needs at least 4 layers (the last 3 and an earlier one)"
+        return _row("F3", "inconclusive", numbers, rule)
+    sim_last, sim_early, sup_last, sup_early = _mean(sim[-3:]), _mean(sim[:-3]), _mean(sup[-3:]), _mean(sup[:-3])
+    sim_ratio = sim_last / sim_early if sim_early > 0 else math.nan
+    sup_ratio = sup_last / sup_early if sup_early > 0 else math.nan
+    numbers.update({"SimMIM KL last 3": sim_last, "SimMIM KL earlier": sim_early, "SimMIM ratio": sim_ratio,
+                    "supervised KL last 3": sup_last, "supervised KL earlier": sup_early,
+                    "supervised ratio": sup_ratio})
+    holds = sup_ratio < KL_VANISH <= sim_ratio and sim_last > sup_last
+    return _row("F3", _decide(reason, holds, numbers), numbers, rule)
+
+
+def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], bars: Mapping, claims: bool) -> dict:
+    """F4 from the supervised model's ``drop_sweep.json`` per task: the metric at K = 1 (one block dropped) is
+    not worse than at K = 0 beyond DROP_TOLERANCE, for every swept task."""
+    numbers: dict[str, Any] = {}
+    holds = bool(sweeps)
+    for task, sweep in sweeps.items():
+        metric, higher = sweep["metric"], sweep["higher_is_better"]
+        values = {int(r["drop_last"]): float(r[metric]) for r in sweep["rows"]}
+        for k in sorted(values):
+            numbers[f"{task} {metric} K={k}"] = values[k]
+        if 0 not in values or 1 not in values:
+            holds = False
+            continue
+        slack = DROP_TOLERANCE.get(metric, 0.0) * (abs(values[0]) if metric in RELATIVE else 1.0)
+        worse = values[0] - values[1] if higher else values[1] - values[0]
+        holds = holds and worse <= slack
+    tolerances = ", ".join(f"{m} {t:g}{' relative' if m in RELATIVE else ''}" for m, t in DROP_TOLERANCE.items())
+    rule = (f"reproduced if for every swept task the metric with the last block dropped (K=1) is not worse than "
+            f"the full model (K=0) by more than the tolerance ({tolerances}); needs the supervised bar")
+    return _row("F4", _decide(_gate(claims, bars, ("supervised",)), holds, numbers), numbers, rule)
+
+
+def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) -> dict:
+    """F5 from within-model ``cka.json``: SimMIM's mean off-diagonal CKA exceeds supervised's by CKA_MARGIN."""
+    sim, sup = mean_off_diagonal(simmim), mean_off_diagonal(supervised)
+    numbers = {"SimMIM mean CKA between layers": sim, "supervised mean CKA between layers": sup,
+               "estimator": simmim.get("estimator")}
+    rule = f"reproduced if SimMIM's mean off-diagonal CKA - supervised's >= {CKA_MARGIN:g}; needs both training bars"
+    return _row("F5", _decide(_gate(claims, bars, ("simmim", "supervised")), sim - sup >= CKA_MARGIN, numbers),
+                numbers, rule)
+
+
+def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping], bars: Mapping, claims: bool) -> dict:
+    """F6 from ``metrics.json`` per task (SimMIM's and supervised's fine-tunings): SimMIM wins a task when its
+    primary metric is better by more than WIN_MARGIN. Reproduced when it wins more than half of the tasks, not
+    reproduced when it wins fewer than half, inconclusive (mixed) at exactly half."""
+    numbers: dict[str, Any] = {}
+    wins = 0
+    for task in simmim:
+        primary = simmim[task]["primary"]
+        name, higher = primary["name"], primary["higher_is_better"]
+        a, b = float(primary["value"]), float(supervised[task]["primary"]["value"])
+        margin = WIN_MARGIN.get(name, 0.0) * (abs(b) if name in RELATIVE else 1.0)
+        won = (a - b > margin) if higher else (b - a > margin)
+        wins += won
+        numbers[f"{task} {name} SimMIM"] = a
+        numbers[f"{task} {name} supervised"] = b
+    numbers["SimMIM wins"] = wins
+    numbers["tasks"] = len(simmim)
+    margins = ", ".join(f"{m} {t:g}{' relative' if m in RELATIVE else ''}" for m, t in WIN_MARGIN.items())
+    rule = (f"SimMIM wins a task when better by more than the margin ({margins}); reproduced when it wins more "
+            "than half of the tasks, not reproduced when fewer, inconclusive at exactly half; needs both training bars")
+    reason = _gate(claims, bars, ("simmim", "supervised"))
+    if reason is None and 2 * wins == len(simmim):
+        reason = "mixed: SimMIM wins exactly half of the tasks"
+    return _row("F6", _decide(reason, 2 * wins > len(simmim), numbers), numbers, rule)

@@ -1,0 +1,119 @@
+"""The demo's recipes: ``quick`` (a smoke run, minutes), ``default`` (one hour on a 2-core CPU), ``gpu``.
+
+Every preset pre-trains SimMIM, supervised and MoCo v3 from one initialisation (same architecture, same
+seed) on the synthetic scenes with SPEC §7's changed recipe (1–2 shapes, dimmer backgrounds, batch 32,
+lr 5e-4, frozen 2-D sin-cos position embedding). ``budget`` is the expected wall-clock minutes of each
+stage kind on the machine the preset is meant for; the demo prints it and scales the remaining-time
+estimate by how fast the finished stages actually ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mimlens.errors import MimlensError
+
+TASKS = ("cls", "depth", "pose", "track")  # cls: fine-grained (shape x texture, 32 classes)
+MODELS = ("random_init", "simmim", "supervised", "moco")
+OBJECTIVES = ("simmim", "supervised", "moco")
+DIFFICULTY = {"num_objects": [1, 2], "background_strength": 0.5}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One demo recipe. Steps are optimizer updates of ``batch_size`` images."""
+
+    name: str
+    arch: str
+    arch_kwargs: dict[str, Any]
+    pretrain_steps: dict[str, int]
+    pretrain_images: int  # synthetic:N, regenerated on the fly
+    warmup_steps: int
+    mask_patch: int
+    moco_dims: tuple[int, int]  # (output dim, MLP width)
+    finetune_steps: int
+    finetune_images: int  # training scenes (sequences for track)
+    eval_images: int
+    eval_sequences: int
+    sequence_length: int
+    analysis_images: int
+    analysis_batch: int
+    bar_images: int  # validation images for the training bars
+    mask_samples: int  # masks per AvgDist setting
+    sweep_drop: tuple[int, ...]  # last blocks dropped for F4 (supervised on depth and pose)
+    claims: bool  # False: a smoke run whose findings all stay inconclusive
+    threads: int | None = None  # torch CPU threads while the demo runs (None: leave as set)
+    budget: dict[str, float] = field(default_factory=dict)  # stage kind -> expected minutes
+    batch_size: int = 32
+    base_lr: float = 4e-3  # per 256 images: 5e-4 at batch 32
+    seed: int = 0
+
+    @property
+    def total_minutes(self) -> float:
+        return sum(expected_minutes(self, kind, model) for kind, model in stage_kinds(self))
+
+
+def stage_kinds(preset: Preset) -> list[tuple[str, str]]:
+    """(stage kind, model) for every stage, in the order the demo runs them."""
+    kinds = [("init", "random_init")] + [(f"pretrain_{o}", o) for o in OBJECTIVES] + [("bars", "")]
+    kinds += [("analyze", m) for m in MODELS] + [("compare", ""), ("masks", "")]
+    kinds += [(f"finetune_{t}", m) for t in TASKS for m in MODELS]
+    return kinds + [("findings", "")]
+
+
+def sweeps(preset: Preset, task: str, model: str) -> bool:
+    """Whether this fine-tuning is a drop-last sweep (F4: the supervised model on the geometric tasks)."""
+    return model == "supervised" and task in ("depth", "pose") and len(preset.sweep_drop) > 1
+
+
+def expected_minutes(preset: Preset, kind: str, model: str) -> float:
+    """Budgeted minutes of one stage: a sweep costs one fine-tuning per K."""
+    minutes = preset.budget.get(kind, 0.0)
+    if kind.startswith("finetune_") and sweeps(preset, kind.removeprefix("finetune_"), model):
+        minutes *= len(preset.sweep_drop)
+    return minutes
+
+
+# Measured per stage with the quick preset and with timing probes of the default preset (docs/demo.md).
+QUICK = Preset(
+    name="quick", arch="vit-micro-32", arch_kwargs={"pos_embed": "sincos"},
+    pretrain_steps={"simmim": 20, "supervised": 20, "moco": 10}, pretrain_images=256, warmup_steps=2,
+    mask_patch=8, moco_dims=(32, 64), finetune_steps=4, finetune_images=64, eval_images=16, eval_sequences=2,
+    sequence_length=6, analysis_images=16, analysis_batch=16, bar_images=32, mask_samples=10, sweep_drop=(0, 1),
+    claims=False, batch_size=16, threads=1,  # at this size a second thread costs more in sync than it gains
+    budget={"init": 0.02, "pretrain_simmim": 0.1, "pretrain_supervised": 0.1, "pretrain_moco": 0.1, "bars": 0.02,
+            "analyze": 0.05, "compare": 0.05, "masks": 0.05, "finetune_cls": 0.04, "finetune_depth": 0.04,
+            "finetune_pose": 0.06, "finetune_track": 0.05, "findings": 0.05},
+)
+
+DEFAULT = Preset(
+    name="default", arch="vit-tiny-64", arch_kwargs={"pos_embed": "sincos"},
+    pretrain_steps={"simmim": 2000, "supervised": 2000, "moco": 600}, pretrain_images=8192, warmup_steps=200,
+    mask_patch=8, moco_dims=(128, 1024), finetune_steps=150, finetune_images=2048, eval_images=128,
+    eval_sequences=8, sequence_length=12, analysis_images=256, analysis_batch=64, bar_images=256, mask_samples=100,
+    sweep_drop=(0, 1, 2), claims=True,
+    budget={"init": 0.05, "pretrain_simmim": 11.0, "pretrain_supervised": 11.0, "pretrain_moco": 10.0,
+            "bars": 0.3, "analyze": 0.4, "compare": 0.8, "masks": 0.2, "finetune_cls": 0.8, "finetune_depth": 0.9,
+            "finetune_pose": 1.0, "finetune_track": 0.9, "findings": 0.3},
+)
+
+GPU = Preset(
+    name="gpu", arch="timm:vit_small_patch16_224",
+    arch_kwargs={"img_size": 64, "patch_size": 8, "pos_embed": "sincos"},  # ViT-S (12 blocks, 384 wide) at 64 px
+    pretrain_steps={"simmim": 20000, "supervised": 20000, "moco": 10000}, pretrain_images=65536,
+    warmup_steps=1000, mask_patch=8, moco_dims=(256, 2048), finetune_steps=2000, finetune_images=8192,
+    eval_images=512, eval_sequences=32, sequence_length=16, analysis_images=1024, analysis_batch=128,
+    bar_images=1024, mask_samples=200, sweep_drop=(0, 1, 2, 3, 4), claims=True, batch_size=128,
+    budget={"init": 0.1, "pretrain_simmim": 30.0, "pretrain_supervised": 25.0, "pretrain_moco": 35.0, "bars": 0.5,
+            "analyze": 0.5, "compare": 1.0, "masks": 0.3, "finetune_cls": 2.0, "finetune_depth": 2.5,
+            "finetune_pose": 3.0, "finetune_track": 3.0, "findings": 0.5},
+)
+
+PRESETS = {p.name: p for p in (QUICK, DEFAULT, GPU)}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise MimlensError(f"demo preset {name!r} is unknown: expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]

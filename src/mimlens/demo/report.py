@@ -1,0 +1,155 @@
+"""The demo's last stage: ``findings.json`` from the runs' JSON, summary figures and ``report.html``.
+
+``OUT/findings.json`` is ``{"preset", "claims_findings", "bars", "findings": [rows]}``; ``mimlens report OUT``
+renders its rows. ``OUT/figures/`` holds the figures that span several runs: fine-tuning results of the four
+models per task (F6), the supervised layer-drop sweeps (F4) and the training bars.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mimlens.demo import findings as fd
+from mimlens.demo.presets import MODELS, TASKS, Preset, sweeps
+from mimlens.errors import MimlensError
+
+LABELS = {"random_init": "random init", "simmim": "SimMIM", "supervised": "supervised", "moco": "MoCo v3"}
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise MimlensError(f"{path} is missing: rerun the demo to redo the stage that writes it")
+    return json.loads(path.read_text())
+
+
+def task_metrics(out: Path, task: str, model: str) -> dict[str, Any]:
+    """``metrics.json`` of a fine-tuning; a sweep's full model (K = 0) stands for the sweep."""
+    run = out / "finetune" / f"{task}_{model}"
+    return read_json(run / "drop_0" / "metrics.json" if (run / "drop_sweep.json").is_file() else run / "metrics.json")
+
+
+def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
+    """The six findings rows from the JSON files under ``out``."""
+    bars = read_json(out / "bars.json")
+    attention = {m: read_json(out / "analysis" / m / "attention.json") for m in MODELS}
+    cka = {m: read_json(out / "analysis" / m / "cka.json") for m in ("simmim", "supervised")}
+    metrics = {m: {t: task_metrics(out, t, m) for t in TASKS} for m in ("simmim", "supervised")}
+    drop = {t: read_json(out / "finetune" / f"{t}_supervised" / "drop_sweep.json")
+            for t in TASKS if sweeps(preset, t, "supervised")}
+    rows = [
+        fd.f1_locality(attention["simmim"], attention["supervised"], attention["random_init"], bars, preset.claims),
+        fd.f2_avgdist(read_json(out / "masks" / "avgdist.json"), preset.mask_patch, 0.6, preset.claims),
+        fd.f3_head_diversity(attention["simmim"], attention["supervised"], bars, preset.claims),
+        fd.f4_drop_last(drop, bars, preset.claims),
+        fd.f5_cka(cka["simmim"], cka["supervised"], bars, preset.claims),
+        fd.f6_transfer(metrics["simmim"], metrics["supervised"], bars, preset.claims),
+    ]
+    return [_finite(row) for row in rows]
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities become null (strict JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _save_figure(figure, path: Path) -> Path:
+    from mimlens.io import save_bytes
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return save_bytes(buffer.getvalue(), path)
+
+
+def transfer_figure(out: Path, path: Path) -> Path:
+    """One panel per task: the primary metric of each model's fine-tuning (F6)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(3.0 * len(TASKS), 3.2))
+    for axes, task in zip(figure.subplots(1, len(TASKS), squeeze=False)[0], TASKS, strict=True):
+        docs = [task_metrics(out, task, m) for m in MODELS]
+        primary = docs[0]["primary"]
+        values = [d["primary"]["value"] for d in docs]
+        axes.bar(range(len(MODELS)), values, color=["#999999", "#1f77b4", "#d62728", "#2ca02c"])
+        axes.set_xticks(range(len(MODELS)), [LABELS[m] for m in MODELS], rotation=30, ha="right", fontsize=8)
+        arrow = "higher is better" if primary["higher_is_better"] else "lower is better"
+        axes.set_title(f"{task}: {primary['name']} ({arrow})", fontsize=9)
+    figure.suptitle("Fine-tuning from each initialisation (F6)", fontsize=10)
+    figure.tight_layout()
+    return _save_figure(figure, path)
+
+
+def bars_figure(bars: Mapping[str, Any], path: Path) -> Path:
+    """SimMIM's masked L1 next to the fill baselines; supervised accuracy next to chance and the bar."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.5, 3.0))
+    left, right = figure.subplots(1, 2)
+    sim = bars["simmim"]
+    left.bar(["SimMIM", "nearest fill", "mean fill"], [sim["masked_l1"], sim["nearest_fill_l1"], sim["mean_fill_l1"]],
+             color=["#1f77b4", "#999999", "#cccccc"])
+    left.set_title(f"SimMIM masked L1 (lower is better): {'passed' if sim['passed'] else 'not passed'}", fontsize=9)
+    sup = bars["supervised"]
+    right.bar(["supervised top-1"], [sup["top1"]], color="#d62728")
+    right.axhline(sup["chance"], color="k", linestyle=":", label="chance")
+    right.axhline(sup["required"], color="k", linestyle="--", label="bar")
+    right.set_ylim(0, 1)
+    right.legend(fontsize=8)
+    right.set_title(f"supervised accuracy: {'passed' if sup['passed'] else 'not passed'}", fontsize=9)
+    figure.tight_layout()
+    return _save_figure(figure, path)
+
+
+def intro_section(preset: Preset, bars: Mapping[str, Any], stages: Sequence, timings: Mapping[str, float]):
+    """The report's first section: what ran, the training bars, and each stage's budget against its time."""
+    from mimlens.report.html import Section, facts, notice, table
+
+    about = facts({"preset": preset.name, "architecture": preset.arch, "timm keywords": preset.arch_kwargs,
+                   "pre-training steps (batch)": f"{preset.pretrain_steps} ({preset.batch_size})",
+                   "fine-tuning steps": preset.finetune_steps, "analysis images": preset.analysis_images,
+                   "findings claimed": preset.claims})
+    if not preset.claims:
+        about += notice(f"{fd.QUICK_REASON}: a smoke run of every stage; all findings stay inconclusive.")
+    sim, sup = bars["simmim"], bars["supervised"]
+    bar_rows = [["SimMIM", sim["rule"], f"masked L1 {sim['masked_l1']:.4f}; nearest fill {sim['nearest_fill_l1']:.4f};"
+                 f" mean fill {sim['mean_fill_l1']:.4f}", "passed" if sim["passed"] else "not passed"],
+                ["supervised", sup["rule"], f"top-1 {sup['top1']:.3f}; chance {sup['chance']:.3f}; "
+                 f"bar {sup['required']:.3f}", "passed" if sup["passed"] else "not passed"]]
+    stage_rows = [[s.name, s.minutes, None if math.isnan(timings.get(s.name, math.nan))
+                   else timings[s.name] / 60] for s in stages]
+    children = [
+        Section("Training bars", table(["model", "bar", "numbers", "result"], bar_rows,
+                                       "A finding is claimed only when the bars it depends on passed.")),
+        Section("Stages", table(["stage", "budget min", "took min"], stage_rows,
+                                "Budget from the preset (mimlens.demo.presets); reused stages show their first time.")),
+    ]
+    return Section(f"About this demo ({preset.name} preset)", about, children)
+
+
+def write_findings_and_report(out: Path, preset: Preset, stages: Sequence, timings: Mapping[str, float]) -> Path:
+    from mimlens.io import save_json
+    from mimlens.report.html import build_report
+    from mimlens.tasks.figures import layer_drop_figure
+
+    bars = read_json(out / "bars.json")
+    rows = compute_findings(out, preset)
+    save_json({"preset": preset.name, "claims_findings": preset.claims, "bars": bars, "findings": rows},
+              out / "findings.json")
+    transfer_figure(out, out / "figures" / "transfer.png")
+    bars_figure(bars, out / "figures" / "training_bars.png")
+    for task in TASKS:
+        if sweeps(preset, task, "supervised"):
+            sweep = read_json(out / "finetune" / f"{task}_supervised" / "drop_sweep.json")
+            layer_drop_figure(sweep, out / "figures" / f"layer_drop_{task}.png", labels=["supervised"])
+    intro = [intro_section(preset, bars, stages, timings)]
+    return build_report([out], out / "report.html", title=f"mimlens demo ({preset.name} preset)", intro=intro)
