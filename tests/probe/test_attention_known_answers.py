@@ -243,3 +243,39 @@ def test_bad_policy_image_size_and_layer_order_raise():
         accumulator.update(call(probs, (2, 2), layer=2))
     with pytest.raises(MimlensError, match="cannot merge"):
         accumulator.merge(accumulate([[random_maps(torch.Generator().manual_seed(0), 1)]], "drop"))
+
+
+def padded_window_call():
+    """A 1x3 map in 1x2 windows: window 1 holds token 2 and a padding slot.
+
+    Tokens 0 and 1 look at each other (one stride, 10 px). Token 2: head 0 puts everything on the padding
+    key, head 1 splits it between itself and the padding. The padding slot's own row is noise.
+    """
+    probs = torch.zeros(2, 2, 2, 2)  # (windows, heads, slots, slots)
+    probs[0, :, 0, 1] = probs[0, :, 1, 0] = 1.0
+    probs[1, 0, 0] = torch.tensor([0.0, 1.0])
+    probs[1, 1, 0] = torch.tensor([0.5, 0.5])
+    probs[1, :, 1] = torch.tensor([0.9, 0.1])
+    return AttentionCall(0, "layers.0.blocks.0", 0, probs, (10, 30), (1, 3), (10, 10), 0, (1, 2), (0, 0), None)
+
+
+@pytest.mark.parametrize(
+    "policy, distance, entropy, queries, degenerate",
+    [
+        ("renorm", [10.0, 20 / 3], [0.0, 0.0], [2.0, 3.0], [1.0, 0.0]),
+        ("drop", [20 / 3, 20 / 3], [0.0, 0.5 * math.log(2) / 3], [3.0, 3.0], [0.0, 0.0]),
+        ("keep", [20 / 3, 20 / 3], [0.0, math.log(2) / 3], [3.0, 3.0], [0.0, 0.0]),
+    ],
+)
+def test_swin_padding_keys_follow_the_prefix_policy_and_padding_is_never_a_query(
+    policy, distance, entropy, queries, degenerate
+):
+    accumulator = AttentionAccumulator(policy)
+    accumulator.update(padded_window_call())
+    stats = accumulator.compute()
+    assert stats.distance_px[0].tolist() == pytest.approx(distance, rel=1e-6)
+    assert stats.entropy[0].tolist() == pytest.approx(entropy, rel=1e-6, abs=1e-7)
+    assert stats.queries[0].tolist() == queries
+    assert stats.degenerate_queries[0].tolist() == degenerate
+    if policy == "renorm":  # pairs average over tokens 0 and 1 only, where both heads agree
+        torch.testing.assert_close(stats.head_kl[0], torch.zeros(2, 2, dtype=torch.float64), rtol=0, atol=1e-6)
