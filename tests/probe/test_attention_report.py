@@ -102,3 +102,10 @@ def test_figure_arguments_are_checked(vit_stats, tmp_path):
         plot_head_kl(tmp_path / "missing.json", tmp_path / "k.png")
     with pytest.raises(MimlensError, match="malformed field"):
         plot_head_kl({"layers": [{}]}, tmp_path / "k.png")
+
+
+def test_swin_blocks_are_grouped_by_stage_on_the_x_axis(vit_stats, swin_stats):
+    from mimlens.report.figures_attention import _positions
+
+    assert _positions(swin_stats) == ([0.0, 1.0, 2.8, 3.8], ["0.0", "0.1", "1.0", "1.1"], [pytest.approx(1.9)])
+    assert _positions(vit_stats) == ([0.0, 1.0, 2.0], ["0", "1", "2"], [])
