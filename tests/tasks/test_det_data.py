@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mimlens.data.export import export_coco_instances
 from mimlens.data.synthetic import SyntheticScenes
 from mimlens.errors import MimlensError
 from mimlens.tasks.detection_data import (
@@ -14,7 +15,6 @@ from mimlens.tasks.detection_data import (
     detection_set,
     letterbox,
     load_instances,
-    synthetic_instances,
 )
 
 DATA = {
@@ -46,7 +46,7 @@ def coco_folder(tmp_path):
 
 
 def test_reader_converts_xywh_to_clipped_xyxy_and_drops_crowd_and_empty_boxes(coco_folder):
-    data = detection_set(str(coco_folder), "val", 64, 0, 0, {})
+    data = detection_set(coco_folder, "val")
     assert data.category_ids == [4, 17] and data.num_classes == 2
     item = data[0]
     assert item["image_id"] == 5 and item["image"].shape == (3, 40, 80)
@@ -68,7 +68,7 @@ def test_evaluation_set_shares_the_training_numbering_and_rejects_unknown_catego
 def test_image_size_must_match_the_annotation_file(tmp_path):
     (tmp_path / "val.json").write_text(json.dumps(DATA))
     _write(tmp_path / "val", DATA, sizes={5: (81, 40)})
-    data = detection_set(str(tmp_path), "val", 64, 0, 0, {})
+    data = detection_set(tmp_path, "val")
     with pytest.raises(MimlensError, match=r"wide.png is 81x40 pixels but the annotation file says 80x40"):
         data[0]
 
@@ -89,22 +89,23 @@ def test_malformed_annotation_files_name_the_file_and_the_entry(tmp_path, broken
 
 def test_missing_split_is_reported(tmp_path):
     with pytest.raises(MimlensError, match="no COCO instances file for split 'train'"):
-        detection_set(str(tmp_path), "train", 64, 0, 0, {})
+        detection_set(tmp_path, "train")
 
 
-def test_synthetic_scenes_become_one_instance_per_visible_object():
+def test_exported_synthetic_scenes_read_back_with_every_visible_object(tmp_path):
     scenes = SyntheticScenes(6, 48, seed=3, num_objects=(1, 3))
-    coco = synthetic_instances(scenes)
-    assert [c["id"] for c in coco.dataset["categories"]] == list(range(1, 9))
+    export_coco_instances(scenes, tmp_path, split="train", masks=False)
+    data = detection_set(tmp_path, "train")
+    assert data.category_ids == list(range(1, 9))  # the 8 shapes
     for i in range(len(scenes)):
-        item = scenes[i]
-        anns = coco.imgToAnns[i]
-        visible = item["classes"] >= 0
-        assert len(anns) == int(visible.sum())
-        assert sorted(a["category_id"] for a in anns) == sorted((item["classes"][visible] + 1).tolist())
-        assert sorted(tuple(a["bbox"]) for a in anns) == sorted(tuple(b) for b in item["boxes"][visible].tolist())
-        for a in anns:
-            assert 0 < a["area"] <= a["bbox"][2] * a["bbox"][3]
+        scene, item = scenes[i], data[i]
+        visible = scene["classes"] >= 0
+        assert item["image_id"] == i
+        assert (item["image"] - scene["image"]).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit PNG
+        assert item["labels"].tolist() == (scene["classes"][visible] + 1).tolist()
+        expected = scene["boxes"][visible].clone()
+        expected[:, 2:] += expected[:, :2]  # x, y, w, h -> x1, y1, x2, y2
+        assert torch.equal(item["boxes"], expected)
 
 
 def test_letterbox_scales_the_longer_side_and_pads_with_the_fill():

@@ -50,7 +50,7 @@ def test_start_point_with_dropped_blocks_writes_a_loadable_run(tmp_path, tiny_co
     assert "strides [4, 8, 16, 32]" in metrics["variant"]["detector"]
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["model"] == {"name": "vit-micro-32", "kwargs": {"img_size": 64, "depth": 2}}
-    truth = json.loads((out / "instances_val.json").read_text())
+    truth = json.loads((out / "data" / "annotations" / "instances_val.json").read_text())
     assert len(truth["images"]) == 6 and len(truth["categories"]) == 8
     detections = json.loads((out / "detections_val.json").read_text())
     assert all(set(d) == {"image_id", "category_id", "bbox", "score"} for d in detections)

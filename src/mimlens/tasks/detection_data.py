@@ -13,8 +13,9 @@ Conventions:
   input: the longer side scaled to ``size`` (bilinear, antialiased), the shorter one padded at the
   bottom/right with the normalisation mean (which the detector's normalisation maps to 0), the boxes
   scaled with the image; predictions are mapped back by dividing by the same per-axis ``scale``.
-- synthetic scenes (:func:`synthetic_instances`) give every visible object an instance: its visible-pixel
-  box, its shape as category (ids 1…8 in the order of ``SHAPES``) and its visible pixel count as ``area``.
+
+Synthetic scenes reach the detector through ``mimlens.data.export.export_coco_instances`` and this reader,
+like any COCO folder.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,6 @@ __all__ = [
     "detection_set",
     "letterbox",
     "load_instances",
-    "synthetic_instances",
 ]
 
 _REQUIRED = {
@@ -94,45 +93,19 @@ def load_instances(ann_file: str | Path):
     return coco_index(dataset, str(path))
 
 
-def synthetic_instances(scenes) -> Any:
-    """The ``COCO`` index of :class:`~mimlens.data.synthetic.SyntheticScenes`: one instance per visible object."""
-    from mimlens.data.synthetic import SHAPES
-
-    height, width = scenes.img_size
-    images, annotations = [], []
-    for i in range(len(scenes)):
-        item = scenes[i]
-        images.append({"id": i, "file_name": f"{i:06d}.png", "height": height, "width": width})
-        for slot, (box, shape) in enumerate(zip(item["boxes"].tolist(), item["classes"].tolist(), strict=True)):
-            if shape < 0:
-                continue
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": i, "category_id": shape + 1, "iscrowd": 0,
-                "bbox": [float(v) for v in box], "area": float((item["segmentation"] == slot + 1).sum()),
-            })
-    dataset = {"info": {"description": f"synthetic scenes, {scenes.split} split, seed {scenes.seed}"},
-               "images": images, "annotations": annotations,
-               "categories": [{"id": k + 1, "name": name} for k, name in enumerate(SHAPES)]}
-    return coco_index(dataset, f"synthetic scenes ({scenes.split} split)")
-
-
 class CocoInstances(Dataset):
     """Images of a COCO instances index with torchvision-style targets (see the module docstring).
 
     Args:
         coco: the pycocotools ``COCO`` index (the evaluation's ground truth).
-        image_dir: folder of the ``file_name`` entries (unless ``load`` is given).
-        load: ``image entry -> (3, H, W) float image`` instead of reading files (synthetic scenes).
+        image_dir: folder of the ``file_name`` entries.
         category_ids: the categories labels 1…K stand for (default: this index's, sorted); give the training
             set's to an evaluation set so that both share one numbering.
 
     Items: ``image`` (3, H, W) in [0, 1], ``boxes`` (N, 4) x1y1x2y2, ``labels`` (N,), ``image_id``.
     """
 
-    def __init__(self, coco, image_dir: str | Path | None = None, load: Callable[[dict], torch.Tensor] | None = None,
-                 category_ids: list[int] | None = None) -> None:
-        if (image_dir is None) == (load is None):
-            raise MimlensError("give the image folder or an image loader, not both or neither")
+    def __init__(self, coco, image_dir: str | Path, category_ids: list[int] | None = None) -> None:
         self.coco = coco
         self.image_ids = sorted(coco.getImgIds())
         self.category_ids = sorted(coco.getCatIds()) if category_ids is None else list(category_ids)
@@ -141,8 +114,7 @@ class CocoInstances(Dataset):
             raise MimlensError(f"categories {unknown} of this set are not among the training categories "
                                f"{self.category_ids}")
         self.label_of = {cat: k + 1 for k, cat in enumerate(self.category_ids)}
-        self.image_dir = Path(image_dir) if image_dir is not None else None
-        self.load = load
+        self.image_dir = Path(image_dir)
 
     @property
     def num_classes(self) -> int:
@@ -153,11 +125,11 @@ class CocoInstances(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         info = self.coco.imgs[self.image_ids[index]]
-        image = self.load(info) if self.load is not None else load_image(self.image_dir / info["file_name"])
+        path = self.image_dir / info["file_name"]
+        image = load_image(path)
         height, width = int(info["height"]), int(info["width"])
         if tuple(image.shape[-2:]) != (height, width):
-            where = self.image_dir / info["file_name"] if self.image_dir is not None else f"image {info['id']}"
-            raise MimlensError(f"{where} is {image.shape[-1]}x{image.shape[-2]} pixels but the annotation file "
+            raise MimlensError(f"{path} is {image.shape[-1]}x{image.shape[-2]} pixels but the annotation file "
                                f"says {width}x{height}")
         anns = [a for a in self.coco.imgToAnns.get(info["id"], []) if not a.get("iscrowd", 0)]
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
@@ -212,23 +184,15 @@ class DetectionTransform:
                 "image_id": torch.tensor(item["image_id"])}
 
 
-def detection_set(source: str, split: str, img_size: int, seed: int, num: int, difficulty: dict[str, Any],
-                  category_ids: list[int] | None = None) -> CocoInstances:
-    """The detection data of a ``--data`` spec: ``synthetic[:N]`` or a COCO-style folder.
+def detection_set(root: str | Path, split: str, category_ids: list[int] | None = None) -> CocoInstances:
+    """The ``split`` of a COCO-style folder.
 
-    Folder layout: ``PATH/annotations/instances_<split>*.json`` (or ``PATH/<split>.json``) with images in
-    ``PATH/<name>/`` where ``<name>`` is the JSON's suffix (``instances_val2017.json`` → ``val2017/``), or in
-    ``PATH/<split>/`` or ``PATH/images/``; ``val`` falls back to ``test``.
+    Layout: ``ROOT/annotations/instances_<split>*.json`` (or ``ROOT/<split>.json``) with images in
+    ``ROOT/<name>/`` where ``<name>`` is the JSON's suffix (``instances_val2017.json`` → ``val2017/``), or in
+    ``ROOT/<split>/`` or ``ROOT/images/``; ``val`` falls back to ``test``. This is also the layout of
+    ``mimlens.data.export.export_coco_instances``.
     """
-    from mimlens.tasks.data import synthetic_count
-
-    if synthetic_count(source) is not None:
-        from mimlens.data.synthetic import SyntheticScenes
-
-        scenes = SyntheticScenes(num, img_size, seed, split=split, **difficulty)
-        return CocoInstances(synthetic_instances(scenes), load=lambda info: scenes[info["id"]]["image"],
-                             category_ids=category_ids)
-    root = Path(source).expanduser()
+    root = Path(root).expanduser()
     ann = None
     for name in (split, "test") if split == "val" else (split,):
         found = sorted((root / "annotations").glob(f"instances_{name}*.json")) + [root / f"{name}.json"]

@@ -9,8 +9,9 @@ default). The ``det`` section holds the detector's settings (:func:`~mimlens.tas
 Run directory: ``config.yaml`` (with the ``model`` section ``load_model(RUN)`` rebuilds the fine-tuned
 backbone from), ``log.jsonl`` (``loss`` and its four parts ``loss_objectness``, ``loss_rpn_box_reg``,
 ``loss_classifier``, ``loss_box_reg``), ``backbone.safetensors``, ``metrics.json`` (AP, AP50, AP75, APs,
-APm, APl with the metric variant), ``detections_val.json`` (COCO results), ``instances_val.json`` (the
-ground truth, for synthetic data) and ``figures/det_loss_curves.png``.
+APm, APl with the metric variant), ``detections_val.json`` (COCO results), ``figures/det_loss_curves.png``
+and, for synthetic data, ``data/`` (the scenes written by the COCO instances exporter: ``annotations/
+instances_{train,val}.json`` and the PNG images, which the run reads back like any COCO folder).
 
 This module imports only the standard library at import time, so a command line can add its flags cheaply.
 """
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "add_det_arguments", "finetune_det", "resolve_det_config", "run_det"]
+__all__ = ["DEFAULTS", "add_det_arguments", "export_synthetic", "finetune_det", "resolve_det_config", "run_det"]
 
 DEFAULTS: dict[str, Any] = {
     "task": "det",
@@ -39,11 +40,13 @@ DEFAULTS: dict[str, Any] = {
     },
     "det": {
         "channels": 64,  # width of every pyramid level
-        "scales": [4.0, 2.0, 1.0, 0.5],  # ViT simple pyramid: strides patch/4 … 2·patch
+        # ViT simple pyramid: strides patch/2 … 2·patch (+4·patch for the RPN). ViTDet's full set adds 4.0
+        # (stride patch/4), which at 64 px with patch 8 is a stride-2 map that triples a CPU step's cost
+        "scales": [2.0, 1.0, 0.5],
         "anchor_scale": 4.0,  # anchor side = anchor_scale × level stride
         "aspect_ratios": [0.5, 1.0, 2.0],
         "proposals": 300,
-        "rois_per_image": 128,
+        "rois_per_image": 64,
         "box_head_dim": 256,
         "score_thresh": 0.05,
         "detections_per_img": 100,
@@ -51,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "flip": True,
     },
     "optim": {
-        "base_lr": 2e-3,  # lr = base_lr × batch_size / 256
+        "base_lr": 0.02,  # lr = base_lr × batch_size / 256 (1.25e-3 at batch 16)
         "batch_size": 16,
         "weight_decay": 0.05,
         "layer_decay": None,  # None: 0.65 ViT family, 0.9 Swin
@@ -112,6 +115,7 @@ def finetune_det(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     from mimlens.tasks.run import default_layer_decay, load_backbone
 
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     cfg = copy.deepcopy(cfg)
     seed = int(cfg["train"]["seed"])
     seed_everything(seed)
@@ -123,11 +127,12 @@ def finetune_det(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(size, int):
         raise MimlensError(f"detection needs a square model input; the model expects {size}")
     source, det = str(cfg["data"]["source"]), cfg["det"]
-    synthetic = synthetic_count(source)
-    num_eval = int(cfg["data"]["num_eval"] or NUM_EVAL)
-    train_set = detection_set(source, "train", size, seed, synthetic or 0, cfg["data"]["synthetic"])
-    eval_set = detection_set(source, "val", size, seed, num_eval, cfg["data"]["synthetic"],
-                             category_ids=train_set.category_ids)
+    root, num_train = Path(source), synthetic_count(source)
+    if num_train is not None:
+        root = export_synthetic(num_train, int(cfg["data"]["num_eval"] or NUM_EVAL), size, seed,
+                                cfg["data"]["synthetic"], run_dir / "data")
+    train_set = detection_set(root, "train")
+    eval_set = detection_set(root, "val", category_ids=train_set.category_ids)
     detector = build_detector(
         encoder, train_set.num_classes, size, prep["mean"], prep["std"], out_channels=int(det["channels"]),
         scales=tuple(float(s) for s in det["scales"]), anchor_scale=float(det["anchor_scale"]),
@@ -137,7 +142,6 @@ def finetune_det(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     objective = DetectionObjective(detector)
     transform = DetectionTransform(size, prep["mean"], int(det["max_objects"]), bool(det["flip"]))
     cfg["model"] = model_section
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
     trained = cfg["train"]["steps"] != 0
@@ -152,8 +156,6 @@ def finetune_det(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
                       int(cfg["run"]["num_workers"]))
     metrics = coco_bbox_eval(eval_set.coco, results)
     save_json(results, run_dir / "detections_val.json")
-    if synthetic is not None:
-        save_json(eval_set.coco.dataset, run_dir / "instances_val.json")
     if trained:
         loss_curves([run_dir], run_dir / "figures" / "det_loss_curves.png")
     result = {
@@ -171,6 +173,19 @@ def finetune_det(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     }
     save_json(result, run_dir / "metrics.json")
     return result
+
+
+def export_synthetic(num_train: int, num_eval: int, img_size: int, seed: int, difficulty: dict[str, Any],
+                     out_dir: str | Path) -> Path:
+    """Synthetic scenes as a COCO instances folder: ``num_train`` of the train split and ``num_eval`` of the
+    (disjoint) val split, through ``mimlens.data.export.export_coco_instances``; returns ``out_dir``."""
+    from mimlens.data.export import export_coco_instances
+    from mimlens.data.synthetic import SyntheticScenes
+
+    for split, num in (("train", num_train), ("val", num_eval)):
+        scenes = SyntheticScenes(num, img_size, seed, split=split, **difficulty)
+        export_coco_instances(scenes, out_dir, split=split, masks=False)
+    return Path(out_dir)
 
 
 def _variant(detector, eval_set, results: list[dict], size: int) -> dict[str, Any]:
