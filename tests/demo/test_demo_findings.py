@@ -1,0 +1,134 @@
+"""Verdict rules of mimlens.demo.findings on hand-made JSON documents."""
+
+import math
+
+import pytest
+
+from mimlens.demo import findings as fd
+
+PASSED = {"simmim": {"passed": True}, "supervised": {"passed": True}}
+FAILED_SIMMIM = {"simmim": {"passed": False}, "supervised": {"passed": True}}
+
+
+def attention(distances, kls=None, heads=3):
+    """An attention.json with one distance (all heads equal) and one head-KL mean per layer."""
+    kls = kls or [0.0] * len(distances)
+    return {"layers": [{"distance_px": [d] * heads, "head_kl_mean": k} for d, k in zip(distances, kls, strict=True)]}
+
+
+UNIFORM = attention([33.0] * 6)
+LOCAL_SIMMIM = attention([12.0, 14.0, 20.0, 25.0, 26.0, 30.0])  # 5 of 6 layers >= 10 % below 33
+GLOBAL_SUPERVISED = attention([20.0, 28.0, 31.0, 32.5, 33.0, 33.0])
+
+
+def test_f1_reproduced_with_local_simmim_and_global_supervised_top():
+    row = fd.f1_locality(LOCAL_SIMMIM, GLOBAL_SUPERVISED, UNIFORM, PASSED, claims=True)
+    assert row["verdict"] == "reproduced"
+    n = row["numbers"]
+    assert n["SimMIM local layers"] == 5
+    assert n["SimMIM mean distance px"] == pytest.approx((12 + 14 + 20 + 25 + 26 + 30) / 6)
+    # upper half = layers 3, 4, 5: gaps (33 - d) / 33
+    assert n["SimMIM upper-half gap to uniform"] == pytest.approx(((33 - 25) + (33 - 26) + (33 - 30)) / 3 / 33)
+    assert n["supervised upper-half gap to uniform"] == pytest.approx((0.5 + 0 + 0) / 3 / 33)
+
+
+def test_f1_not_reproduced_when_roles_swap_and_inconclusive_without_bars():
+    assert fd.f1_locality(GLOBAL_SUPERVISED, LOCAL_SIMMIM, UNIFORM, PASSED, True)["verdict"] == "not reproduced"
+    row = fd.f1_locality(LOCAL_SIMMIM, GLOBAL_SUPERVISED, UNIFORM, FAILED_SIMMIM, True)
+    assert row["verdict"] == "inconclusive" and row["numbers"]["reason"] == "training bar not passed: simmim"
+    quick = fd.f1_locality(LOCAL_SIMMIM, GLOBAL_SUPERVISED, UNIFORM, PASSED, claims=False)
+    assert quick["verdict"] == "inconclusive" and quick["numbers"]["reason"] == fd.QUICK_REASON
+
+
+def test_f1_margin_is_strictly_ten_percent():
+    near = attention([29.8] * 6)  # 9.7 % below 33: not local
+    at = attention([29.7] * 6)  # exactly 10 % below
+    assert fd.f1_locality(near, UNIFORM, UNIFORM, PASSED, True)["numbers"]["SimMIM local layers"] == 0
+    assert fd.f1_locality(at, UNIFORM, UNIFORM, PASSED, True)["numbers"]["SimMIM local layers"] == 6
+
+
+def test_f2_is_inconclusive_and_reports_the_setting_used():
+    doc = {"img_size": 64, "moderate_band_px": [2.86, 5.71],
+           "settings": [{"mask_patch_size": 8, "ratio": 0.6, "avg_dist_px": 4.1},
+                        {"mask_patch_size": 16, "ratio": 0.6, "avg_dist_px": 7.0},
+                        {"mask_patch_size": 32, "ratio": 0.9, "avg_dist_px": None}]}
+    row = fd.f2_avgdist(doc, 8, 0.6, claims=True)
+    assert row["verdict"] == "inconclusive"
+    assert row["numbers"]["pre-training AvgDist px"] == 4.1
+    assert row["numbers"]["settings in band"] == 1 and row["numbers"]["settings measured"] == 3
+    assert "one pre-training" in row["numbers"]["reason"]
+
+
+def test_f3_supervised_kl_vanishing_in_last_three_layers():
+    sim = attention([10.0] * 6, kls=[1.0, 1.2, 1.1, 0.9, 0.8, 0.7])
+    sup = attention([30.0] * 6, kls=[1.0, 0.8, 0.6, 0.2, 0.1, 0.05])
+    row = fd.f3_head_diversity(sim, sup, PASSED, claims=True)
+    assert row["verdict"] == "reproduced"
+    assert row["numbers"]["supervised ratio"] == pytest.approx((0.35 / 3) / (2.4 / 3))
+    assert row["numbers"]["SimMIM ratio"] == pytest.approx((2.4 / 3) / (3.3 / 3))
+    assert fd.f3_head_diversity(sup, sim, PASSED, True)["verdict"] == "not reproduced"
+
+
+def test_f3_needs_four_layers_and_skips_null_kl():
+    shallow = attention([10.0] * 3, kls=[1.0, None, 1.0])
+    row = fd.f3_head_diversity(shallow, shallow, PASSED, claims=True)
+    assert row["verdict"] == "inconclusive" and "4 layers" in row["numbers"]["reason"]
+    assert fd.layer_head_kl(shallow)[1] != fd.layer_head_kl(shallow)[1]  # NaN for a null layer
+
+
+def sweep(task, metric, higher, values):
+    return {"task": task, "metric": metric, "higher_is_better": higher,
+            "rows": [{"drop_last": k, metric: v} for k, v in enumerate(values)]}
+
+
+def test_f4_tolerances_relative_rmse_absolute_ap():
+    ok = {"depth": sweep("depth", "rmse", False, [1.00, 1.04, 1.3]), "pose": sweep("pose", "ap", True, [0.5, 0.49])}
+    row = fd.f4_drop_last(ok, PASSED, claims=True)
+    assert row["verdict"] == "reproduced"
+    assert row["numbers"]["depth rmse K=2"] == 1.3
+    worse = {"depth": sweep("depth", "rmse", False, [1.00, 1.06]), "pose": sweep("pose", "ap", True, [0.5, 0.49])}
+    assert fd.f4_drop_last(worse, PASSED, True)["verdict"] == "not reproduced"
+    pose_worse = {"pose": sweep("pose", "ap", True, [0.5, 0.47])}
+    assert fd.f4_drop_last(pose_worse, PASSED, True)["verdict"] == "not reproduced"
+    assert fd.f4_drop_last(ok, {"supervised": {"passed": False}}, True)["verdict"] == "inconclusive"
+
+
+def cka(matrix):
+    return {"matrix": matrix, "estimator": "linear"}
+
+
+def test_f5_mean_off_diagonal_skips_null_cells():
+    sim = cka([[1.0, 0.9, None], [0.9, 1.0, 0.8], [None, 0.8, 1.0]])
+    sup = cka([[1.0, 0.5, 0.2], [0.5, 1.0, 0.4], [0.2, 0.4, 1.0]])
+    assert fd.mean_off_diagonal(sim) == pytest.approx(0.85)
+    assert fd.mean_off_diagonal(sup) == pytest.approx((0.5 + 0.2 + 0.4) / 3)
+    assert fd.f5_cka(sim, sup, PASSED, True)["verdict"] == "reproduced"
+    assert fd.f5_cka(sup, sim, PASSED, True)["verdict"] == "not reproduced"
+    assert math.isnan(fd.mean_off_diagonal(cka([[1.0]])))
+
+
+def metrics(**values):
+    spec = {"cls": ("top1", True), "depth": ("rmse", False), "pose": ("ap", True), "track": ("suc", True)}
+    return {t: {"primary": {"name": spec[t][0], "higher_is_better": spec[t][1], "value": v}} for t, v in values.items()}
+
+
+def test_f6_counts_wins_with_margins():
+    sup = metrics(cls=0.30, depth=1.00, pose=0.20, track=0.40)
+    three = metrics(cls=0.35, depth=0.95, pose=0.25, track=0.405)  # track within the 0.01 margin: no win
+    row = fd.f6_transfer(three, sup, PASSED, claims=True)
+    assert row["verdict"] == "reproduced" and row["numbers"]["SimMIM wins"] == 3
+    assert row["numbers"]["depth rmse SimMIM"] == 0.95
+    two = metrics(cls=0.35, depth=0.99, pose=0.25, track=0.40)  # depth within 2 % relative: no win
+    mixed = fd.f6_transfer(two, sup, PASSED, True)
+    assert mixed["verdict"] == "inconclusive" and mixed["numbers"]["SimMIM wins"] == 2
+    one = metrics(cls=0.35, depth=1.10, pose=0.10, track=0.30)
+    assert fd.f6_transfer(one, sup, PASSED, True)["verdict"] == "not reproduced"
+
+
+def test_every_row_renders_in_the_report_table():
+    from mimlens.report.html import findings_table
+
+    rows = [fd.f1_locality(LOCAL_SIMMIM, GLOBAL_SUPERVISED, UNIFORM, PASSED, True),
+            fd.f5_cka(cka([[1, 0.9], [0.9, 1]]), cka([[1, 0.2], [0.2, 1]]), PASSED, False)]
+    html = findings_table(rows)
+    assert "reproduced" in html and fd.QUICK_REASON in html

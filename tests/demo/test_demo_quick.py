@@ -1,0 +1,185 @@
+"""``mimlens demo --preset quick`` end to end: every promised file, findings re-derived from the runs' JSON, a
+rerun that reuses every stage, and the report clean in a headless browser."""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+from mimlens.cli import main
+from mimlens.demo import findings as fd
+
+pytestmark = pytest.mark.slow
+
+MODELS = ("random_init", "simmim", "supervised", "moco")
+TASKS = ("cls", "depth", "pose", "track")
+
+
+def run_cli(*argv):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main([str(a) for a in argv])
+    return status, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "quick"
+    status, printed = run_cli("demo", "--preset", "quick", "--out", out)
+    assert status == 0, printed
+    return SimpleNamespace(path=out, stdout=printed)
+
+
+def load(path: Path):
+    return json.loads(path.read_text())
+
+
+def test_every_promised_file_exists(demo):
+    out = demo.path
+    expected = ["config.yaml", "report.html", "findings.json", "bars.json", "figures/transfer.png",
+                "figures/training_bars.png", "figures/layer_drop_depth.png", "figures/layer_drop_pose.png",
+                "compare/compare.json", "compare/cka_across.json", "compare/figures/attention_distance.png",
+                "compare/figures/head_kl.png", "masks/avgdist.json", "masks/figures/avgdist.png"]
+    for m in MODELS:
+        expected += [f"pretrain/{m}/config.yaml", f"pretrain/{m}/backbone.safetensors",
+                     f"analysis/{m}/attention.json", f"analysis/{m}/cka.json",
+                     f"analysis/{m}/figures/attention_distance.png", f"analysis/{m}/figures/cka_within.png"]
+    for m in ("simmim", "supervised", "moco"):
+        expected += [f"pretrain/{m}/log.jsonl", f"pretrain/{m}/checkpoints/last.pt"]
+    expected.append("pretrain/simmim/figures/simmim_reconstruction.png")
+    for task in TASKS:
+        for m in MODELS:
+            if m == "supervised" and task in ("depth", "pose"):
+                expected += [f"finetune/{task}_{m}/drop_sweep.json", f"finetune/{task}_{m}/drop_0/metrics.json",
+                             f"finetune/{task}_{m}/drop_1/metrics.json", f"finetune/{task}_{m}/figures/layer_drop.png"]
+            else:
+                expected.append(f"finetune/{task}_{m}/metrics.json")
+    missing = [p for p in expected if not (out / p).is_file()]
+    assert not missing
+
+
+def test_the_same_initialisation_starts_every_pretraining(demo):
+    from safetensors.torch import load_file
+
+    init = load_file(demo.path / "pretrain" / "random_init" / "backbone.safetensors")
+    moco = load_file(demo.path / "pretrain" / "moco" / "backbone.safetensors")
+    # MoCo v3 freezes the random patch embedding, so it still holds the shared initialisation
+    assert (init["patch_embed.proj.weight"] == moco["patch_embed.proj.weight"]).all()
+
+
+def test_progress_names_every_stage_with_time_left(demo):
+    lines = [line for line in demo.stdout.splitlines() if line.startswith("[")]
+    starts = [line for line in lines if "min left" in line]
+    assert len(starts) == 27 and all("expected" in line for line in starts)
+    assert lines[-1].startswith("[28/28] findings and report")
+
+
+def test_quick_findings_all_inconclusive_with_the_reason(demo):
+    doc = load(demo.path / "findings.json")
+    assert doc["preset"] == "quick" and doc["claims_findings"] is False
+    assert [r["id"] for r in doc["findings"]] == ["F1", "F2", "F3", "F4", "F5", "F6"]
+    for row in doc["findings"]:
+        assert row["verdict"] == "inconclusive"
+        assert row["numbers"]["reason"] == "quick preset: models not trained enough"
+    assert doc["bars"] == load(demo.path / "bars.json")
+
+
+def layer_distance(doc):
+    return [float(np.mean(layer["distance_px"])) for layer in doc["layers"]]
+
+
+def expected_numbers(out: Path) -> dict[str, dict]:
+    """Every number of the findings table, computed here from the runs' JSON files."""
+    att = {m: load(out / "analysis" / m / "attention.json") for m in MODELS}
+    sim, sup, ref = (layer_distance(att[m]) for m in ("simmim", "supervised", "random_init"))
+    upper = range(len(ref) // 2, len(ref))
+    f1 = {"layers": len(ref), "SimMIM local layers": sum(s <= 0.9 * r for s, r in zip(sim, ref, strict=True)),
+          "SimMIM mean distance px": np.mean(sim), "supervised mean distance px": np.mean(sup),
+          "random-init mean distance px": np.mean(ref),
+          "SimMIM upper-half gap to uniform": np.mean([(ref[i] - sim[i]) / ref[i] for i in upper]),
+          "supervised upper-half gap to uniform": np.mean([(ref[i] - sup[i]) / ref[i] for i in upper])}
+    avg = load(out / "masks" / "avgdist.json")
+    mask_patch = yaml.safe_load((out / "pretrain" / "simmim" / "config.yaml").read_text())["simmim"]["mask_patch"]
+    low, high = avg["moderate_band_px"]
+    f2 = {"image px": avg["img_size"], "moderate band low px": low, "moderate band high px": high,
+          "settings measured": len(avg["settings"]),
+          "settings in band": sum(1 for s in avg["settings"] if s["avg_dist_px"] is not None
+                                  and low <= s["avg_dist_px"] <= high),
+          "pre-training AvgDist px": next(s["avg_dist_px"] for s in avg["settings"]
+                                          if s["mask_patch_size"] == mask_patch and s["ratio"] == 0.6)}
+    f3 = {"layers": len(att["simmim"]["layers"])}
+    f4 = {}
+    for task in ("depth", "pose"):
+        sweep = load(out / "finetune" / f"{task}_supervised" / "drop_sweep.json")
+        for row in sweep["rows"]:
+            f4[f"{task} {sweep['metric']} K={row['drop_last']}"] = row[sweep["metric"]]
+    f5 = {}
+    for m, label in (("simmim", "SimMIM"), ("supervised", "supervised")):
+        matrix = load(out / "analysis" / m / "cka.json")["matrix"]
+        n = len(matrix)
+        off = [matrix[i][j] for i in range(n) for j in range(n) if i != j and matrix[i][j] is not None]
+        f5[f"{label} mean CKA between layers"] = np.mean(off)
+    f5["estimator"] = load(out / "analysis" / "simmim" / "cka.json")["estimator"]
+    f6, wins = {}, 0
+    for task in TASKS:
+        values = {}
+        for m, label in (("simmim", "SimMIM"), ("supervised", "supervised")):
+            run = out / "finetune" / f"{task}_{m}"
+            doc = load(run / "drop_0" / "metrics.json" if (run / "drop_sweep.json").is_file() else run / "metrics.json")
+            primary = doc["primary"]
+            values[label] = doc["metrics"][primary["name"]]
+            f6[f"{task} {primary['name']} {label}"] = values[label]
+        name, higher = primary["name"], primary["higher_is_better"]
+        margin = fd.WIN_MARGIN[name] * (abs(values["supervised"]) if name == "rmse" else 1.0)
+        diff = values["SimMIM"] - values["supervised"]
+        wins += (diff > margin) if higher else (-diff > margin)
+    f6.update({"SimMIM wins": wins, "tasks": len(TASKS)})
+    return {"F1": f1, "F2": f2, "F3": f3, "F4": f4, "F5": f5, "F6": f6}
+
+
+def test_every_finding_number_comes_from_the_runs_json(demo):
+    expected = expected_numbers(demo.path)
+    for row in load(demo.path / "findings.json")["findings"]:
+        numbers = {k: v for k, v in row["numbers"].items() if k != "reason"}
+        assert set(numbers) == set(expected[row["id"]]), row["id"]
+        for key, value in expected[row["id"]].items():
+            if isinstance(value, str):
+                assert numbers[key] == value
+            else:
+                assert numbers[key] == pytest.approx(float(value), rel=1e-9, abs=1e-12), (row["id"], key)
+
+
+def test_rerun_reuses_every_stage(demo):
+    before = {p: p.stat().st_mtime_ns for p in (demo.path / "pretrain").rglob("backbone.safetensors")}
+    status, printed = run_cli("demo", "--preset", "quick", "--out", demo.path)
+    assert status == 0
+    assert printed.count("done before, reused") == 27
+    assert before == {p: p.stat().st_mtime_ns for p in (demo.path / "pretrain").rglob("backbone.safetensors")}
+
+
+def test_demo_report_opens_cleanly_in_a_browser(demo, browser):
+    html = (demo.path / "report.html").read_text()
+    assert "Findings" in html and "Training bars" in html and "quick preset: models not trained enough" in html
+    found = browser(demo.path / "report.html")
+    assert found["images"] > 20 and found["broken"] == [] and found["errors"] == [] and found["console"] == []
+
+
+def test_mimlens_report_renders_the_demo_directory(demo, tmp_path, browser):
+    status, _ = run_cli("report", demo.path, "--out", tmp_path / "rep", "--title", "demo again")
+    assert status == 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "Findings: quick" in html and html.count('class="verdict inconclusive"') == 6
+    found = browser(tmp_path / "rep" / "report.html")
+    assert found["broken"] == [] and found["errors"] == []
+
+
+def test_another_kind_of_directory_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["demo", "--preset", "quick", "--out", str(tmp_path), "--fresh"]) == 2
+    assert "is not a demo directory" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").is_file()
