@@ -15,9 +15,9 @@ Two feature pyramids turn a backbone into the multi-scale maps Faster R-CNN expe
 Levels are named ``"0"``, ``"1"``, … from fine to coarse, plus ``"pool"`` (torchvision's convention). Every
 stride must be a power of two, because torchvision's RoI pooler rounds the map/image ratio to one.
 Anchors: one size per level, ``anchor_scale`` × the level's stride (4 by default, so 8–128 px on a 64 px
-ViT input), each at the aspect ratios (h/w) 0.5, 1 and 2. The RoI pooler (RoIAlign 7×7) reads every level
-except ``"pool"`` and assigns a box of side √(wh) to level ⌊4 + log2(√(wh)/224)⌋ — level k is stride 2^k —
-clamped to the pyramid.
+ViT input), each at the aspect ratios (h/w) 0.5, 1 and 2. The RoI pooler (RoIAlign 7×7, adaptive sampling
+as in Detectron2) reads every level except ``"pool"`` and assigns a box of side √(wh) to level
+⌊4 + log2(√(wh)/224)⌋ — level k is stride 2^k — clamped to the pyramid.
 
 Input images are square, already ``image_size`` pixels (see ``detection_data.letterbox``), floats in
 [0, 1]; the detector normalises them with the backbone's mean and std. Labels are 1…K (0 = background).
