@@ -232,11 +232,11 @@ def run_stage(out: Path, stage: Stage) -> float:
         shutil.rmtree(stage.out)
     path = out / "stages" / f"{stage.name}.json"
     save_json({"key": stage.key, "finished": False}, path)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     stage.action()
     seconds = time.perf_counter() - start
     save_json({"key": stage.key, "finished": True, "seconds": round(seconds, 2),
-               "expected_minutes": stage.minutes}, path)
+               "cpu_seconds": round(time.process_time() - cpu, 2), "expected_minutes": stage.minutes}, path)
     return seconds
 
 
