@@ -1,4 +1,4 @@
-"""``mimlens finetune {cls,linear,depth,pose,track}``: transfer a backbone to a downstream task and evaluate
+"""``mimlens finetune {cls,linear,depth,pose,track,det}``: transfer a backbone to a downstream task and evaluate
 it with the field's metric, optionally with its last blocks dropped (``--drop-last K``) or for several K
 (``--sweep-drop 0,1,2,3``, the paper's Figure 5).
 
@@ -13,11 +13,12 @@ import argparse
 import re
 from pathlib import Path
 
-TASKS = ("cls", "linear", "depth", "pose", "track")
+TASKS = ("cls", "linear", "depth", "pose", "track", "det")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", choices=TASKS, help="cls (full fine-tune), linear (probe), depth, pose or track")
+    parser.add_argument("task", choices=TASKS,
+                        help="cls (full fine-tune), linear (probe), depth, pose, track or det (COCO box AP)")
     parser.add_argument("--init", help="MODEL to start from: run directory, checkpoint file (with --arch), preset "
                                        "or timm:NAME (random init); default vit-tiny-64")
     parser.add_argument("--arch", help="the preset or timm model a checkpoint file belongs to")
@@ -61,6 +62,10 @@ def parse_sweep(text: str | None) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "det":
+        from mimlens.tasks.detection_run import run_det
+
+        return run_det(args)
     from mimlens.tasks.run import finetune, resolve_config
 
     flags = {
