@@ -80,7 +80,9 @@ def transfer_figure(out: Path, path: Path) -> Path:
         docs = [task_metrics(out, task, m) for m in MODELS]
         primary = docs[0]["primary"]
         values = [d["primary"]["value"] for d in docs]
-        axes.bar(range(len(MODELS)), values, color=["#999999", "#1f77b4", "#d62728", "#2ca02c"])
+        bars = axes.bar(range(len(MODELS)), values, color=["#999999", "#1f77b4", "#d62728", "#2ca02c"])
+        axes.bar_label(bars, fmt="%.3g", fontsize=7)
+        axes.set_ylim(0, 1.15 * max(values) or 1.0)
         axes.set_xticks(range(len(MODELS)), [LABELS[m] for m in MODELS], rotation=30, ha="right", fontsize=8)
         arrow = "higher is better" if primary["higher_is_better"] else "lower is better"
         axes.set_title(f"{task}: {primary['name']} ({arrow})", fontsize=9)
