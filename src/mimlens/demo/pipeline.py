@@ -85,7 +85,7 @@ def pretrain_config(preset: Preset, objective: str, device: str) -> dict[str, An
                  "crop_scale": [0.2, 1.0] if objective == "moco" else [0.67, 1.0]},
         "optim": {"base_lr": preset.base_lr, "batch_size": preset.batch_size, "warmup_steps": preset.warmup_steps},
         "train": {"steps": preset.pretrain_steps[objective], "seed": preset.seed, "log_every": 10},
-        "run": {"device": device},
+        "run": {"device": device, "num_workers": preset.workers},
     }
     if objective == "simmim":
         cfg["simmim"] = {"mask_ratio": 0.6, "mask_patch": preset.mask_patch}
@@ -108,7 +108,7 @@ def finetune_config(preset: Preset, task: str, init: Path, device: str, sweep: b
         "track": {"sequence_length": preset.sequence_length},
         "optim": {"batch_size": preset.batch_size, "warmup_steps": max(1, preset.finetune_steps // 10)},
         "train": {"steps": preset.finetune_steps, "seed": preset.seed},
-        "run": {"device": device},
+        "run": {"device": device, "num_workers": preset.workers},
     }
 
 

@@ -44,6 +44,7 @@ class Preset:
     sweep_drop: tuple[int, ...]  # last blocks dropped for F4 (supervised on depth and pose)
     claims: bool  # False: a smoke run whose findings all stay inconclusive
     threads: int | None = None  # torch CPU threads while the demo runs (None: leave as set)
+    workers: int = 0  # data-loading processes per training run (scene generation is ~1,500 images/s per core)
     budget: dict[str, float] = field(default_factory=dict)  # stage kind -> expected minutes
     batch_size: int = 32
     base_lr: float = 4e-3  # per 256 images: 5e-4 at batch 32
@@ -104,7 +105,7 @@ GPU = Preset(
     pretrain_steps={"simmim": 20000, "supervised": 20000, "moco": 10000}, pretrain_images=65536,
     warmup_steps=1000, mask_patch=8, moco_dims=(256, 2048), finetune_steps=2000, finetune_images=8192,
     eval_images=512, eval_sequences=32, sequence_length=16, analysis_images=1024, analysis_batch=128,
-    bar_images=1024, mask_samples=200, sweep_drop=(0, 1, 2, 3, 4), claims=True, batch_size=128,
+    bar_images=1024, mask_samples=200, sweep_drop=(0, 1, 2, 3, 4), claims=True, batch_size=128, workers=8,
     budget={"init": 0.1, "pretrain_simmim": 30.0, "pretrain_supervised": 25.0, "pretrain_moco": 35.0, "bars": 0.5,
             "analyze": 0.5, "compare": 1.0, "masks": 0.3, "finetune_cls": 2.0, "finetune_depth": 2.5,
             "finetune_pose": 3.0, "finetune_track": 3.0, "findings": 0.5},
