@@ -164,7 +164,8 @@ def test_rerun_reuses_every_stage(demo):
 
 def test_demo_report_opens_cleanly_in_a_browser(demo, browser):
     html = (demo.path / "report.html").read_text()
-    assert "Findings" in html and "Training bars" in html and "quick preset: models not trained enough" in html
+    assert "Findings" in html and "Training bars" in html and "Verdict rules" in html
+    assert "quick preset: models not trained enough" in html
     found = browser(demo.path / "report.html")
     assert found["images"] > 20 and found["broken"] == [] and found["errors"] == [] and found["console"] == []
 

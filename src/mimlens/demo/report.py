@@ -112,12 +112,16 @@ def bars_figure(bars: Mapping[str, Any], path: Path) -> Path:
     return _save_figure(figure, path)
 
 
-def intro_section(preset: Preset, bars: Mapping[str, Any], stages: Sequence, timings: Mapping[str, float]):
-    """The report's first section: what ran, the training bars, and each stage's budget against its time."""
+def intro_section(preset: Preset, bars: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], stages: Sequence,
+                  timings: Mapping[str, float]):
+    """The report's first section: what ran, the training bars, the verdict rules with their margins, and each
+    stage's budget against its time."""
     from mimlens.report.html import Section, facts, notice, table
 
-    about = facts({"preset": preset.name, "architecture": preset.arch, "timm keywords": preset.arch_kwargs,
-                   "pre-training steps (batch)": f"{preset.pretrain_steps} ({preset.batch_size})",
+    steps = ", ".join(f"{LABELS[o]} {n}" for o, n in preset.pretrain_steps.items())
+    about = facts({"preset": preset.name, "architecture": preset.arch,
+                   "timm keywords": ", ".join(f"{k}={v}" for k, v in preset.arch_kwargs.items()),
+                   "pre-training steps": f"{steps} (batch {preset.batch_size})",
                    "fine-tuning steps": preset.finetune_steps, "analysis images": preset.analysis_images,
                    "findings claimed": preset.claims})
     if not preset.claims:
@@ -132,6 +136,8 @@ def intro_section(preset: Preset, bars: Mapping[str, Any], stages: Sequence, tim
     children = [
         Section("Training bars", table(["model", "bar", "numbers", "result"], bar_rows,
                                        "A finding is claimed only when the bars it depends on passed.")),
+        Section("Verdict rules", table(["#", "rule"], [[r["id"], r["rule"]] for r in rows],
+                                       "Computed from the runs' JSON by mimlens.demo.findings.")),
         Section("Stages", table(["stage", "budget min", "took min"], stage_rows,
                                 "Budget from the preset (mimlens.demo.presets); reused stages show their first time.")),
     ]
@@ -153,5 +159,5 @@ def write_findings_and_report(out: Path, preset: Preset, stages: Sequence, timin
         if sweeps(preset, task, "supervised"):
             sweep = read_json(out / "finetune" / f"{task}_supervised" / "drop_sweep.json")
             layer_drop_figure(sweep, out / "figures" / f"layer_drop_{task}.png", labels=["supervised"])
-    intro = [intro_section(preset, bars, stages, timings)]
+    intro = [intro_section(preset, bars, rows, stages, timings)]
     return build_report([out], out / "report.html", title=f"mimlens demo ({preset.name} preset)", intro=intro)
