@@ -90,13 +90,16 @@ QUICK = Preset(
 
 DEFAULT = Preset(
     name="default", arch="vit-tiny-64", arch_kwargs={"pos_embed": "sincos"},
-    pretrain_steps={"simmim": 2000, "supervised": 2000, "moco": 600}, pretrain_images=8192, warmup_steps=200,
-    mask_patch=8, moco_dims=(128, 1024), finetune_steps=150, finetune_images=2048, eval_images=128,
+    # SimMIM: 51k images (locality appeared between 22k and 45k); supervised: 1,000 steps past where its loss
+    # starts falling; MoCo: 500 steps of two views (about 3x a SimMIM step)
+    pretrain_steps={"simmim": 1600, "supervised": 2000, "moco": 500}, pretrain_images=8192, warmup_steps=200,
+    mask_patch=8, moco_dims=(128, 1024), finetune_steps=100, finetune_images=2048, eval_images=128,
     eval_sequences=8, sequence_length=12, analysis_images=256, analysis_batch=64, bar_images=256, mask_samples=100,
     sweep_drop=(0, 1, 2), claims=True,
-    budget={"init": 0.05, "pretrain_simmim": 11.0, "pretrain_supervised": 11.0, "pretrain_moco": 10.0,
-            "bars": 0.3, "analyze": 0.4, "compare": 0.8, "masks": 0.2, "finetune_cls": 0.8, "finetune_depth": 0.9,
-            "finetune_pose": 1.0, "finetune_track": 0.9, "findings": 0.3},
+    # assumed rates on 2 idle cores: 85 images/s per pre-training step, 55 images/s fine-tuning (docs/demo.md)
+    budget={"init": 0.05, "pretrain_simmim": 10.0, "pretrain_supervised": 12.5, "pretrain_moco": 9.5,
+            "bars": 0.2, "analyze": 0.15, "compare": 0.5, "masks": 0.1, "finetune_cls": 1.0, "finetune_depth": 1.1,
+            "finetune_pose": 1.1, "finetune_track": 1.0, "findings": 0.3},
 )
 
 GPU = Preset(
