@@ -2,10 +2,6 @@
 
 import contextlib
 import io
-import json
-import subprocess
-import tempfile
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,31 +10,6 @@ import torch
 from PIL import Image
 
 from mimlens.cli import main
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
-# Runs before anything else on the page: records script errors, failed resources and console.error, then on
-# load writes how many images there are and which are broken into a <pre> that --dump-dom prints.
-PROBE = """<script>
-window.__errors = [];
-window.addEventListener('error', function (e) {
-  window.__errors.push(e.message || ('failed to load ' + (e.target && (e.target.src || e.target.href))));
-}, true);
-(function () { var original = console.error;
-  console.error = function () { window.__errors.push(Array.prototype.join.call(arguments, ' '));
-                                original.apply(console, arguments); }; })();
-window.addEventListener('load', function () {
-  var broken = [];
-  for (var i = 0; i < document.images.length; i++) {
-    var img = document.images[i];
-    if (!img.complete || img.naturalWidth === 0) broken.push(img.alt || i);
-  }
-  var out = document.createElement('pre'); out.id = 'mimlens-probe';
-  out.textContent = JSON.stringify({images: document.images.length, broken: broken, errors: window.__errors});
-  document.body.appendChild(out);
-});
-</script>"""
 
 
 @pytest.fixture
@@ -54,29 +25,6 @@ def cli(capsys):
     return run
 
 
-@pytest.fixture
-def browser():
-    """``browser(report.html) -> findings`` of a headless Chromium load (the test is skipped without Chromium)."""
-    return _browser_check
-
-
-def _browser_check(html_path: Path) -> dict:
-    """Load a report in headless Chromium from file:// and return the probe's findings (skip without Chromium)."""
-    if not CHROMIUM.exists():
-        pytest.skip("the browser check needs Chromium at /usr/bin/chromium (Debian package 'chromium')")
-    text = html_path.read_text()
-    probed = html_path.with_name("probe_" + html_path.name)
-    probed.write_text(text.replace("<head>", "<head>" + PROBE, 1))
-    with tempfile.TemporaryDirectory() as profile:
-        command = [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr",
-                   "--dump-dom", probed.resolve().as_uri()]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    probed.unlink()
-    start = result.stdout.find('<pre id="mimlens-probe">')
-    assert start >= 0, f"Chromium printed no probe result (exit {result.returncode}): {result.stderr[-2000:]}"
-    found = json.loads(result.stdout[start:].split(">", 1)[1].split("</pre>", 1)[0].replace("&quot;", '"'))
-    found["console"] = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
-    return found
 
 
 @pytest.fixture(scope="session")
