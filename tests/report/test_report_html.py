@@ -194,10 +194,11 @@ def test_text_from_files_is_escaped(tmp_path):
 
 def test_findings_table_rows_and_verdicts():
     html = findings_table([{"id": "F1", "statement": "locality", "verdict": "reproduced",
-                            "numbers": {"a": 0.123456, "n": 3}},
+                            "numbers": {"a": 0.123456, "n": 3}, "rule": "a < 1 & b"},
                            ("F2", "AvgDist", "not reproduced", "none")])
     assert 'class="verdict reproduced"' in html and 'class="verdict not-reproduced"' in html
     assert "a = 0.1235; n = 3" in html
+    assert html.count('class="rule"') == 1 and "rule: a &lt; 1 &amp; b" in html
     with pytest.raises(MimlensError, match="verdict 'maybe' is not one of"):
         findings_table([("F1", "x", "maybe", "")])
     with pytest.raises(MimlensError, match="lacks numbers"):

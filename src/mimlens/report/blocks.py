@@ -110,7 +110,8 @@ def findings_table(rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> str:
 
     Each row is a mapping with ``id``, ``statement``, ``verdict`` and ``numbers`` or a 4-tuple in that
     order. ``verdict`` is one of "reproduced", "not reproduced", "inconclusive"; ``numbers`` (a mapping
-    or a string) are the values the verdict was computed from.
+    or a string) are the values the verdict was computed from. A mapping row's optional ``rule`` (how the
+    verdict follows from the numbers) is shown under them.
     """
     cells = []
     for row in rows:
@@ -119,17 +120,20 @@ def findings_table(rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> str:
             if missing:
                 raise MimlensError(f"findings row {dict(row)!r} lacks {', '.join(missing)}")
             fid, statement, verdict, numbers = row["id"], row["statement"], row["verdict"], row["numbers"]
+            rule = row.get("rule")
         else:
             if len(row) != 4:
                 raise MimlensError(f"findings row {row!r} must have 4 fields: id, statement, verdict, numbers")
             fid, statement, verdict, numbers = row
+            rule = None
         if verdict not in VERDICTS:
             raise MimlensError(f"findings row {fid}: verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
         if isinstance(numbers, Mapping):
             numbers = "; ".join(f"{k} = {fmt(v)}" for k, v in numbers.items())
+        rule_line = f'<div class="rule">rule: {esc(rule)}</div>' if rule else ""
         cells.append(f"<tr><td><b>{esc(fid)}</b></td><td>{esc(statement)}</td>"
                      f'<td><span class="verdict {slug(verdict)}">{esc(verdict)}</span></td>'
-                     f"<td>{esc(numbers)}</td></tr>")
+                     f"<td>{esc(numbers)}{rule_line}</td></tr>")
     return ('<div class="table-wrap"><table class="findings"><thead><tr><th>#</th><th>finding (paper)</th>'
             f"<th>verdict</th><th>numbers</th></tr></thead><tbody>{''.join(cells)}</tbody></table></div>")
 

@@ -57,6 +57,7 @@ tbody tr:nth-child(even) td { background: #fafbfd; }
 .verdict.reproduced { background: #e3f3ea; color: var(--good); }
 .verdict.not-reproduced { background: #fbe5e3; color: var(--bad); }
 .verdict.inconclusive { background: #fbf1d9; color: var(--meh); }
+.findings .rule { margin-top: 0.3rem; color: var(--muted); font-size: 0.88em; }
 ul.files { columns: 2; font-size: 0.92rem; }
 footer { margin-top: 3rem; color: var(--muted); font-size: 0.85rem; border-top: 1px solid var(--line);
   padding-top: 0.8rem; }
