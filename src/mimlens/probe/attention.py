@@ -56,6 +56,7 @@ __all__ = [
 
 PREFIX_POLICIES = ("renorm", "drop", "keep")
 KL_FLOOR = 1e-8
+CPU_CHUNK_ELEMENTS = 1 << 20  # attention probabilities per reduction step on CPU (4 MiB in float32)
 _SUMS = ("distance", "entropy", "entropy_norm", "queries", "norm_queries", "degenerate", "kl", "pairs")
 _UNIFORM_KEYS = ("distance_px", "distance_frac", "entropy", "entropy_norm")
 
@@ -195,6 +196,18 @@ class _Workspace:
         return self._buffers[key]
 
 
+def _rows_per_step(probs: torch.Tensor, num_windows: int) -> int:
+    """Rows of a (B·W, H, Q, K) batch reduced at a time: on CPU, whole images whose maps stay cache-sized.
+
+    Every step of the reduction is a pass over the map; over a whole batch the passes stream from main
+    memory, over a few images they stay in cache (benchmarks/bench_attention.py). A GPU takes the batch.
+    """
+    if probs.device.type != "cpu":
+        return max(1, probs.shape[0])
+    per_image = probs[:num_windows].numel()
+    return max(1, CPU_CHUNK_ELEMENTS // max(1, per_image)) * num_windows
+
+
 def _head_sums(
     probs: torch.Tensor, plan: _Plan, renorm: bool, workspace: _Workspace | None = None
 ) -> dict[str, torch.Tensor]:
@@ -220,9 +233,9 @@ def _head_sums(
     def per_image(x: torch.Tensor) -> torch.Tensor:  # (B, W, H, Q, K) view of a (B, H, W, Q, K) tensor
         return x.transpose(1, 2).view(batch, num_heads, windows * q * k)
 
-    # One logarithm serves entropy and KL. Clamping at the smallest normal number makes p·ln p exactly
-    # xlogy(p, p) for p = 0 and p >= tiny (and within tiny/e per key between), never ln(p + eps).
-    torch.clamp_min(p, torch.finfo(p.dtype).tiny, out=log_p).log_()
+    # One logarithm serves entropy and KL. Clamping ln p at ln(smallest normal number) makes p·ln p exactly
+    # xlogy(p, p) for p = 0 (ln 0 = −inf) and p >= tiny (and within tiny·88 per key between), never ln(p + eps).
+    torch.log(p, out=log_p).clamp_min_(math.log(torch.finfo(p.dtype).tiny))
     neg_entropy = torch.mul(p, log_p, out=scratch).sum(-1)  # (B, W, H, Q); 0 for excluded queries
     log_floored = log_p.clamp_min_(math.log(KL_FLOOR))
     rows = per_image(p)
@@ -357,12 +370,14 @@ class AttentionAccumulator:
                 f"attention of layer {call.layer} (`{call.name}`) does not match the layers seen so far "
                 f"({len(self.layers)} layers, {self.layers[call.layer] if call.layer < len(self.layers) else 'none'})"
             )
-        sums = _head_sums(call.probs.detach(), plan, self.prefix_policy == "renorm", self._workspace)
-        if self.sums[call.layer] is None:
-            self.sums[call.layer] = sums
-        else:
-            for key, value in sums.items():
-                self.sums[call.layer][key] += value
+        probs = call.probs.detach()
+        for part in probs.split(_rows_per_step(probs, plan.num_windows)):
+            sums = _head_sums(part, plan, self.prefix_policy == "renorm", self._workspace)
+            if self.sums[call.layer] is None:
+                self.sums[call.layer] = sums
+            else:
+                for key, value in sums.items():
+                    self.sums[call.layer][key] += value
         if call.layer == 0:
             self.num_images += call.probs.shape[0] // plan.num_windows
 
