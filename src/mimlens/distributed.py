@@ -11,6 +11,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from mimlens.errors import MimlensError
+
 
 def is_launched() -> bool:
     """True when started by torchrun (or any launcher that sets WORLD_SIZE > 1)."""
@@ -24,7 +26,12 @@ def init(device: str | torch.device | None = None) -> torch.device:
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise MimlensError(f"device {device!r} is not a torch device: expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MimlensError(f"device {str(device)!r} was asked for, but this torch build sees no CUDA GPU: use cpu")
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

@@ -133,3 +133,26 @@ def test_analyze_under_torchrun_equals_one_process(analysis_run, image_folder, c
     cka_one = json.loads((analysis_run.path / "cka.json").read_text())
     cka_two = json.loads((out / "cka.json").read_text())
     assert torch.tensor(cka_two["matrix"]) == pytest.approx(torch.tensor(cka_one["matrix"]), abs=1e-6)
+
+
+def test_split_and_scene_difficulty_choose_the_images(workdir, cli, checkpoint):
+    """``data.split`` and ``data.synthetic`` reach the scenes: the numbers equal the library's on exactly
+    those images, and those images are not the default training-split scenes."""
+    from mimlens.data import SyntheticScenes
+
+    config = workdir / "val_scenes.yaml"
+    config.write_text("data: {split: val, synthetic: {num_objects: [1, 1], background_strength: 0.25}}\n")
+    out = workdir / "val_scenes"
+    status, _, _ = cli("analyze", checkpoint, "--arch", "vit-micro-32", "--config", config, "--num-images", "4",
+                       "--batch-size", "4", "--out", out, "--no-progress")
+    assert status == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["split"] == "val"
+    model, _ = load_model(checkpoint, "vit-micro-32")
+    scenes = SyntheticScenes(4, 32, 0, split="val", num_objects=(1, 1), background_strength=0.25)
+    images = torch.stack([scenes[i]["image"] for i in range(4)])
+    expected = attention_stats(model.eval(), model_transform(model)(images))
+    doc = json.loads((out / "attention.json").read_text())
+    for layer, values in zip(doc["layers"], expected.distance_px, strict=True):
+        assert layer["distance_px"] == pytest.approx(values.tolist(), rel=1e-5)
+    default = build_dataset("synthetic:4", img_size=32)
+    assert not torch.equal(images, torch.stack([default[i]["image"] for i in range(4)]))

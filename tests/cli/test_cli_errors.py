@@ -31,6 +31,10 @@ def test_analyze_bad_data_config_and_output(cli, tmp_path):
     config.write_text("data: {num_images: 0}\n")
     status, _, err = cli("analyze", "vit-micro-32", "--config", config, "--out", tmp_path / "b")
     assert "data.num_images=0: expected a positive integer" in one_line_error(status, err, "analyze")
+    config.write_text("data: {synthetic: {num_objects: [1, 2]}}\n")
+    status, _, err = cli("analyze", "vit-micro-32", "--config", config, "--data", "photos", "--out", tmp_path / "b")
+    assert "data.synthetic sets the difficulty of generated scenes, but data.source is 'photos'" in one_line_error(
+        status, err, "analyze")
     training = tmp_path / "training"
     training.mkdir()
     (training / "config.yaml").write_text("objective: simmim\nmodel: {name: vit-micro-32}\n")

@@ -13,6 +13,8 @@ import yaml
 
 from mimlens.cli import main
 from mimlens.demo import findings as fd
+from mimlens.demo.pipeline import build_stages
+from mimlens.demo.presets import QUICK
 
 pytestmark = pytest.mark.slow
 
@@ -184,3 +186,31 @@ def test_another_kind_of_directory_is_refused(tmp_path, capsys):
     assert main(["demo", "--preset", "quick", "--out", str(tmp_path), "--fresh"]) == 2
     assert "is not a demo directory" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").is_file()
+
+
+def test_parallel_stages_wait_for_what_they_read_and_give_the_same_files(demo, tmp_path):
+    out = tmp_path / "parallel"
+    status, printed = run_cli("demo", "--preset", "quick", "--out", out, "--parallel", "2")
+    assert status == 0, printed
+    assert "2 at a time, 1 torch thread(s) each" in printed and printed.count("finished in") == 27
+    records = {p.stem: load(p) for p in (out / "stages").glob("*.json")}
+    assert len(records) == 27 and all(r["finished"] for r in records.values())
+    for stage in build_stages(QUICK, out):
+        for need in stage.needs:
+            assert records[need]["finished_at"] <= records[stage.name]["started_at"], (stage.name, need)
+    overlapping = sum(a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
+                      for a in records.values() for b in records.values() if a is not b)
+    assert overlapping > 0  # two stages really ran at once
+    ours = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "stages" not in p.parts)
+    theirs = sorted(str(p.relative_to(demo.path)) for p in demo.path.rglob("*")
+                    if p.is_file() and "stages" not in p.parts)
+    assert ours == theirs
+
+
+def test_a_stage_failing_in_a_worker_stops_the_demo_naming_it(tmp_path, capsys):
+    status = main(["demo", "--preset", "quick", "--out", str(tmp_path / "d"), "--parallel", "2",
+                   "--device", "no-such-device"])
+    err = capsys.readouterr().err
+    assert status == 2 and "stage pretrain_" in err and "no-such-device" in err and "Traceback" not in err
+    assert main(["demo", "--preset", "quick", "--out", str(tmp_path / "e"), "--parallel", "0"]) == 2
+    assert "parallel must be at least 1" in capsys.readouterr().err

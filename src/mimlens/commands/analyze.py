@@ -19,9 +19,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+# The images analysed (shared with ``compare``). ``split``: DIR/<split> of a folder when it exists, else its
+# own random stream of generated data; ``synthetic``: scene difficulty of generated data, None = its default.
+DATA_DEFAULTS: dict[str, Any] = {
+    "source": "synthetic", "num_images": 64, "seed": 0, "split": "train",
+    "synthetic": {"num_objects": None, "background": None, "background_strength": None},
+}
 DEFAULTS: dict[str, Any] = {
     "model": {"spec": None, "arch": None},
-    "data": {"source": "synthetic", "num_images": 64, "seed": 0},
+    "data": DATA_DEFAULTS,
     "analysis": {"batch_size": 64, "prefix_policy": "renorm", "cka": False, "cka_unit": "image"},
     "run": {"device": None, "out": None, "progress": True},
 }
@@ -90,6 +96,12 @@ def check_config(cfg: dict[str, Any]) -> None:
     for key, value in (("data.num_images", data["num_images"]), ("analysis.batch_size", analysis["batch_size"])):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise MimlensError(f"{key}={value!r}: expected a positive integer")
+    scenes = data["synthetic"]
+    if not isinstance(scenes, dict):
+        raise MimlensError(f"data.synthetic={scenes!r}: expected a mapping of scene settings (num_objects, ...)")
+    if any(v is not None for v in scenes.values()) and not str(data["source"]).startswith("synthetic"):
+        raise MimlensError(f"data.synthetic sets the difficulty of generated scenes, but data.source is "
+                           f"{data['source']!r}: remove it or use synthetic[:N]")
     if analysis["prefix_policy"] not in PREFIX_POLICIES:
         raise MimlensError(f"analysis.prefix_policy={analysis['prefix_policy']!r}: expected one of {PREFIX_POLICIES}")
     if analysis["cka_unit"] not in CKA_UNITS:
@@ -130,8 +142,10 @@ def load(spec: str, arch: str | None):
     return model.eval(), info
 
 
-def image_dataset(source: str, num_images: int, img_size: int | tuple[int, int], seed: int):
-    """The first ``num_images`` raw images (float RGB in [0, 1], ``img_size``) of a data spec.
+def image_dataset(data: dict[str, Any], img_size: int | tuple[int, int]):
+    """The first ``data["num_images"]`` raw images (float RGB in [0, 1], ``img_size``) of a config's
+    ``data`` section: ``source``, ``split`` (``DIR/<split>`` when it exists; for generated data its own
+    random stream) and ``synthetic`` (scene difficulty, None = the data default).
 
     Unreadable files are left out by the dataset and named by :func:`skipped_files` (not warned about)."""
     from torch.utils.data import Subset
@@ -140,8 +154,9 @@ def image_dataset(source: str, num_images: int, img_size: int | tuple[int, int],
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*unreadable", category=UserWarning)
-        dataset = build_dataset(source, img_size=img_size, seed=seed)
-    return Subset(dataset, range(min(num_images, len(dataset))))
+        scenes = {k: v for k, v in data["synthetic"].items() if v is not None}
+        dataset = build_dataset(data["source"], img_size=img_size, seed=data["seed"], split=data["split"], **scenes)
+    return Subset(dataset, range(min(data["num_images"], len(dataset))))
 
 
 def skipped_files(dataset) -> list[str]:
@@ -237,7 +252,7 @@ def analyze(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     model, info = load(spec, cfg["model"]["arch"])
     weights = describe_weights(info)
     data = cfg["data"]
-    dataset = image_dataset(data["source"], data["num_images"], preprocessing(model)["img_size"], data["seed"])
+    dataset = image_dataset(data, preprocessing(model)["img_size"])
     if main:
         say(f"analyze {spec} ({weights}) on {len(dataset)} images of {data['source']}")
     stats = attention_pass(model, dataset, cfg, device, progress)

@@ -19,12 +19,12 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from mimlens.commands.analyze import add_data_arguments, data_flags
+from mimlens.commands.analyze import DATA_DEFAULTS, add_data_arguments, data_flags
 
 DEFAULTS: dict[str, Any] = {
     "items": [],
     "arch": [],
-    "data": {"source": "synthetic", "num_images": 64, "seed": 0},
+    "data": DATA_DEFAULTS,
     "analysis": {"batch_size": 64, "prefix_policy": "renorm", "cka_unit": "image"},
     "run": {"device": None, "out": None, "progress": True},
 }
@@ -140,7 +140,7 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
                         "weights": describe_weights(info), "doc": reused[0] if reused else None})
     sizes = [preprocessing(e["model"])["img_size"] for e in entries]
     side = max(max(s) if isinstance(s, tuple) else s for s in sizes)
-    dataset = image_dataset(data["source"], data["num_images"], side, data["seed"])
+    dataset = image_dataset(data, side)
     if main:
         say(f"compare {', '.join(e['label'] for e in entries)} on {len(dataset)} images of {data['source']}")
     for e in entries:

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="demo directory (default runs/demo-<preset>)")
     parser.add_argument("--fresh", action="store_true", help="delete the demo directory's earlier stages first")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--parallel", type=int, metavar="N",
+                        help="stages run at once, each in its own process (default: the preset's; 1 = in turn)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,5 +27,6 @@ def run(args: argparse.Namespace) -> int:
     from mimlens.demo.presets import get_preset
 
     preset = get_preset(args.preset)
-    run_demo(preset, Path(args.out or f"runs/demo-{preset.name}"), fresh=args.fresh, device=args.device)
+    run_demo(preset, Path(args.out or f"runs/demo-{preset.name}"), fresh=args.fresh, device=args.device,
+             parallel=args.parallel)
     return 0

@@ -6,7 +6,7 @@ normal run directory under ``OUT``, so ``mimlens report OUT`` and reruns of any 
 ```
 OUT/pretrain/{random_init,simmim,supervised,moco}/   the same initialisation, then the three pre-trainings
 OUT/bars.json                                      the training bars (bars.py)
-OUT/analysis/{random_init,simmim,supervised,moco}/ mimlens analyze --cka
+OUT/analysis/{random_init,simmim,supervised,moco}/ mimlens analyze --cka (validation scenes)
 OUT/compare/                                       mimlens compare of the four analyses (cross-model CKA)
 OUT/masks/                                         mimlens masks --sweep (AvgDist)
 OUT/finetune/<task>_<model>/                       mimlens finetune (supervised depth/pose: --sweep-drop)
@@ -49,6 +49,7 @@ class Stage:
     action: Callable[[], None]
     minutes: float
     resumable: bool = False  # a pre-training resumes from its checkpoint instead of starting over
+    needs: tuple[str, ...] = ()  # stages whose outputs this one reads
 
 
 def image_size(preset: Preset) -> int:
@@ -119,9 +120,13 @@ def build_stages(preset: Preset, out: Path, device: str | None = None) -> list[S
     keys: dict[str, dict[str, Any]] = {}
 
     def add(name: str, kind: str, model: str, out_dir: Path, outputs: tuple[str, ...], key: dict[str, Any],
-            action: Callable[[], None], resumable: bool = False) -> None:
+            action: Callable[[], None], resumable: bool = False, needs: tuple[str, ...] = ()) -> None:
         keys[name] = key
-        stages.append(Stage(name, out_dir, outputs, key, action, expected_minutes(preset, kind, model), resumable))
+        stages.append(Stage(name, out_dir, outputs, key, action, expected_minutes(preset, kind, model), resumable,
+                            needs))
+
+    def trained(model: str) -> str:
+        return "init" if model == "random_init" else f"pretrain_{model}"
 
     models = {m: out / "pretrain" / m for m in MODELS}
     init_key = {"arch": preset.arch, "kwargs": preset.arch_kwargs, "seed": preset.seed}
@@ -133,21 +138,27 @@ def build_stages(preset: Preset, out: Path, device: str | None = None) -> list[S
         argv = ["pretrain", objective, "--config", str(path), "--out", str(models[objective])]
         add(f"pretrain_{objective}", f"pretrain_{objective}", objective, models[objective],
             ("backbone.safetensors", "log.jsonl"), {"config": _without_run(cfg), "init": init_key},
-            _yaml_command(cfg, path, argv), resumable=True)
+            _yaml_command(cfg, path, argv), resumable=True, needs=("init",))
     bars_key = {"images": preset.bar_images, "simmim": keys["pretrain_simmim"],
                 "supervised": keys["pretrain_supervised"]}
-    add("bars", "bars", "", out, ("bars.json",), bars_key, lambda: write_bars(out, preset.bar_images))
+    add("bars", "bars", "", out, ("bars.json",), bars_key, lambda: write_bars(out, preset.bar_images),
+        needs=("pretrain_simmim", "pretrain_supervised"))
     analyses = {m: out / "analysis" / m for m in MODELS}
-    data = ["--data", f"synthetic:{preset.analysis_images}", "--num-images", str(preset.analysis_images),
-            "--batch-size", str(preset.analysis_batch), "--no-progress"] + (["--device", device] if device else [])
+    # validation scenes of the training difficulty: what the models were trained on, never images they saw
+    analysis_cfg = {"data": {"source": f"synthetic:{preset.analysis_images}", "num_images": preset.analysis_images,
+                             "split": "val", "synthetic": dict(DIFFICULTY)},
+                    "analysis": {"batch_size": preset.analysis_batch}}
+    analysis_yaml = out / "stages" / "analysis.yaml"
+    flags = ["--config", str(analysis_yaml), "--no-progress"] + (["--device", device] if device else [])
     for m in MODELS:
-        argv = ["analyze", str(models[m]), "--cka", *data, "--out", str(analyses[m])]
+        argv = ["analyze", str(models[m]), "--cka", *flags, "--out", str(analyses[m])]
         add(f"analyze_{m}", "analyze", m, analyses[m], ("attention.json", "cka.json"),
-            {"argv": argv[:-2], "model": keys["init" if m == "random_init" else f"pretrain_{m}"]},
-            _command(argv))
-    argv = ["compare", *(str(analyses[m]) for m in MODELS), *data, "--out", str(out / "compare")]
+            {"argv": argv[:-2], "config": analysis_cfg, "model": keys[trained(m)]},
+            _yaml_command(analysis_cfg, analysis_yaml, argv), needs=(trained(m),))
+    argv = ["compare", *(str(analyses[m]) for m in MODELS), *flags, "--out", str(out / "compare")]
     add("compare", "compare", "", out / "compare", ("compare.json", "cka_across.json"),
-        {"argv": argv[:-2], "analyses": [keys[f"analyze_{m}"] for m in MODELS]}, _command(argv))
+        {"argv": argv[:-2], "config": analysis_cfg, "analyses": [keys[f"analyze_{m}"] for m in MODELS]},
+        _yaml_command(analysis_cfg, analysis_yaml, argv), needs=tuple(f"analyze_{m}" for m in MODELS))
     argv = ["masks", "--sweep", "--img-size", str(image_size(preset)), "--num-masks", str(preset.mask_samples),
             "--out", str(out / "masks")]
     add("masks", "masks", "", out / "masks", ("avgdist.json",), {"argv": argv[:-2]}, _command(argv))
@@ -159,8 +170,9 @@ def build_stages(preset: Preset, out: Path, device: str | None = None) -> list[S
             run_dir = out / "finetune" / f"{task}_{m}"
             add(f"finetune_{task}_{m}", f"finetune_{task}", m, run_dir,
                 ("drop_sweep.json",) if sweep else ("metrics.json",),
-                {"config": _without_run(cfg), "model": keys["init" if m == "random_init" else f"pretrain_{m}"]},
-                _yaml_command(cfg, path, ["finetune", task, "--config", str(path), "--out", str(run_dir)]))
+                {"config": _without_run(cfg), "model": keys[trained(m)]},
+                _yaml_command(cfg, path, ["finetune", task, "--config", str(path), "--out", str(run_dir)]),
+                needs=(trained(m),))
     return stages
 
 
@@ -231,12 +243,14 @@ def run_stage(out: Path, stage: Stage) -> float:
     if stage.out != out and stage.out.exists() and not (stage.resumable and same_key):
         shutil.rmtree(stage.out)
     path = out / "stages" / f"{stage.name}.json"
-    save_json({"key": stage.key, "finished": False}, path)
+    started_at = time.time()
+    save_json({"key": stage.key, "finished": False, "started_at": started_at}, path)
     start, cpu = time.perf_counter(), time.process_time()
     stage.action()
     seconds = time.perf_counter() - start
     save_json({"key": stage.key, "finished": True, "seconds": round(seconds, 2),
-               "cpu_seconds": round(time.process_time() - cpu, 2), "expected_minutes": stage.minutes}, path)
+               "cpu_seconds": round(time.process_time() - cpu, 2), "expected_minutes": stage.minutes,
+               "started_at": started_at, "finished_at": time.time()}, path)
     return seconds
 
 
@@ -256,10 +270,20 @@ def prepare_out(out: Path, preset: Preset, fresh: bool) -> None:
 
 
 def run_demo(preset: Preset, out: str | Path, *, fresh: bool = False, device: str | None = None,
-             say: Callable[[str], None] | None = None) -> Path:
-    """Run (or resume) every stage, then write the findings, figures and ``report.html``; returns its path."""
+             parallel: int | None = None, say: Callable[[str], None] | None = None) -> Path:
+    """Run (or resume) every stage, then write the findings, figures and ``report.html``; returns its path.
+
+    ``parallel`` (default: the preset's) stages whose inputs are ready run at once, each in a worker
+    process with ``preset.threads`` torch threads; 1 runs them one after another in this process.
+    """
     import torch
 
+    parallel = preset.parallel if parallel is None else parallel
+    if parallel < 1:
+        raise MimlensError(f"parallel must be at least 1 (stages run at once), got {parallel}")
+    if parallel > 1 and preset.workers:
+        raise MimlensError(f"preset {preset.name!r} loads data in {preset.workers} worker processes per run, "
+                           "which a stage running in a worker process cannot start: use parallel 1")
     say = say or _say
     out = Path(out)
     prepare_out(out, preset, fresh)
@@ -267,37 +291,130 @@ def run_demo(preset: Preset, out: str | Path, *, fresh: bool = False, device: st
     if preset.threads:
         torch.set_num_threads(preset.threads)
     try:
-        return _run_stages(preset, out, device, say)
+        return _run_stages(preset, out, device, parallel, say)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_stages(preset: Preset, out: Path, device: str | None, say: Callable[[str], None]) -> Path:
+class _Clock:
+    """The remaining-time estimate: the schedule of the stages left (``schedule_minutes``), scaled by how
+    fast finished stages ran against their budget once ``PACE_AFTER`` of the budget has run."""
+
+    def __init__(self, total: float, parallel: int, after: float):
+        self.total, self.parallel, self.after = total, parallel, after
+        self.spent = self.budget_used = 0.0
+
+    def finished(self, stage: Stage, seconds: float) -> None:
+        self.spent += seconds / 60
+        self.budget_used += stage.minutes
+
+    def left(self, stages: list[Stage]) -> str:
+        measured = self.budget_used >= PACE_AFTER * self.total  # too little run yet to tell the machine's pace
+        pace = self.spent / self.budget_used if measured else 1.0
+        note = f" (running at {pace:.2g}x the budget)" if measured else ""
+        return f"about {schedule_minutes(stages, self.parallel, self.after) * pace:.2g} min left{note}"
+
+
+def schedule_minutes(stages: list[Stage], parallel: int, after: float = 0.0) -> float:
+    """Wall-clock minutes of running ``stages`` with their budgets the way the demo does: in order, up to
+    ``parallel`` at a time, each once the stages it needs have finished; plus ``after`` minutes at the end."""
+    ends: dict[str, float] = {}
+    free = [0.0] * parallel  # when each worker is next idle
+    for stage in stages:
+        ready = max([ends.get(name, 0.0) for name in stage.needs], default=0.0)
+        worker = min(range(parallel), key=lambda w: max(free[w], ready))
+        ends[stage.name] = free[worker] = max(free[worker], ready) + stage.minutes
+    return max(ends.values(), default=0.0) + after
+
+
+def _run_stages(preset: Preset, out: Path, device: str | None, parallel: int, say: Callable[[str], None]) -> Path:
     from mimlens.demo.report import write_findings_and_report
 
     stages = build_stages(preset, out, device)
-    total = sum(s.minutes for s in stages) + expected_minutes(preset, "findings", "")
-    say(f"mimlens demo, preset {preset.name}: {len(stages) + 1} stages, budget {total:.2g} min; output {out}")
-    spent = budget_used = 0.0
+    n = len(stages) + 1
+    number = {stage.name: i for i, stage in enumerate(stages, 1)}
+    findings = expected_minutes(preset, "findings", "")
+    total = sum(s.minutes for s in stages) + findings
+    wall = schedule_minutes(stages, parallel, findings)
+    how = f"{parallel} at a time, {preset.threads or 'all'} torch thread(s) each" if parallel > 1 else "in turn"
+    say(f"mimlens demo, preset {preset.name}: {n} stages ({how}), budget {wall:.2g} min; output {out}")
     timings: dict[str, float] = {}
-    for i, stage in enumerate(stages, 1):
-        remaining = sum(s.minutes for s in stages[i - 1:]) + expected_minutes(preset, "findings", "")
+    todo = []
+    for stage in stages:
         if is_done(out, stage):
-            say(f"[{i}/{len(stages) + 1}] {stage.name}: done before, reused")
+            say(f"[{number[stage.name]}/{n}] {stage.name}: done before, reused")
             timings[stage.name] = float((_record(out, stage) or {}).get("seconds", math.nan))
-            continue
-        measured = budget_used >= PACE_AFTER * total  # too little run yet to tell the machine's pace
-        pace = spent / budget_used if measured else 1.0
-        say(f"[{i}/{len(stages) + 1}] {stage.name}: expected {stage.minutes:.2g} min; about "
-            f"{remaining * pace:.2g} min left{f' (running at {pace:.2g}x the budget)' if measured else ''}")
-        seconds = run_stage(out, stage)
+        else:
+            todo.append(stage)
+    clock = _Clock(total, parallel, findings)
+
+    def started(stage: Stage, left: list[Stage]) -> None:
+        say(f"[{number[stage.name]}/{n}] {stage.name}: expected {stage.minutes:.2g} min; {clock.left(left)}")
+
+    def finished(stage: Stage, seconds: float) -> None:
         timings[stage.name] = seconds
-        spent, budget_used = spent + seconds / 60, budget_used + stage.minutes
-        say(f"[{i}/{len(stages) + 1}] {stage.name}: finished in {seconds / 60:.2f} min")
-    say(f"[{len(stages) + 1}/{len(stages) + 1}] findings and report")
+        clock.finished(stage, seconds)
+        say(f"[{number[stage.name]}/{n}] {stage.name}: finished in {seconds / 60:.2f} min")
+
+    if parallel == 1:
+        for i, stage in enumerate(todo):
+            started(stage, todo[i:])
+            finished(stage, run_stage(out, stage))
+    else:
+        _run_parallel(preset, out, device, parallel, todo, started, finished)
+    say(f"[{n}/{n}] findings and report")
     report = write_findings_and_report(out, preset, stages, timings)
     say(f"report: {report}")
     return report
+
+
+def _run_parallel(preset: Preset, out: Path, device: str | None, parallel: int, todo: list[Stage],
+                  started: Callable[[Stage, list[Stage]], None], finished: Callable[[Stage, float], None]) -> None:
+    """Run ``todo`` in ``parallel`` worker processes, each stage once the stages it needs have finished,
+    in the demo's order otherwise. A failing stage stops the others (pre-trainings resume on a rerun)."""
+    import multiprocessing
+
+    waiting, running = list(todo), {}
+    pending = {stage.name for stage in todo}
+    pool = multiprocessing.get_context("spawn").Pool(parallel, _worker_init, (preset.threads,))
+    try:
+        while waiting or running:
+            for stage in [s for s in waiting if not pending.intersection(s.needs)][: parallel - len(running)]:
+                waiting.remove(stage)
+                started(stage, [*running.values(), stage, *waiting])
+                running[pool.apply_async(_run_in_worker, (preset, out, device, stage.name))] = stage
+            if not running:
+                raise MimlensError(f"stages {', '.join(s.name for s in waiting)} wait for stages that never ran")
+            done = [result for result in running if result.ready()]
+            if not done:
+                time.sleep(0.2)
+            for result in done:
+                stage = running.pop(result)
+                try:
+                    seconds = result.get()
+                except MimlensError as error:
+                    raise MimlensError(f"stage {stage.name}: {error}") from None
+                except Exception as error:  # a bug: keep the worker's traceback, say where it happened
+                    error.add_note(f"(in demo stage {stage.name}, run in a worker process)")
+                    raise
+                pending.discard(stage.name)
+                finished(stage, seconds)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _worker_init(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _run_in_worker(preset: Preset, out: Path, device: str | None, name: str) -> float:
+    """One stage in a worker process: the stages are rebuilt there (their actions are closures)."""
+    stage = next(s for s in build_stages(preset, out, device) if s.name == name)
+    return run_stage(out, stage)
 
 
 def _say(text: str) -> None:

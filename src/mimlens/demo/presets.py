@@ -43,7 +43,8 @@ class Preset:
     mask_samples: int  # masks per AvgDist setting
     sweep_drop: tuple[int, ...]  # last blocks dropped for F4 (supervised on depth and pose)
     claims: bool  # False: a smoke run whose findings all stay inconclusive
-    threads: int | None = None  # torch CPU threads while the demo runs (None: leave as set)
+    threads: int | None = None  # torch CPU threads per stage (None: leave as set)
+    parallel: int = 1  # stages run at once, each in a worker process (> 1 needs workers == 0)
     workers: int = 0  # data-loading processes per training run (scene generation is ~1,500 images/s per core)
     budget: dict[str, float] = field(default_factory=dict)  # stage kind -> expected minutes
     batch_size: int = 32
@@ -51,7 +52,8 @@ class Preset:
     seed: int = 0
 
     @property
-    def total_minutes(self) -> float:
+    def stage_minutes(self) -> float:
+        """Budgeted minutes of all stages added up (the wall clock when they run one after another)."""
         return sum(expected_minutes(self, kind, model) for kind, model in stage_kinds(self))
 
 
@@ -96,10 +98,12 @@ DEFAULT = Preset(
     mask_patch=8, moco_dims=(128, 1024), finetune_steps=100, finetune_images=2048, eval_images=128,
     eval_sequences=8, sequence_length=12, analysis_images=256, analysis_batch=64, bar_images=256, mask_samples=100,
     sweep_drop=(0, 1, 2), claims=True,
-    # assumed rates on 2 idle cores: 85 images/s per pre-training step, 55 images/s fine-tuning (docs/demo.md)
-    budget={"init": 0.05, "pretrain_simmim": 10.0, "pretrain_supervised": 12.5, "pretrain_moco": 9.5,
-            "bars": 0.2, "analyze": 0.15, "compare": 0.5, "masks": 0.1, "finetune_cls": 1.0, "finetune_depth": 1.1,
-            "finetune_pose": 1.1, "finetune_track": 1.0, "findings": 0.3},
+    # two stages at a time with one torch thread each: on 2 cores a 1-thread SimMIM step runs at about 47
+    # images/s beside another stage, against 72 images/s for one stage on both threads (docs/demo.md)
+    threads=1, parallel=2,
+    budget={"init": 0.05, "pretrain_simmim": 20.0, "pretrain_supervised": 23.0, "pretrain_moco": 18.0,
+            "bars": 0.3, "analyze": 0.3, "compare": 0.8, "masks": 0.15, "finetune_cls": 1.5, "finetune_depth": 1.6,
+            "finetune_pose": 1.6, "finetune_track": 1.5, "findings": 0.4},
 )
 
 GPU = Preset(
