@@ -2,9 +2,7 @@
 
 (a), (b)  time of ``attention_stats`` (distance, entropy and head KL together) ÷ time of a plain
           ``forward_features`` with fused attention on, same model, images and batch size;
-          vit_small_patch16_224 and swin_tiny_patch4_window7_224 at 224 px, random init; once per
-          ``--step-elements`` value (how many attention probabilities the CPU reduction takes per step:
-          a few images' maps that stay in cache by default, or whole batches).
+          vit_small_patch16_224 and swin_tiny_patch4_window7_224 at 224 px, random init.
 (c)       peak resident memory of an analysis of 512 images ÷ that of 64 images, each in a fresh
           process (``ru_maxrss``), for the streaming accumulator and for a naive pass that stores every
           attention map and reduces at the end. Images are generated batch by batch so that only the
@@ -14,7 +12,6 @@ Timings alternate baseline and analysis and report medians; on a shared machine,
 
     python benchmarks/bench_attention.py                     # everything
     python benchmarks/bench_attention.py --only time --repeats 5
-    python benchmarks/bench_attention.py --only time --step-elements 262144 1048576 4194304
     python benchmarks/bench_attention.py --only memory --memory-size 160
 """
 
@@ -27,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import time
-from functools import partial
 
 import torch
 
@@ -44,9 +40,8 @@ def build(name: str, fused: bool):
     return model
 
 
-def time_ratio(name: str, num_images: int, batch_size: int, repeats: int, steps: list[int]) -> dict:
-    """Median times of the fused forward and of the analysis for each CPU reduction step size."""
-    from mimlens.probe import attention
+def time_ratio(name: str, num_images: int, batch_size: int, repeats: int) -> dict:
+    from mimlens.probe.attention import attention_stats
 
     model = build(name, fused=True)
     images = torch.randn(num_images, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -56,25 +51,22 @@ def time_ratio(name: str, num_images: int, batch_size: int, repeats: int, steps:
             for batch in images.split(batch_size):
                 model.forward_features(batch)
 
-    def analysis(step):
-        attention.CPU_CHUNK_ELEMENTS = step
-        attention.attention_stats(model, images, batch_size=batch_size)
+    def analysis():
+        attention_stats(model, images, batch_size=batch_size)
 
-    runs = [("plain", plain)] + [(step, partial(analysis, step)) for step in steps]
-    times: dict = {key: [] for key, _ in runs}
-    for _, fn in runs:
-        fn()
+    plain()
+    analysis()
+    plain_s, analysis_s = [], []
     for _ in range(repeats):
-        for key, fn in runs:
+        for fn, out in ((plain, plain_s), (analysis, analysis_s)):
             start = time.perf_counter()
             fn()
-            times[key].append(time.perf_counter() - start)
+            out.append(time.perf_counter() - start)
     return {
         "model": name,
-        "plain_s": statistics.median(times["plain"]),
-        "analysis_s": {step: statistics.median(times[step]) for step in steps},
-        "ratio": {step: statistics.median(a / p for a, p in zip(times[step], times["plain"], strict=True))
-                  for step in steps},  # fmt: skip
+        "plain_s": statistics.median(plain_s),
+        "analysis_s": statistics.median(analysis_s),
+        "ratio": statistics.median(a / p for a, p in zip(analysis_s, plain_s, strict=True)),
     }
 
 
@@ -121,9 +113,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--step-elements", type=int, nargs="+", default=[1 << 20, 1 << 40],
-                        help="attention probabilities reduced per step on CPU (mimlens.probe.attention."
-                             "CPU_CHUNK_ELEMENTS); the last default, 2^40, reduces whole batches")
     parser.add_argument("--memory-counts", type=int, nargs=2, default=(64, 512))
     parser.add_argument("--memory-size", type=int, default=224, help="image side for the memory runs")
     parser.add_argument("--memory-model", default="vit_small_patch16_224")
@@ -137,13 +126,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.only in (None, "time"):
         for name in TIME_MODELS:
-            r = time_ratio(name, args.images, args.batch_size, args.repeats, args.step_elements)
-            for step in args.step_elements:
-                print(
-                    f"{r['model']}: plain forward (fused) {r['plain_s']:.2f} s, analysis {r['analysis_s'][step]:.2f} s "
-                    f"for {args.images} images, {step} elements per reduction step -> analysis / forward = "
-                    f"{r['ratio'][step]:.3f} (median of {args.repeats})"
-                )
+            r = time_ratio(name, args.images, args.batch_size, args.repeats)
+            print(
+                f"{r['model']}: plain forward (fused) {r['plain_s']:.2f} s, analysis {r['analysis_s']:.2f} s "
+                f"for {args.images} images -> analysis / forward = {r['ratio']:.3f} (median of {args.repeats})"
+            )
     if args.only in (None, "memory"):
         counts = tuple(args.memory_counts)
         r = memory_ratio(counts, args.memory_size, args.batch_size, args.memory_model)

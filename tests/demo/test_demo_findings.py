@@ -82,15 +82,23 @@ def sweep(task, metric, higher, values):
 
 
 def test_f4_tolerances_relative_rmse_absolute_ap():
+    random_init = metrics(depth=1.2, pose=0.1)
     ok = {"depth": sweep("depth", "rmse", False, [1.00, 1.04, 1.3]), "pose": sweep("pose", "ap", True, [0.5, 0.49])}
-    row = fd.f4_drop_last(ok, PASSED, claims=True)
+    row = fd.f4_drop_last(ok, random_init, PASSED, claims=True)
     assert row["verdict"] == "reproduced"
-    assert row["numbers"]["depth rmse K=2"] == 1.3
+    assert row["numbers"]["depth rmse K=2"] == 1.3 and row["numbers"]["pose ap random init"] == 0.1
     worse = {"depth": sweep("depth", "rmse", False, [1.00, 1.06]), "pose": sweep("pose", "ap", True, [0.5, 0.49])}
-    assert fd.f4_drop_last(worse, PASSED, True)["verdict"] == "not reproduced"
+    assert fd.f4_drop_last(worse, random_init, PASSED, True)["verdict"] == "not reproduced"
     pose_worse = {"pose": sweep("pose", "ap", True, [0.5, 0.47])}
-    assert fd.f4_drop_last(pose_worse, PASSED, True)["verdict"] == "not reproduced"
-    assert fd.f4_drop_last(ok, {"supervised": {"passed": False}}, True)["verdict"] == "inconclusive"
+    assert fd.f4_drop_last(pose_worse, random_init, PASSED, True)["verdict"] == "not reproduced"
+    assert fd.f4_drop_last(ok, random_init, {"supervised": {"passed": False}}, True)["verdict"] == "inconclusive"
+
+
+def test_f4_is_inconclusive_where_fine_tuning_learned_nothing_beyond_random_init():
+    # AP 0.0002 against 0.0001: within the 0.01 margin, so dropping blocks cannot be judged on pose
+    chance = {"depth": sweep("depth", "rmse", False, [1.00, 1.00]), "pose": sweep("pose", "ap", True, [2e-4, 1e-4])}
+    row = fd.f4_drop_last(chance, metrics(depth=1.5, pose=1e-4), PASSED, claims=True)
+    assert row["verdict"] == "inconclusive" and row["numbers"]["reason"].endswith("random-init one on pose")
 
 
 def cka(matrix):
@@ -114,15 +122,27 @@ def metrics(**values):
 
 def test_f6_counts_wins_with_margins():
     sup = metrics(cls=0.30, depth=1.00, pose=0.20, track=0.40)
+    rand = metrics(cls=0.05, depth=1.50, pose=0.01, track=0.20)
     three = metrics(cls=0.35, depth=0.95, pose=0.25, track=0.405)  # track within the 0.01 margin: no win
-    row = fd.f6_transfer(three, sup, PASSED, claims=True)
+    row = fd.f6_transfer(three, sup, rand, PASSED, claims=True)
     assert row["verdict"] == "reproduced" and row["numbers"]["SimMIM wins"] == 3
-    assert row["numbers"]["depth rmse SimMIM"] == 0.95
+    assert row["numbers"]["depth rmse SimMIM"] == 0.95 and row["numbers"]["tasks counted"] == 4
     two = metrics(cls=0.35, depth=0.99, pose=0.25, track=0.40)  # depth within 2 % relative: no win
-    mixed = fd.f6_transfer(two, sup, PASSED, True)
+    mixed = fd.f6_transfer(two, sup, rand, PASSED, True)
     assert mixed["verdict"] == "inconclusive" and mixed["numbers"]["SimMIM wins"] == 2
     one = metrics(cls=0.35, depth=1.10, pose=0.10, track=0.30)
-    assert fd.f6_transfer(one, sup, PASSED, True)["verdict"] == "not reproduced"
+    assert fd.f6_transfer(one, sup, rand, PASSED, True)["verdict"] == "not reproduced"
+
+
+def test_f6_counts_only_tasks_where_pre_training_beat_random_init():
+    sup = metrics(cls=0.30, depth=1.00, pose=0.0002, track=0.40)
+    sim = metrics(cls=0.35, depth=0.95, pose=0.0003, track=0.30)
+    rand = metrics(cls=0.05, depth=1.50, pose=0.0001, track=0.45)  # pose at chance; track: neither beats it
+    row = fd.f6_transfer(sim, sup, rand, PASSED, claims=True)
+    assert row["numbers"]["tasks counted"] == 2 and row["numbers"]["SimMIM wins"] == 2
+    assert row["verdict"] == "reproduced"
+    nothing = fd.f6_transfer(sim, sup, metrics(cls=0.9, depth=0.1, pose=0.9, track=0.9), PASSED, True)
+    assert nothing["verdict"] == "inconclusive" and "no task's fine-tuning" in nothing["numbers"]["reason"]
 
 
 def test_every_row_renders_in_the_report_table():

@@ -17,7 +17,6 @@ from timm.models.swin_transformer import SwinTransformer, window_partition
 from timm.models.swin_transformer_v2 import SwinTransformerV2
 from timm.models.vision_transformer import VisionTransformer
 
-from mimlens.probe import attention
 from mimlens.probe.attention import KL_FLOOR, AttentionAccumulator, attention_stats
 from mimlens.probe.capture import AttentionCall
 
@@ -256,19 +255,3 @@ def test_top_left_token_of_a_shifted_block_attends_only_inside_its_region():
     stats = accumulator.compute()
     assert stats.entropy[0].tolist() == pytest.approx([math.log(4) / 64] * 2, rel=1e-6)
     assert stats.distance_px[0].tolist() == pytest.approx([(4 + 4 + 4 * math.sqrt(2)) / 4 / 64] * 2, rel=1e-6)
-
-
-@pytest.mark.parametrize("family", ["vit", "swin"])
-def test_reduction_in_steps_of_one_image_matches_the_reference(family, monkeypatch):
-    """On CPU a batch is reduced a few images at a time; one image per step must give the same sums."""
-    monkeypatch.setattr(attention, "CPU_CHUNK_ELEMENTS", 1)
-    if family == "vit":
-        model, images = sharpen(VIT_MODELS["distilled"]()), torch.randn(3, 3, 24, 32, dtype=torch.float64)
-        expected = vit_reference(model, images, "renorm")
-    else:
-        model, images = swin_model(SwinTransformer), torch.randn(3, 3, 36, 28, dtype=torch.float64)
-        expected = swin_reference(model, images, "renorm")
-    stats = attention_stats(model, images, prefix_policy="renorm", batch_size=3)
-    assert stats.num_images == 3
-    for layer in range(len(expected)):
-        assert_matches(stats, layer, expected[layer])

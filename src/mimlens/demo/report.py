@@ -38,16 +38,16 @@ def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
     bars = read_json(out / "bars.json")
     attention = {m: read_json(out / "analysis" / m / "attention.json") for m in MODELS}
     cka = {m: read_json(out / "analysis" / m / "cka.json") for m in ("simmim", "supervised")}
-    metrics = {m: {t: task_metrics(out, t, m) for t in TASKS} for m in ("simmim", "supervised")}
+    metrics = {m: {t: task_metrics(out, t, m) for t in TASKS} for m in ("simmim", "supervised", "random_init")}
     drop = {t: read_json(out / "finetune" / f"{t}_supervised" / "drop_sweep.json")
             for t in TASKS if sweeps(preset, t, "supervised")}
     rows = [
         fd.f1_locality(attention["simmim"], attention["supervised"], attention["random_init"], bars, preset.claims),
         fd.f2_avgdist(read_json(out / "masks" / "avgdist.json"), preset.mask_patch, 0.6, preset.claims),
         fd.f3_head_diversity(attention["simmim"], attention["supervised"], bars, preset.claims),
-        fd.f4_drop_last(drop, bars, preset.claims),
+        fd.f4_drop_last(drop, metrics["random_init"], bars, preset.claims),
         fd.f5_cka(cka["simmim"], cka["supervised"], bars, preset.claims),
-        fd.f6_transfer(metrics["simmim"], metrics["supervised"], bars, preset.claims),
+        fd.f6_transfer(metrics["simmim"], metrics["supervised"], metrics["random_init"], bars, preset.claims),
     ]
     return [_finite(row) for row in rows]
 

@@ -56,7 +56,6 @@ __all__ = [
 
 PREFIX_POLICIES = ("renorm", "drop", "keep")
 KL_FLOOR = 1e-8
-CPU_CHUNK_ELEMENTS = 1 << 20  # attention probabilities per reduction step on CPU (4 MiB in float32)
 _SUMS = ("distance", "entropy", "entropy_norm", "queries", "norm_queries", "degenerate", "kl", "pairs")
 _UNIFORM_KEYS = ("distance_px", "distance_frac", "entropy", "entropy_norm")
 
@@ -194,18 +193,6 @@ class _Workspace:
                 torch.empty(b, h, w, q, k, dtype=like.dtype, device=like.device).transpose(1, 2) for _ in range(3)
             ]
         return self._buffers[key]
-
-
-def _rows_per_step(probs: torch.Tensor, num_windows: int) -> int:
-    """Rows of a (B·W, H, Q, K) batch reduced at a time: on CPU, whole images whose maps stay cache-sized.
-
-    Every step of the reduction is a pass over the map; over a whole batch the passes stream from main
-    memory, over a few images they stay in cache (benchmarks/bench_attention.py). A GPU takes the batch.
-    """
-    if probs.device.type != "cpu":
-        return max(1, probs.shape[0])
-    per_image = probs[:num_windows].numel()
-    return max(1, CPU_CHUNK_ELEMENTS // max(1, per_image)) * num_windows
 
 
 def _head_sums(
@@ -370,14 +357,12 @@ class AttentionAccumulator:
                 f"attention of layer {call.layer} (`{call.name}`) does not match the layers seen so far "
                 f"({len(self.layers)} layers, {self.layers[call.layer] if call.layer < len(self.layers) else 'none'})"
             )
-        probs = call.probs.detach()
-        for part in probs.split(_rows_per_step(probs, plan.num_windows)):
-            sums = _head_sums(part, plan, self.prefix_policy == "renorm", self._workspace)
-            if self.sums[call.layer] is None:
-                self.sums[call.layer] = sums
-            else:
-                for key, value in sums.items():
-                    self.sums[call.layer][key] += value
+        sums = _head_sums(call.probs.detach(), plan, self.prefix_policy == "renorm", self._workspace)
+        if self.sums[call.layer] is None:
+            self.sums[call.layer] = sums
+        else:
+            for key, value in sums.items():
+                self.sums[call.layer][key] += value
         if call.layer == 0:
             self.num_images += call.probs.shape[0] // plan.num_windows
 
