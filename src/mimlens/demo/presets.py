@@ -101,9 +101,10 @@ DEFAULT = Preset(
     # two stages at a time with one torch thread each: on 2 cores a 1-thread SimMIM step runs at about 47
     # images/s beside another stage, against 72 images/s for one stage on both threads (docs/demo.md)
     threads=1, parallel=2,
-    budget={"init": 0.05, "pretrain_simmim": 20.0, "pretrain_supervised": 23.0, "pretrain_moco": 18.0,
-            "bars": 0.3, "analyze": 0.3, "compare": 0.8, "masks": 0.15, "finetune_cls": 1.5, "finetune_depth": 1.6,
-            "finetune_pose": 1.6, "finetune_track": 1.5, "findings": 0.4},
+    # measured per stage in a clean-clone `make demo` on 2 idle cores (docs/demo.md), rounded up
+    budget={"init": 0.05, "pretrain_simmim": 21.0, "pretrain_supervised": 24.5, "pretrain_moco": 17.0,
+            "bars": 0.15, "analyze": 0.15, "compare": 0.5, "masks": 0.1, "finetune_cls": 1.2, "finetune_depth": 2.3,
+            "finetune_pose": 1.5, "finetune_track": 1.7, "findings": 0.3},
 )
 
 GPU = Preset(

@@ -4,8 +4,8 @@ The probabilities come from the model's own explicit attention path: for the pas
 module's ``fused_attn`` flag is switched off, and a forward hook on its ``attn_drop`` (the identity in
 eval mode) receives the post-softmax map. Running the model's own code, rather than recomputing the
 softmax from q and k beside it, keeps every variant's details exact (relative position bias, shared
-BEiT bias, q/k norms, masks) and costs no second attention product; on CPU the explicit and fused
-paths run at the same speed, and on GPU the map has to exist anyway to be measured.
+BEiT bias, q/k norms, masks) and costs no second attention product. The explicit path is somewhat slower
+than the fused one; ``benchmarks/bench_attention.py`` measures the whole analysis against the fused forward.
 
 Each map goes to a callback inside the hook and is dropped when the callback returns, so no attention
 map outlives its batch. Hooks, the fused flags and train/eval modes are restored on exit, also on error.
