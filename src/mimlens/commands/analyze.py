@@ -154,7 +154,7 @@ def image_dataset(data: dict[str, Any], img_size: int | tuple[int, int]):
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*unreadable", category=UserWarning)
-        scenes = {k: v for k, v in data["synthetic"].items() if v is not None}
+        scenes = data["synthetic"] if str(data["source"]).startswith("synthetic") else {}
         dataset = build_dataset(data["source"], img_size=img_size, seed=data["seed"], split=data["split"], **scenes)
     return Subset(dataset, range(min(data["num_images"], len(dataset))))
 

@@ -100,6 +100,8 @@ class Difficulty:
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> Difficulty:
+        """Settings by name, lists as tuples; a None value means the field's default (as config files say)."""
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(kwargs) - known)
         if unknown:

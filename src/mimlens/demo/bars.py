@@ -75,7 +75,7 @@ def _validation_images(cfg: dict[str, Any], encoder, num_images: int) -> dict[st
     from mimlens.tasks.images import normalize
 
     prep = preprocessing(encoder)
-    difficulty = {k: v for k, v in (cfg["data"].get("synthetic") or {}).items() if v is not None}
+    difficulty = cfg["data"].get("synthetic") or {}
     scenes = SyntheticScenes(num_images, prep["img_size"], int(cfg["train"]["seed"]), split="val", **difficulty)
     items = [scenes[i] for i in range(num_images)]
     images = normalize(torch.stack([it["image"] for it in items]), prep["mean"], prep["std"])

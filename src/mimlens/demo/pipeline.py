@@ -375,11 +375,11 @@ def _run_parallel(preset: Preset, out: Path, device: str | None, parallel: int, 
     import multiprocessing
 
     waiting, running = list(todo), {}
-    pending = {stage.name for stage in todo}
     pool = multiprocessing.get_context("spawn").Pool(parallel, _worker_init, (preset.threads,))
     try:
         while waiting or running:
-            for stage in [s for s in waiting if not pending.intersection(s.needs)][: parallel - len(running)]:
+            unfinished = {s.name for s in (*waiting, *running.values())}
+            for stage in [s for s in waiting if unfinished.isdisjoint(s.needs)][: parallel - len(running)]:
                 waiting.remove(stage)
                 started(stage, [*running.values(), stage, *waiting])
                 running[pool.apply_async(_run_in_worker, (preset, out, device, stage.name))] = stage
@@ -397,7 +397,6 @@ def _run_parallel(preset: Preset, out: Path, device: str | None, parallel: int, 
                 except Exception as error:  # a bug: keep the worker's traceback, say where it happened
                     error.add_note(f"(in demo stage {stage.name}, run in a worker process)")
                     raise
-                pending.discard(stage.name)
                 finished(stage, seconds)
     finally:
         pool.terminate()

@@ -112,8 +112,7 @@ def build_dataset(cfg: dict[str, Any], img_size: int):
 
     source, seed = str(cfg["data"]["source"]), int(cfg["train"]["seed"])
     if source.split(":")[0] == "synthetic":
-        difficulty = {k: v for k, v in cfg["data"]["synthetic"].items() if v is not None}
-        return build(source, img_size=img_size, seed=seed, **difficulty)
+        return build(source, img_size=img_size, seed=seed, **cfg["data"]["synthetic"])
     if source.split(":")[0] == "photos":
         return build(source, img_size=img_size, seed=seed)
     full_image = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.ToPureTensor()])
