@@ -89,7 +89,9 @@ DEFAULT = Preset(
     # SimMIM: 51k images (locality appeared between 22k and 45k); supervised: 1,000 steps past where its loss
     # starts falling; MoCo: 500 steps of two views (about 3x a SimMIM step)
     pretrain_steps={"simmim": 1600, "supervised": 2000, "moco": 500}, pretrain_images=8192, warmup_steps=200,
-    mask_patch=8, moco_dims=(128, 1024), finetune_steps=100, finetune_images=2048, eval_images=128,
+    # 16 px mask blocks = 2 x 2 tokens, the paper's ViT masking (32 px blocks over 16 px patches); with 8 px
+    # (one token) the nearest-visible-pixel fill stays ahead of SimMIM within this budget (docs/demo.md)
+    mask_patch=16, moco_dims=(128, 1024), finetune_steps=100, finetune_images=2048, eval_images=512,
     eval_sequences=8, sequence_length=12, analysis_images=256, analysis_batch=64, bar_images=256, mask_samples=100,
     sweep_drop=(0, 1, 2), claims=True,
     # two stages at a time with one torch thread each: on 2 cores a 1-thread SimMIM step runs at about 47
@@ -105,7 +107,7 @@ GPU = Preset(
     name="gpu", arch="timm:vit_small_patch16_224",
     arch_kwargs={"img_size": 64, "patch_size": 8, "pos_embed": "sincos"},  # ViT-S (12 blocks, 384 wide) at 64 px
     pretrain_steps={"simmim": 20000, "supervised": 20000, "moco": 10000}, pretrain_images=65536,
-    warmup_steps=1000, mask_patch=8, moco_dims=(256, 2048), finetune_steps=2000, finetune_images=8192,
+    warmup_steps=1000, mask_patch=16, moco_dims=(256, 2048), finetune_steps=2000, finetune_images=8192,
     eval_images=512, eval_sequences=32, sequence_length=16, analysis_images=1024, analysis_batch=128,
     bar_images=1024, mask_samples=200, sweep_drop=(0, 1, 2, 3, 4), claims=True, batch_size=128, workers=8,
     budget={"init": 0.1, "pretrain_simmim": 30.0, "pretrain_supervised": 25.0, "pretrain_moco": 35.0, "bars": 0.5,
