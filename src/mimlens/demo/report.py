@@ -19,6 +19,8 @@ from mimlens.demo.presets import MODELS, TASKS, Preset, sweeps
 from mimlens.errors import MimlensError
 
 LABELS = {"random_init": "random init", "simmim": "SimMIM", "supervised": "supervised", "moco": "MoCo v3"}
+# the colours the comparison figures give the four models (matplotlib's cycle in the order of MODELS)
+COLOURS = {m: f"C{i}" for i, m in enumerate(MODELS)}
 
 
 def read_json(path: Path) -> Any:
@@ -80,7 +82,7 @@ def transfer_figure(out: Path, path: Path) -> Path:
         docs = [task_metrics(out, task, m) for m in MODELS]
         primary = docs[0]["primary"]
         values = [d["primary"]["value"] for d in docs]
-        bars = axes.bar(range(len(MODELS)), values, color=["#999999", "#1f77b4", "#d62728", "#2ca02c"])
+        bars = axes.bar(range(len(MODELS)), values, color=[COLOURS[m] for m in MODELS])
         axes.bar_label(bars, fmt="%.3g", fontsize=7)
         axes.set_ylim(0, 1.15 * max(values) or 1.0)
         axes.set_xticks(range(len(MODELS)), [LABELS[m] for m in MODELS], rotation=30, ha="right", fontsize=8)
@@ -99,10 +101,10 @@ def bars_figure(bars: Mapping[str, Any], path: Path) -> Path:
     left, right = figure.subplots(1, 2)
     sim = bars["simmim"]
     left.bar(["SimMIM", "nearest fill", "mean fill"], [sim["masked_l1"], sim["nearest_fill_l1"], sim["mean_fill_l1"]],
-             color=["#1f77b4", "#999999", "#cccccc"])
+             color=[COLOURS["simmim"], "#999999", "#cccccc"])
     left.set_title(f"SimMIM masked L1 (lower is better): {'passed' if sim['passed'] else 'not passed'}", fontsize=9)
     sup = bars["supervised"]
-    right.bar(["supervised top-1"], [sup["top1"]], color="#d62728")
+    right.bar(["supervised top-1"], [sup["top1"]], color=COLOURS["supervised"])
     right.axhline(sup["chance"], color="k", linestyle=":", label="chance")
     right.axhline(sup["required"], color="k", linestyle="--", label="bar")
     right.set_ylim(0, 1)
