@@ -134,6 +134,26 @@ def test_f6_counts_wins_with_margins():
     assert fd.f6_transfer(one, sup, rand, PASSED, True)["verdict"] == "not reproduced"
 
 
+def test_top1_margin_is_two_standard_errors_of_the_difference():
+    # 6.45 % vs 4.10 % on 512 images: SE of the difference sqrt((.0645·.9355 + .041·.959) / 512) = 0.01395
+    assert not fd.beats("top1", True, 0.0645, 0.041, num_images=512)  # 0.0235 < 2 SE = 0.0279
+    assert fd.beats("top1", True, 0.0645, 0.041, num_images=5000)  # 2 SE = 0.0089: WIN_MARGIN 0.01 decides
+    assert not fd.beats("top1", True, 0.0505, 0.041, num_images=10**6)  # 0.0095 < WIN_MARGIN
+    assert fd.beats("top1", True, 0.0645, 0.041)  # no image count: WIN_MARGIN alone
+
+
+def test_f6_top1_needs_more_than_sampling_noise():
+    def cls(value, num_images):
+        doc = metrics(cls=value)["cls"]
+        doc["variant"] = {"num_images": num_images}
+        return {"cls": doc}
+
+    row = fd.f6_transfer(cls(0.035, 512), cls(0.0645, 512), cls(0.041, 512), PASSED, claims=True)
+    assert row["numbers"]["cls evaluation images"] == 512 and row["numbers"]["tasks counted"] == 0
+    row = fd.f6_transfer(cls(0.035, 5000), cls(0.0645, 5000), cls(0.041, 5000), PASSED, claims=True)
+    assert row["numbers"]["tasks counted"] == 1 and row["verdict"] == "not reproduced"
+
+
 def test_f6_counts_only_tasks_where_pre_training_beat_random_init():
     sup = metrics(cls=0.30, depth=1.00, pose=0.0002, track=0.40)
     sim = metrics(cls=0.35, depth=0.95, pose=0.0003, track=0.30)

@@ -139,9 +139,14 @@ def expected_numbers(out: Path) -> dict[str, dict]:
             values[label] = doc["metrics"][primary["name"]]
             f6[f"{task} {primary['name']} {label}"] = values[label]
         name, higher = primary["name"], primary["higher_is_better"]
+        n = doc["variant"]["num_images"] if name == "top1" else None
+        if n is not None:
+            f6[f"{task} evaluation images"] = n
 
         def better(a, b):
             margin = fd.WIN_MARGIN[name] * (abs(b) if name == "rmse" else 1.0)  # noqa: B023
+            if n is not None:  # noqa: B023
+                margin = max(margin, 2 * np.sqrt((a * (1 - a) + b * (1 - b)) / n))  # noqa: B023
             return (a - b > margin) if higher else (b - a > margin)  # noqa: B023
 
         if better(values["SimMIM"], values["random init"]) or better(values["supervised"], values["random init"]):

@@ -133,10 +133,19 @@ def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claim
     return _row("F3", _decide(reason, holds, numbers), numbers, rule)
 
 
-def beats(name: str, higher: bool, value: float, baseline: float) -> bool:
-    """Whether ``value`` of metric ``name`` is better than ``baseline`` by more than WIN_MARGIN."""
+def beats(name: str, higher: bool, value: float, baseline: float, num_images: int | None = None) -> bool:
+    """Whether ``value`` of metric ``name`` is better than ``baseline`` by more than WIN_MARGIN — for top-1
+    evaluated on ``num_images`` images each, by more than the larger of WIN_MARGIN and two standard errors of
+    the difference of the two accuracies (independent binomial proportions)."""
     margin = WIN_MARGIN.get(name, 0.0) * (abs(baseline) if name in RELATIVE else 1.0)
+    if name == "top1" and num_images:
+        margin = max(margin, 2.0 * math.sqrt((value * (1 - value) + baseline * (1 - baseline)) / num_images))
     return (value - baseline > margin) if higher else (baseline - value > margin)
+
+
+def evaluation_images(doc: Mapping[str, Any]) -> int | None:
+    """The number of evaluation images of a classification ``metrics.json`` (None when it does not say)."""
+    return (doc.get("variant") or {}).get("num_images")
 
 
 def _primary(doc: Mapping[str, Any]) -> tuple[str, bool, float]:
@@ -190,8 +199,10 @@ def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) ->
 def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping],
                 random_init: Mapping[str, Mapping], bars: Mapping, claims: bool) -> dict:
     """F6 from ``metrics.json`` per task (SimMIM's, supervised's and the random-init model's fine-tunings): a
-    task counts when SimMIM or supervised beats the random-init model by WIN_MARGIN (pre-training made a
-    difference); SimMIM wins a counted task when its primary metric beats supervised's by WIN_MARGIN.
+    task counts when SimMIM or supervised beats the random-init model by the margin of :func:`beats`
+    (pre-training made a difference); SimMIM wins a counted task when its primary metric beats supervised's by
+    that margin. Top-1's standard error uses SimMIM's evaluation-image count: the demo evaluates all three
+    fine-tunings on the same images.
     Reproduced when it wins more than half of the counted tasks, not reproduced when fewer, inconclusive
     (mixed) at exactly half or when no task counts."""
     numbers: dict[str, Any] = {}
@@ -202,13 +213,17 @@ def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping]
         numbers[f"{task} {name} SimMIM"] = a
         numbers[f"{task} {name} supervised"] = b
         numbers[f"{task} {name} random init"] = r
-        if beats(name, higher, a, r) or beats(name, higher, b, r):
+        n = evaluation_images(simmim[task]) if name == "top1" else None
+        if n is not None:
+            numbers[f"{task} evaluation images"] = n
+        if beats(name, higher, a, r, n) or beats(name, higher, b, r, n):
             counted += 1
-            wins += beats(name, higher, a, b)
+            wins += beats(name, higher, a, b, n)
     numbers["tasks counted"] = counted
     numbers["SimMIM wins"] = wins
     margins = ", ".join(f"{m} {t:g}{' relative' if m in RELATIVE else ''}" for m, t in WIN_MARGIN.items())
-    rule = (f"a task counts when SimMIM or supervised beats the random-init fine-tuning by the margin ({margins}); "
+    rule = (f"a task counts when SimMIM or supervised beats the random-init fine-tuning by the margin ({margins}; "
+            "for top-1 at least two standard errors of the difference on the evaluation images); "
             "SimMIM wins a counted task when better than supervised by the margin; reproduced when it wins more "
             "than half of the counted tasks, not reproduced when fewer, inconclusive at exactly half; needs both "
             "training bars")

@@ -92,7 +92,7 @@ DEFAULT = Preset(
     # 16 px mask blocks = 2 x 2 tokens, the paper's ViT masking (32 px blocks over 16 px patches); with 8 px
     # (one token) the nearest-visible-pixel fill stays ahead of SimMIM within this budget (docs/demo.md)
     mask_patch=16, moco_dims=(128, 1024), finetune_steps=100, finetune_images=2048, eval_images=512,
-    eval_sequences=8, sequence_length=12, analysis_images=256, analysis_batch=64, bar_images=256, mask_samples=100,
+    eval_sequences=64, sequence_length=12, analysis_images=256, analysis_batch=64, bar_images=256, mask_samples=100,
     sweep_drop=(0, 1, 2), claims=True,
     # two stages at a time with one torch thread each: on 2 cores a 1-thread SimMIM step runs at about 47
     # images/s beside another stage, against 72 images/s for one stage on both threads (docs/demo.md)
