@@ -202,9 +202,8 @@ def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping]
     task counts when SimMIM or supervised beats the random-init model by the margin of :func:`beats`
     (pre-training made a difference); SimMIM wins a counted task when its primary metric beats supervised's by
     that margin. Top-1's standard error uses SimMIM's evaluation-image count: the demo evaluates all three
-    fine-tunings on the same images.
-    Reproduced when it wins more than half of the counted tasks, not reproduced when fewer, inconclusive
-    (mixed) at exactly half or when no task counts."""
+    fine-tunings on the same images. Reproduced when it wins more than half of the counted tasks, not
+    reproduced when fewer, inconclusive (mixed) at exactly half or when no task counts."""
     numbers: dict[str, Any] = {}
     wins = counted = 0
     for task in simmim:

@@ -51,6 +51,7 @@ class Preset:
     base_lr: float = 4e-3  # per 256 images: 5e-4 at batch 32
     seed: int = 0
 
+
 def stage_kinds(preset: Preset) -> list[tuple[str, str]]:
     """(stage kind, model) for every stage, in the order the demo runs them."""
     kinds = [("init", "random_init")] + [(f"pretrain_{o}", o) for o in OBJECTIVES] + [("bars", "")]

@@ -17,10 +17,10 @@ from typing import Any
 from mimlens.demo import findings as fd
 from mimlens.demo.presets import MODELS, TASKS, Preset, sweeps
 from mimlens.errors import MimlensError
+from mimlens.report.figures_attention import run_colour
 
 LABELS = {"random_init": "random init", "simmim": "SimMIM", "supervised": "supervised", "moco": "MoCo v3"}
-# the colours the comparison figures give the four models (matplotlib's cycle in the order of MODELS)
-COLOURS = {m: f"C{i}" for i, m in enumerate(MODELS)}
+COLOURS = {m: run_colour(i) for i, m in enumerate(MODELS)}  # as in the comparison, which lists MODELS in order
 
 
 def read_json(path: Path) -> Any:

@@ -29,11 +29,17 @@ __all__ = [
     "plot_attention_distance",
     "plot_attention_entropy",
     "plot_head_kl",
+    "run_colour",
     "save_attention_figures",
 ]
 
 StatsLike = AttentionStats | dict | str | os.PathLike
 _STAGE_GAP = 0.8
+
+
+def run_colour(index: int) -> str:
+    """The colour of the ``index``-th run of a comparison figure (matplotlib's default cycle)."""
+    return f"C{index % 10}"
 
 
 def _as_stats(item: StatsLike) -> AttentionStats:
@@ -130,7 +136,7 @@ def _plot(
     shift = 0.5 / max(1, len(items)) if layout == "overlay" else 0.0
     for m, (stats, label) in enumerate(zip(items, labels, strict=True)):
         ax = axes[m if layout == "side" else 0]
-        colour = f"C{m % 10}"
+        colour = run_colour(m)
         xs = _positions(stats)[0]
         offset = (m - (len(items) - 1) / 2) * shift
         dots, means, reference = _series(stats, metric)
