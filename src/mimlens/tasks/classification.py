@@ -1,14 +1,11 @@
 """Image classification transfer: full fine-tuning with layer-wise lr decay, and the linear probe.
 
-Layer-wise lr decay (BEiT): timm's ``param_groups_layer_decay`` puts each parameter in the group of its
-block (``group_matcher``: stem 0, blocks 1…L with the final norm in the last block's, unmatched parameters
-such as the classifier in group L+1) and sets ``lr_scale = decay ** (L + 1 − group)`` on the group. A task
-head outside the backbone takes the classifier's place (scale 1), so the last block is always at ``decay``.
-The optimizer's ``lr`` stays the base lr; timm's schedulers multiply by ``lr_scale`` each time they set the
-lr — exactly once.
+Full fine-tuning: the backbone's own classifier (``reset_classifier``) sits in the top layer-decay group at
+scale 1; the blocks follow BEiT's/MAE's rule (:mod:`mimlens.tasks.layer_decay`, re-exported here).
 
 Linear probe (MAE): BatchNorm1d without affine parameters + a linear layer on features of a frozen backbone
-in eval mode, from the final output or any block (``block``), CLS token or mean of the patch tokens.
+in eval mode, from the final output or any block (``block``), CLS token or mean of the patch tokens. MAE
+trains it with LARS; here it is AdamW (base lr 0.08, no weight decay).
 Accuracy: top-1 and top-5 (top-k is reported only for k <= number of classes).
 """
 
@@ -21,39 +18,10 @@ from torch import nn
 from mimlens.errors import MimlensError
 from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import pooled_features
+from mimlens.tasks.layer_decay import layer_decay_param_groups, param_group_rows
 
-
-def no_weight_decay_names(model: nn.Module) -> set[str]:
-    """Parameter names listed by ``no_weight_decay()`` of the model and its sub-modules (timm's convention)."""
-    from mimlens.engine import no_weight_decay_names as names
-
-    return names(model)
-
-
-def layer_decay_param_groups(backbone: nn.Module, weight_decay: float, layer_decay: float,
-                             heads: nn.Module | None = None) -> list[dict]:
-    """Optimizer groups with ``lr_scale`` per block (timm) for ``backbone``, plus ``heads`` at scale 1.
-
-    Groups carry ``lr_scale`` and ``weight_decay`` but no ``lr``: the optimizer's lr is the base lr and the
-    (timm) scheduler applies the scale. 1-D parameters and ``no_weight_decay()`` names get no weight decay.
-    """
-    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
-
-    if not 0 < layer_decay <= 1:
-        raise MimlensError(f"layer_decay must lie in (0, 1], got {layer_decay}")
-    groups = []
-    if any(p.requires_grad for p in backbone.parameters()):
-        groups += param_groups_layer_decay(backbone, weight_decay=weight_decay, layer_decay=layer_decay,
-                                           no_weight_decay_list=sorted(no_weight_decay_names(backbone)))
-        classifier = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
-        if classifier is None or not any(p.requires_grad for p in classifier.parameters()):
-            for group in groups:  # timm gave the top block scale 1: move it one layer below the (absent) head
-                group["lr_scale"] *= layer_decay
-    if heads is not None:
-        groups += [{**g, "lr_scale": 1.0} for g in param_groups_weight_decay(heads, weight_decay)]
-    if not groups:
-        raise MimlensError("the model has no trainable parameters")
-    return groups
+__all__ = ["Classifier", "LinearProbe", "TopKAccuracy", "cross_entropy", "evaluate_classification",
+           "layer_decay_param_groups", "param_group_rows"]
 
 
 class TopKAccuracy(SumAccumulator):

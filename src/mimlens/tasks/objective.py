@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from mimlens.tasks.classification import layer_decay_param_groups
+from mimlens.tasks.layer_decay import layer_decay_param_groups
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -31,4 +31,5 @@ class TaskObjective(nn.Module):
 
     def param_groups(self, weight_decay: float, layer_decay: float) -> list[dict]:
         return layer_decay_param_groups(self.model.encoder, weight_decay, layer_decay,
-                                        heads=getattr(self.model, "head", None))
+                                        heads=getattr(self.model, "head", None), prefix="model.encoder.",
+                                        heads_prefix="model.head.")
