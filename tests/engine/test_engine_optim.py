@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mimlens.engine.optim import build_optimizer, build_scheduler, no_weight_decay_names, scaled_lr, steps_from
+from mimlens.engine.optim import build_optimizer, build_scheduler, no_weight_decay_names, scaled_lr
 from mimlens.errors import MimlensError
 from mimlens.pretrain import SimMIM
 
@@ -70,7 +70,3 @@ def test_schedule_errors_name_the_setting():
         build_scheduler(optimizer, total_steps=5, warmup_steps=5)
     with pytest.raises(MimlensError, match="optim.schedule"):
         build_scheduler(optimizer, total_steps=5, warmup_steps=1, schedule="linear")
-    with pytest.raises(MimlensError, match="warmup_steps or optim.warmup_epochs"):
-        steps_from({"warmup_steps": 3, "warmup_epochs": 1}, "warmup", 10)
-    assert steps_from({"warmup_epochs": 1.5}, "warmup", 10) == 15
-    assert steps_from({"decay_epochs": [7]}, "decay", 10) == [70]

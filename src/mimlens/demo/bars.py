@@ -62,7 +62,7 @@ def _load_objective(run_dir: Path):
 
     cfg = load_yaml(run_dir / "config.yaml")
     encoder = build_model(cfg["model"]["name"], **(cfg["model"].get("kwargs") or {}))
-    objective = build_objective(cfg, encoder, None)
+    objective = build_objective(cfg, encoder)
     objective.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"])
     return objective.eval(), cfg
 

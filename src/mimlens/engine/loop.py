@@ -10,8 +10,12 @@ Conventions:
   and ``optim.accum_steps`` gradient-accumulation micro-batches);
 - precision: fp32 on CPU, bf16 autocast on CUDA (``train.amp: auto``); a GradScaler only for ``fp16``;
 - processes: ``torchrun`` starts one per device (:func:`mimlens.distributed.init`: gloo on CPU, NCCL on
-  GPU); the model is wrapped in DDP and BatchNorm becomes SyncBatchNorm on CUDA (on CPU each process
-  normalises its own micro-batch, since SyncBatchNorm has no CPU kernel);
+  GPU); the model is wrapped in DDP and BatchNorm normalises over all processes' samples (SyncBatchNorm on
+  CUDA, :class:`~mimlens.engine.sync_bn.ProcessBatchNorm` on CPU), so N processes train the model one process
+  trains on the same global batch;
+- optimizer: AdamW over the objective's ``param_groups(weight_decay, layer_decay)`` when it has them
+  (fine-tuning: layer-wise lr decay through ``lr_scale``), else weight decay on all but 1-D parameters and
+  ``no_weight_decay()`` names;
 - resume: ``run.resume`` or ``RUN/checkpoints/last.pt`` restores everything needed to continue exactly as
   an uninterrupted run on CPU (data order mid-epoch, augmentation, dropout and mixing RNG). The config of
   the checkpoint must equal the current one outside the ``run`` section.
@@ -20,6 +24,7 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 import warnings
@@ -36,13 +41,13 @@ from mimlens import distributed
 from mimlens.config import save_config
 from mimlens.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from mimlens.engine.data import build_loader
-from mimlens.engine.optim import build_optimizer, build_scheduler, scaled_lr, steps_from
+from mimlens.engine.optim import build_optimizer, build_scheduler, param_group_rows
 from mimlens.engine.runlog import RunLog
+from mimlens.engine.settings import Plan, Settings
+from mimlens.engine.sync_bn import convert_process_batchnorm
 from mimlens.errors import MimlensError
+from mimlens.io import save_json
 from mimlens.models.load import BACKBONE_FILE, save_backbone
-
-AMP_MODES = ("auto", "off", "bf16", "fp16")
-DEFAULT_WARMUP_FRACTION = 0.05
 
 
 class NonFiniteLoss(MimlensError):
@@ -52,66 +57,61 @@ class NonFiniteLoss(MimlensError):
 def train(objective: nn.Module, dataset: Dataset, transform, cfg: dict[str, Any], run_dir: str | Path) -> dict:
     """Train ``objective`` on ``transform(dataset[i])`` samples as ``cfg`` says; return a summary dict.
 
-    ``cfg`` sections read here:
-
-    - ``optim``: base_lr, batch_size, accum_steps, weight_decay, betas, eps, warmup_steps | warmup_epochs
-      (neither: 5 % of the run), warmup_lr, min_lr, schedule (cosine | multistep), decay_steps | decay_epochs,
-      decay_rate, clip_grad;
-    - ``train``: epochs | steps, seed, amp, log_every, checkpoint_every;
-    - ``run``: device, num_workers, progress, tensorboard, resume, stop_at (none of these changes the result).
-
-    ``optim.lr`` is filled in (``base_lr × batch_size / 256``) and the config is saved as ``config.yaml``.
+    ``cfg`` holds the engine sections ``optim``, ``train`` and ``run`` (:mod:`mimlens.engine.settings`: every
+    key, its default and meaning) next to the job's own sections. ``cfg`` is not modified: the run's
+    ``config.yaml`` is ``cfg`` with ``optim.lr`` (the batch-scaled rate) and a ``resolved`` section (total,
+    warm-up and decay steps, batch split) filled in. ``RUN/param_groups.json`` lists every optimised parameter
+    with its ``lr_scale`` and ``weight_decay``.
     """
     return Trainer(objective, dataset, transform, cfg, Path(run_dir)).fit()
 
 
 class Trainer:
     def __init__(self, objective: nn.Module, dataset: Dataset, transform, cfg: dict[str, Any], run_dir: Path):
-        self.cfg = cfg
+        self.settings = settings = Settings.from_config(cfg)
+        optim, tr, run = settings.optim, settings.train, settings.run
         self.run_dir = run_dir
-        optim, tr, run = cfg["optim"], cfg["train"], cfg.setdefault("run", {})
-        self.device = distributed.init(None if run.get("device", "auto") == "auto" else run["device"])
+        self.device = distributed.init(None if run.device == "auto" else run.device)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
-        seed = int(tr.get("seed", 0))
-        seed_everything(seed + self.rank)
+        seed_everything(tr.seed + self.rank)
 
-        self.accum = int(optim.get("accum_steps", 1))
-        batch = int(optim["batch_size"])
-        if batch % (self.world * self.accum):
-            raise MimlensError(f"optim.batch_size {batch} must be divisible by processes ({self.world}) × "
+        self.accum = optim.accum_steps
+        if optim.batch_size % (self.world * self.accum):
+            raise MimlensError(f"optim.batch_size {optim.batch_size} must be divisible by processes ({self.world}) × "
                                f"optim.accum_steps ({self.accum})")
-        self.global_batch = batch
-        self.micro_batch = batch // (self.world * self.accum)
-        optim["lr"] = scaled_lr(float(optim["base_lr"]), batch)
+        self.global_batch = optim.batch_size
+        self.micro_batch = optim.batch_size // (self.world * self.accum)
 
-        self.amp_dtype, use_scaler = _precision(tr.get("amp", "auto"), self.device)
-        if self.device.type == "cuda" and self.world > 1:
-            objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)
+        self.amp_dtype, use_scaler = _precision(tr.amp, self.device)
+        if self.world > 1:
+            objective = (nn.SyncBatchNorm.convert_sync_batchnorm(objective) if self.device.type == "cuda"
+                         else convert_process_batchnorm(objective))
         self.objective = objective.to(self.device).train()
         self.model = (DistributedDataParallel(self.objective, device_ids=[self.device.index] if self.device.type
                                               == "cuda" else None) if self.world > 1 else self.objective)
         self.params = [p for p in self.objective.parameters() if p.requires_grad]
 
         self.loader, self.sampler = build_loader(
-            dataset, transform, batch_size=self.micro_batch, num_replicas=self.world, rank=self.rank, seed=seed,
-            num_workers=int(run.get("num_workers", 0)), pin_memory=self.device.type == "cuda")
-        self.steps_per_epoch = self.sampler.num_samples // self.micro_batch // self.accum
-        if self.steps_per_epoch == 0:
+            dataset, transform, batch_size=self.micro_batch, num_replicas=self.world, rank=self.rank, seed=tr.seed,
+            num_workers=run.num_workers, pin_memory=self.device.type == "cuda")
+        steps_per_epoch = self.sampler.num_samples // self.micro_batch // self.accum
+        if steps_per_epoch == 0:
             raise MimlensError(f"the data set has {len(dataset)} samples, fewer than one global batch "
-                               f"({batch}); lower optim.batch_size or use more data")
-        self.total_steps = _total_steps(tr, self.steps_per_epoch)
+                               f"({optim.batch_size}); lower optim.batch_size or use more data")
+        self.plan = plan = settings.plan(steps_per_epoch, self.world)
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, plan.total_steps
+        self.cfg = _resolved_config(cfg, plan)
 
-        self.optimizer = build_optimizer(self.objective, lr=optim["lr"], weight_decay=float(optim["weight_decay"]),
-                                         betas=optim.get("betas", (0.9, 0.999)), eps=float(optim.get("eps", 1e-8)))
+        self.optimizer = build_optimizer(self.objective, lr=plan.lr, weight_decay=optim.weight_decay,
+                                         layer_decay=optim.layer_decay, betas=optim.betas, eps=optim.eps)
+        sched = settings.schedule
         self.scheduler = build_scheduler(
-            self.optimizer, total_steps=self.total_steps,
-            warmup_steps=_warmup_steps(optim, self.steps_per_epoch, self.total_steps),
-            min_lr=float(optim.get("min_lr", 0.0)), warmup_lr=float(optim.get("warmup_lr", 0.0)),
-            schedule=optim.get("schedule", "cosine"), decay_steps=steps_from(optim, "decay", self.steps_per_epoch),
-            decay_rate=float(optim.get("decay_rate", 0.1)))
+            self.optimizer, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps, min_lr=sched.min_lr,
+            warmup_lr=sched.warmup_lr, schedule=sched.schedule, decay_steps=plan.decay_steps,
+            decay_rate=sched.decay_rate)
         self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
-        self.clip = optim.get("clip_grad")
+        self.clip = optim.clip_grad
 
         self.step = 0
         self.saved_step: int | None = None
@@ -120,32 +120,32 @@ class Trainer:
         self.epoch_sums: dict[str, float] = {}
         self.epoch_count = 0
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
-        resume = run.get("resume") or (self.ckpt_path if self.ckpt_path.is_file() else None)
+        resume = run.resume or (self.ckpt_path if self.ckpt_path.is_file() else None)
         if resume is not None:
             self._restore(Path(resume))
         self.scheduler.step_update(self.step)
         if self.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir)
+            save_config(self.cfg, run_dir)
+            save_json(param_group_rows(self.objective, self.optimizer), run_dir / "param_groups.json")
 
     def _describe(self) -> str:
-        optim = self.cfg["optim"]
+        optim, plan = self.settings.optim, self.plan
         precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[self.amp_dtype]
         text = (f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch) of {self.global_batch} images "
-                f"= {self.world} process(es) × {self.accum} accumulation × {self.micro_batch}; lr {optim['lr']:.3g} "
-                f"(base_lr {optim['base_lr']:g} × {self.global_batch} / 256); {self.device}, {precision}")
+                f"= {self.world} process(es) × {self.accum} accumulation × {self.micro_batch}; lr {plan.lr:.3g} "
+                f"(base_lr {optim.base_lr:g} × {self.global_batch} / 256); {self.device}, {precision}")
         if self.step:
             text += f"; resuming at step {self.step}"
         return text
 
     # --------------------------------------------------------------------------------------------------- loop
     def fit(self) -> dict:
-        tr, run = self.cfg["train"], self.cfg["run"]
-        log_every = int(tr.get("log_every", 10))
-        ckpt_every = int(tr.get("checkpoint_every") or 0)
-        stop_at = run.get("stop_at")
+        tr, run = self.settings.train, self.settings.run
+        log_every, ckpt_every, snapshot_every, stop_at = tr.log_every, tr.checkpoint_every, tr.snapshot_every, \
+            run.stop_at
         self.log = RunLog(self.run_dir, total_steps=self.total_steps, initial_step=self.step, enabled=self.is_main,
-                          progress=bool(run.get("progress", True)), tensorboard=bool(run.get("tensorboard", True)))
+                          progress=run.progress, tensorboard=run.tensorboard)
         self.window: list[dict[str, torch.Tensor]] = []
         self.window_start = time.perf_counter()
         on_step = getattr(self.objective, "on_step", None)
@@ -160,7 +160,7 @@ class Trainer:
                     if on_step is not None:
                         on_step(self.step, self.total_steps)
                     self.window.append(self._update(batches))
-                    self.lr = self.optimizer.param_groups[0]["lr"]  # the lr this update used
+                    self.lr = max(g["lr"] for g in self.optimizer.param_groups)  # this update's (unscaled) lr
                     self.step += 1
                     self.scheduler.step_update(self.step)
                     self.log.advance()
@@ -173,6 +173,9 @@ class Trainer:
                         self._end_epoch(epoch)
                     if checkpoint:
                         self._save()
+                    if snapshot_every and self.step % snapshot_every == 0 and self.is_main:
+                        save_backbone(self.objective.encoder, self.run_dir / "checkpoints" /
+                                      f"step_{self.step}.safetensors")
                     if stop:
                         break
                 if self.step == stop_at:
@@ -268,7 +271,7 @@ class Trainer:
                 "step": self.step,
                 "epoch": self.step // self.steps_per_epoch,
                 "data": {"steps_per_epoch": self.steps_per_epoch, "step_in_epoch": self.step % self.steps_per_epoch,
-                         "seed": int(self.cfg["train"].get("seed", 0))},
+                         "seed": self.settings.train.seed},
                 "epoch_log": {"sums": self.epoch_sums, "count": self.epoch_count},
                 "rng": rngs,
                 "world_size": self.world,
@@ -297,7 +300,7 @@ class Trainer:
             warnings.warn(f"checkpoint {path} was written by {state['world_size']} processes, this run has "
                           f"{self.world}: RNG streams are re-seeded, so dropout and mixing differ from an "
                           f"uninterrupted run (data order and augmentation do not)", stacklevel=2)
-            seed_everything(int(self.cfg["train"].get("seed", 0)) + self.rank + self.step)
+            seed_everything(self.settings.train.seed + self.rank + self.step)
 
     def _saved_text(self) -> str:
         if self.saved_step is None:
@@ -311,28 +314,17 @@ class Trainer:
 
 def _precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, whether a GradScaler is needed)."""
-    if amp not in AMP_MODES:
-        raise MimlensError(f"train.amp must be one of {AMP_MODES}, got {amp!r}")
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" else "off"
     return {"off": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, True)}[amp]
 
 
-def _total_steps(tr: dict[str, Any], steps_per_epoch: int) -> int:
-    steps, epochs = tr.get("steps"), tr.get("epochs")
-    if (steps is None) == (epochs is None):
-        raise MimlensError(f"set exactly one of train.steps and train.epochs (got steps={steps}, epochs={epochs})")
-    total = int(steps) if steps is not None else int(epochs) * steps_per_epoch
-    if total <= 0:
-        raise MimlensError(f"the run must have at least one step (train.steps={steps}, train.epochs={epochs})")
-    return total
-
-
-def _warmup_steps(optim: dict[str, Any], steps_per_epoch: int, total_steps: int) -> int:
-    """``warmup_steps`` | ``warmup_epochs``; when neither is set, 5 % of the run."""
-    if optim.get("warmup_steps") is None and optim.get("warmup_epochs") is None:
-        return round(DEFAULT_WARMUP_FRACTION * total_steps)
-    return steps_from(optim, "warmup", steps_per_epoch)
+def _resolved_config(cfg: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """A copy of ``cfg`` with ``optim.lr`` and the ``resolved`` section (what ``config.yaml`` holds)."""
+    out = copy.deepcopy(cfg)
+    out["optim"]["lr"] = plan.lr
+    out["resolved"] = plan.as_dict()
+    return out
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

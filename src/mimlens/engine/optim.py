@@ -7,7 +7,6 @@ is the number of images per optimizer update summed over processes and accumulat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from timm.optim import param_groups_weight_decay
@@ -38,12 +37,26 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
-    """AdamW; norms, biases (every 1-D parameter) and ``no_weight_decay()`` names get no weight decay."""
-    groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_weight_decay_names(model))
+def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, layer_decay: float | None = None,
+                    betas=(0.9, 0.999), eps: float = 1e-8):
+    """AdamW over the model's own ``param_groups(weight_decay, layer_decay)`` when it offers them (fine-tuning
+    objectives: groups with ``lr_scale``, which timm's schedulers apply), else two groups: norms, biases (every
+    1-D parameter) and ``no_weight_decay()`` names get no weight decay. Every group starts at ``lr``."""
+    if hasattr(model, "param_groups"):
+        groups = model.param_groups(weight_decay, 1.0 if layer_decay is None else layer_decay)
+    else:
+        groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_weight_decay_names(model))
     if not groups:
         raise MimlensError("the model has no trainable parameters")
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+def param_group_rows(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[dict]:
+    """One row per optimised parameter: ``{"name", "lr_scale", "weight_decay"}`` (``RUN/param_groups.json``)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [{"name": names[id(p)], "lr_scale": float(group.get("lr_scale", 1.0)),
+             "weight_decay": float(group["weight_decay"])}
+            for group in optimizer.param_groups for p in group["params"]]
 
 
 def build_scheduler(optimizer, *, total_steps: int, warmup_steps: int, min_lr: float = 0.0, warmup_lr: float = 0.0,
@@ -66,19 +79,3 @@ def build_scheduler(optimizer, *, total_steps: int, warmup_steps: int, min_lr: f
                                     warmup_t=warmup_steps, warmup_lr_init=warmup_lr, warmup_prefix=False,
                                     t_in_epochs=False)
     raise MimlensError(f"optim.schedule must be 'cosine' or 'multistep', got {schedule!r}")
-
-
-def steps_from(cfg: dict[str, Any], name: str, steps_per_epoch: int) -> int | list[int]:
-    """``cfg[name + "_steps"]`` if set, else ``cfg[name + "_epochs"] × steps_per_epoch`` (rounded; lists too).
-
-    Setting both is an error, since one would silently win.
-    """
-    if cfg.get(f"{name}_steps") is not None and cfg.get(f"{name}_epochs") is not None:
-        raise MimlensError(f"set optim.{name}_steps or optim.{name}_epochs, not both")
-    if cfg.get(f"{name}_steps") is not None:
-        value = cfg[f"{name}_steps"]
-        return [int(v) for v in value] if isinstance(value, list | tuple) else int(value)
-    value = cfg.get(f"{name}_epochs")
-    if isinstance(value, list | tuple):
-        return [round(float(v) * steps_per_epoch) for v in value]
-    return round(float(value or 0) * steps_per_epoch)

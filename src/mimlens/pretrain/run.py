@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from mimlens import distributed
-from mimlens.config import load_yaml, resolve
+from mimlens.config import load_yaml, merge, resolve
+from mimlens.engine.settings import engine_defaults
 from mimlens.errors import MimlensError
 
 DEFAULTS: dict[str, Any] = {
@@ -30,28 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "simmim": {"mask_ratio": 0.6, "mask_patch": None},  # mask_patch None: 32 px at 224, scaled with the image
     "supervised": {"num_classes": None, "label_smoothing": 0.1, "mixup": 0.0, "cutmix": 0.0},
     "moco": {"dim": 256, "mlp_dim": 4096, "temperature": 0.2, "momentum": 0.99, "freeze_patch_embed": True},
-    "optim": {
-        "base_lr": 4e-3,  # for a global batch of 256: lr = base_lr × batch_size / 256 (5e-4 at 32, SPEC §7)
-        "batch_size": 32,  # global: summed over processes and accumulation steps
-        "accum_steps": 1,
-        "weight_decay": 0.05,  # not applied to norms, biases, position embeddings and tokens
-        "betas": [0.9, 0.999],
-        "eps": 1e-8,
-        "schedule": "cosine",  # or multistep (× decay_rate at each of decay_steps | decay_epochs)
-        "warmup_steps": None,  # or warmup_epochs; neither: 5 % of the run
-        "warmup_epochs": None,
-        "warmup_lr": 1e-6,  # absolute (not batch-scaled)
-        "min_lr": 1e-5,  # absolute (not batch-scaled), end of the cosine
-        "decay_steps": None,
-        "decay_epochs": None,
-        "decay_rate": 0.1,
-        "clip_grad": 5.0,  # max global gradient norm; null: no clipping
-        "lr": None,  # filled in by the engine
-    },
-    "train": {"epochs": None, "steps": 1000, "seed": 0, "amp": "auto", "log_every": 10, "checkpoint_every": 500},
-    "run": {"out": None, "device": "auto", "num_workers": 0, "progress": True, "tensorboard": True, "resume": None,
-            "stop_at": None},
 }
+# The pre-training recipe: the engine's defaults (mimlens.engine.settings) with these changes.
+DEFAULTS.update(merge(engine_defaults(), {"optim": {"min_lr": 1e-5}, "train": {"steps": 1000}}))
 
 EXCLUSIVE = (("train", "steps", "epochs"), ("optim", "warmup_steps", "warmup_epochs"),
              ("optim", "decay_steps", "decay_epochs"))
@@ -119,25 +101,34 @@ def build_dataset(cfg: dict[str, Any], img_size: int):
     return build(source, img_size=img_size, seed=seed, transform=full_image)
 
 
-def build_objective(cfg: dict[str, Any], encoder, dataset):
-    """The objective around ``encoder``; supervised gets a classifier for the data set's classes."""
+def resolve_objective(cfg: dict[str, Any], encoder, dataset) -> dict[str, Any]:
+    """A copy of ``cfg`` with what the data and the backbone decide filled in: ``supervised.num_classes`` (the
+    data set's class count), ``simmim.mask_patch`` (SimMIM's 32 px at 224, scaled) and ``data.crop_scale``."""
+    cfg = copy.deepcopy(cfg)
+    if cfg["objective"] == "supervised" and cfg["supervised"]["num_classes"] is None:
+        num_classes = int(getattr(dataset, "num_classes", 0) or 0)
+        if num_classes < 2:
+            raise MimlensError(f"data {cfg['data']['source']!r} has no class count; set supervised.num_classes")
+        cfg["supervised"]["num_classes"] = num_classes
+    if cfg["objective"] == "simmim" and cfg["simmim"]["mask_patch"] is None:
+        img_size = int(encoder.patch_embed.img_size[0])
+        cfg["simmim"]["mask_patch"] = scaled_mask_patch(img_size, int(encoder.patch_embed.patch_size[0]))
+    cfg["data"]["crop_scale"] = list(cfg["data"]["crop_scale"] or DEFAULT_CROP_SCALE[cfg["objective"]])
+    return cfg
+
+
+def build_objective(cfg: dict[str, Any], encoder):
+    """The objective of a resolved ``cfg`` around ``encoder``; supervised gets a classifier."""
     from mimlens.pretrain import OBJECTIVES
 
     objective = cfg["objective"]
     if objective == "supervised":
         section = cfg["supervised"]
-        if section["num_classes"] is None:
-            section["num_classes"] = int(getattr(dataset, "num_classes", 0) or 0)
-            if section["num_classes"] < 2:
-                raise MimlensError(f"data {cfg['data']['source']!r} has no class count; set supervised.num_classes")
         encoder.reset_classifier(int(section["num_classes"]))
         return OBJECTIVES[objective](encoder, label_smoothing=section["label_smoothing"], mixup=section["mixup"],
                                      cutmix=section["cutmix"])
     if objective == "simmim":
         section = cfg["simmim"]
-        if section["mask_patch"] is None:
-            img_size = int(encoder.patch_embed.img_size[0])
-            section["mask_patch"] = scaled_mask_patch(img_size, int(encoder.patch_embed.patch_size[0]))
         return OBJECTIVES[objective](encoder, mask_ratio=section["mask_ratio"], mask_patch=section["mask_patch"])
     return OBJECTIVES[objective](encoder, **cfg["moco"])
 
@@ -159,8 +150,8 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(img_size, int):
         raise MimlensError(f"pre-training needs a square input, {cfg['model']['name']} expects {img_size}")
     dataset = build_dataset(cfg, img_size)
-    objective = build_objective(cfg, encoder, dataset)
-    cfg["data"]["crop_scale"] = list(cfg["data"]["crop_scale"] or DEFAULT_CROP_SCALE[cfg["objective"]])
+    cfg = resolve_objective(cfg, encoder, dataset)
+    objective = build_objective(cfg, encoder)
     transform = objective.transform(img_size, cfg["data"]["crop_scale"])
     summary = train(objective, dataset, transform, cfg, run_dir)
     if summary["finished"] and cfg["objective"] == "simmim" and distributed.is_main():
