@@ -41,7 +41,8 @@ def test_absent_and_boxless_frames():
     m = TrackingMetrics()
     m.update(PRED, GT, visible)
     out = m.compute()
-    assert out["suc"] == pytest.approx(12 / 21)  # IoU still scored where a box exists
+    # frame 2 (IoU 100/120) is absent: a failure at every threshold, its box notwithstanding (pytracking, LaSOT)
+    assert out["suc"] == pytest.approx((20 + 11) / (4 * 21))
     assert out["precision"] == pytest.approx(2 / 4)
     assert out["norm_precision"] == pytest.approx(1 / 4)
     gt = GT.clone()
@@ -49,6 +50,20 @@ def test_absent_and_boxless_frames():
     success, precision, _ = sequence_curves(PRED, gt)
     assert success[0].item() == pytest.approx(2 / 4)
     assert precision[20].item() == pytest.approx(2 / 4)
+
+
+def test_absent_frames_fail_everywhere_even_when_tracked_perfectly():
+    gt = torch.tensor([[10, 10, 20, 20]] * 5, dtype=torch.float64)
+    visible = torch.tensor([True, True, False, True, True])  # 20% absent, the box still annotated
+    success, precision, norm_precision = sequence_curves(gt.clone(), gt, visible)
+    assert success.tolist() == pytest.approx([4 / 5] * 20 + [0.0])  # IoU 1 > thresholds 0 ... 0.95 on 4 frames
+    assert precision.tolist() == pytest.approx([4 / 5] * 51)
+    assert norm_precision.tolist() == pytest.approx([4 / 5] * 51)
+    m = TrackingMetrics()
+    m.update(gt.clone(), gt, visible)
+    assert m.compute()["suc"] == pytest.approx(16 / 21)  # the LaSOT toolkit: 4 of 5 frames x 20 of 21
+    with pytest.raises(MimlensError, match="visibility flags"):
+        sequence_curves(gt, gt, visible[:4])
 
 
 def test_sequences_are_averaged_not_frames():

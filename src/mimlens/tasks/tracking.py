@@ -7,12 +7,14 @@ partition one feature map, so template and search tokens cannot attend to each o
 architecture; a Swin backbone raises :class:`MimlensError`.
 
 Metric conventions (LaSOT toolkit / pytracking): boxes are (x, y, w, h) in pixels; per frame the IoU with
-the ground truth and the distance between box centres; frames whose ground truth has w or h <= 0 count as
-failures (IoU −1, infinite centre error) and so do the centre errors of frames where the target is fully
-occluded or out of view; every curve is a fraction of *all* frames of a sequence, then averaged over
-sequences. Success curve over 21 IoU thresholds 0, 0.05, …, 1 (success means IoU > threshold);
-SUC/AUC = its mean. Precision = fraction of frames with centre error <= 20 px; normalised precision =
-fraction with centre error, measured in units of the ground-truth width and height, <= 0.2.
+the ground truth and the distance between box centres (both equal to pytracking's pixel-inclusive forms,
+whose ±1 terms cancel); a frame where the target is fully occluded or out of view, or whose ground truth
+has w or h <= 0, is a failure in every curve (IoU −1, infinite centre errors) whatever box it carries, as
+in pytracking's ``calc_seq_err_robust`` (pytracking/analysis/extract_results.py, LaSOT); every curve is a
+fraction of *all* frames of a sequence, then averaged over sequences. Success curve over 21 IoU thresholds
+0, 0.05, …, 1 (success means IoU > threshold); SUC/AUC = its mean. Precision = fraction of frames with
+centre error <= 20 px; normalised precision = fraction with centre error, measured in units of the
+ground-truth width and height, <= 0.2.
 The first frame is initialised from ground truth and counted.
 """
 
@@ -57,6 +59,11 @@ def sequence_curves(pred: torch.Tensor, gt: torch.Tensor, visible: torch.Tensor 
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Success, precision and normalised-precision curves of one sequence (fractions of all its frames).
 
+    A frame counts only where the target is visible and its ground-truth box has w, h > 0; every other frame
+    is a failure at every threshold (IoU −1, infinite centre errors), as in pytracking's
+    ``calc_seq_err_robust`` for LaSOT and the LaSOT toolkit, which drops absent frames but divides by all
+    frames.
+
     Args:
         pred, gt: (T, 4) boxes (x, y, w, h) in pixels.
         visible: (T,) booleans, False where the target is fully occluded or out of view.
@@ -66,12 +73,15 @@ def sequence_curves(pred: torch.Tensor, gt: torch.Tensor, visible: torch.Tensor 
                            "(T, 4)")
     pred, gt = pred.double(), gt.double()
     valid = (gt[:, 2] > 0) & (gt[:, 3] > 0)
-    visible = valid if visible is None else valid & visible.bool()
+    if visible is not None:
+        if visible.shape != valid.shape:
+            raise MimlensError(f"visibility flags {tuple(visible.shape)} must be ({gt.shape[0]},), one per frame")
+        valid = valid & visible.bool()
     iou = torch.where(valid, box_iou_xywh(pred, gt), torch.full_like(gt[:, 0], -1.0))
     offset = (pred[:, :2] + pred[:, 2:] / 2) - (gt[:, :2] + gt[:, 2:] / 2)
     inf = torch.full_like(gt[:, 0], math.inf)
-    centre_error = torch.where(visible, offset.norm(dim=1), inf)
-    norm_error = torch.where(visible, (offset / gt[:, 2:].clamp(min=1e-12)).norm(dim=1), inf)
+    centre_error = torch.where(valid, offset.norm(dim=1), inf)
+    norm_error = torch.where(valid, (offset / gt[:, 2:].clamp(min=1e-12)).norm(dim=1), inf)
     frames = gt.shape[0]
     success = (iou[:, None] > SUCCESS_THRESHOLDS[None]).sum(0) / frames
     precision = (centre_error[:, None] <= PRECISION_THRESHOLDS[None]).sum(0) / frames
@@ -112,8 +122,8 @@ class TrackingMetrics(SumAccumulator):
             "suc": "mean of the success curve over IoU thresholds 0, 0.05, ..., 1 (success: IoU > threshold)",
             "precision": "fraction of frames with centre error <= 20 px",
             "norm_precision": "fraction of frames with centre error / ground-truth (w, h) <= 0.2",
-            "absent_frames": "fully occluded or out-of-view frames count as centre-error failures; "
-                             "frames without a ground-truth box count as failures everywhere",
+            "absent_frames": "fully occluded or out-of-view frames and frames without a ground-truth box are "
+                             "failures in every curve (pytracking calc_seq_err_robust, LaSOT)",
             "averaging": "per sequence over all its frames, then over sequences",
             "num_sequences": int(self.sums["sequences"]),
         }
