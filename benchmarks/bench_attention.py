@@ -52,7 +52,7 @@ def time_ratio(name: str, num_images: int, batch_size: int, repeats: int) -> dic
                 model.forward_features(batch)
 
     def analysis():
-        attention_stats(model, images, batch_size=batch_size)
+        attention_stats(model, images, batch_size=batch_size, transform=torch.nn.Identity())
 
     plain()
     analysis()
@@ -79,7 +79,7 @@ def memory_child(mode: str, num_images: int, size: int, batch_size: int, model_n
     generator = torch.Generator().manual_seed(0)
     batches = (torch.randn(batch_size, 3, size, size, generator=generator) for _ in range(num_images // batch_size))
     if mode == "stream":
-        attention_stats(model, batches)
+        attention_stats(model, batches, transform=torch.nn.Identity())
     else:
         stored = []  # every AttentionCall keeps its attention map alive until the end
         with attention_capture(model, stored.append), torch.no_grad():

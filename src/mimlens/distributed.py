@@ -59,6 +59,27 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def collective_device() -> torch.device:
+    """Where a tensor must be for a collective: this rank's GPU under NCCL, else the CPU."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum_many_(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Sum every tensor over ranks in place with one all-reduce of their float64 concatenation, on the
+    collective device (no-op in one process). Returns the tensors."""
+    if not tensors or not (dist.is_initialized() and world_size() > 1):
+        return tensors
+    flat = torch.cat([t.reshape(-1).to(collective_device(), torch.float64) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view(t.shape))
+        offset += t.numel()
+    return tensors
+
+
 def barrier() -> None:
     if dist.is_initialized() and world_size() > 1:
         dist.barrier()

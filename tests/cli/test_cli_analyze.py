@@ -16,7 +16,6 @@ from mimlens.data import build_dataset
 from mimlens.models import load_model
 from mimlens.probe.attention import attention_stats
 from mimlens.probe.cka import cka_matrix
-from mimlens.probe.features import model_transform
 
 ATTENTION_KEYS = {"model", "num_images", "image_size", "prefix_policy", "dtype", "layers", "weights", "data"}
 LAYER_KEYS = {"name", "stage", "grid", "stride_px", "window", "num_keys", "distance_px", "distance_frac", "entropy",
@@ -72,12 +71,12 @@ def test_analyze_reports_the_skipped_file_and_a_per_layer_table(analysis_run):
 
 
 def test_analyze_numbers_equal_the_library_on_the_same_images(analysis_run, image_folder, checkpoint):
-    """Streaming in batches of two, the corrupt file skipped, the model's own preprocessing: same numbers as one
-    direct call on the five readable images."""
+    """Streaming in batches of two, the corrupt file skipped: same numbers as one direct call of each library
+    function on the five readable raw images."""
     model, _ = load_model(checkpoint, "vit-micro-32")
     images = raw_images(image_folder, 32)
     assert len(images) == 5
-    stats = attention_stats(model.eval(), model_transform(model)(images))
+    stats = attention_stats(model.eval(), images)
     doc = json.loads((analysis_run.path / "attention.json").read_text())
     for i, layer in enumerate(doc["layers"]):
         assert layer["distance_px"] == pytest.approx(stats.distance_px[i].tolist(), rel=1e-5)
@@ -150,7 +149,7 @@ def test_split_and_scene_difficulty_choose_the_images(workdir, cli, checkpoint):
     model, _ = load_model(checkpoint, "vit-micro-32")
     scenes = SyntheticScenes(4, 32, 0, split="val", num_objects=(1, 1), background_strength=0.25)
     images = torch.stack([scenes[i]["image"] for i in range(4)])
-    expected = attention_stats(model.eval(), model_transform(model)(images))
+    expected = attention_stats(model.eval(), images)
     doc = json.loads((out / "attention.json").read_text())
     for layer, values in zip(doc["layers"], expected.distance_px, strict=True):
         assert layer["distance_px"] == pytest.approx(values.tolist(), rel=1e-5)

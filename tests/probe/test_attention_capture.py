@@ -72,7 +72,7 @@ def test_no_attention_map_outlives_its_batch():
 
 def test_iterables_tuples_and_tensors_give_the_same_statistics():
     model = tiny_vit()
-    images = torch.randn(5, 3, 32, 32)
+    images = torch.rand(5, 3, 32, 32)
     direct = attention_stats(model, images, batch_size=2)
     from_batches = attention_stats(model, [(images[:3], torch.zeros(3)), (images[3:], torch.zeros(2))])
     assert from_batches.num_images == direct.num_images == 5
@@ -85,11 +85,11 @@ def test_bad_inputs_raise_mimlens_errors():
     model = tiny_vit()
     with pytest.raises(MimlensError, match=r"\(N, C, H, W\) tensor, got shape \(3, 32, 32\)"):
         attention_stats(model, torch.randn(3, 32, 32))
-    with pytest.raises(MimlensError, match="got list"):
+    with pytest.raises(MimlensError, match="image batch of type list"):
         attention_stats(model, [[[1.0]]])
     with pytest.raises(MimlensError, match="batch_size must be a positive integer"):
-        attention_stats(model, torch.randn(1, 3, 32, 32), batch_size=0)
+        attention_stats(model, torch.rand(1, 3, 32, 32), batch_size=0)
     with pytest.raises(MimlensError, match="saw no images"):
         attention_stats(model, [])
     with pytest.raises(MimlensError, match="cannot capture attention of Sequential"):
-        attention_stats(nn.Sequential(nn.Conv2d(3, 3, 1)), torch.randn(1, 3, 8, 8))
+        attention_stats(nn.Sequential(nn.Conv2d(3, 3, 1)), torch.rand(1, 3, 8, 8))

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     distributed.init("cpu")
     torch.manual_seed(0)
     model = VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, reg_tokens=1)
-    images = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     shard = images[distributed.rank() :: distributed.world_size()]
     stats = attention_stats(model, shard, batch_size=2)
     try:
@@ -48,7 +48,7 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     torch.manual_seed(0)
     model = VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, reg_tokens=1)
-    images = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     one = attention_stats(model, images).to_json()
     for rank in range(2):
         out = json.loads((tmp_path / f"out.{rank}").read_text())

@@ -232,7 +232,7 @@ def test_half_precision_maps_are_upcast():
 
 
 def test_bad_policy_image_size_and_layer_order_raise():
-    with pytest.raises(MimlensError, match="prefix_policy 'mean'"):
+    with pytest.raises(MimlensError, match="prefix_policy='mean'"):
         AttentionAccumulator("mean")
     accumulator = AttentionAccumulator()
     probs = torch.full((1, 1, 4, 4), 0.25)

@@ -20,6 +20,8 @@ from timm.models.vision_transformer import VisionTransformer
 from mimlens.probe.attention import KL_FLOOR, AttentionAccumulator, attention_stats
 from mimlens.probe.capture import AttentionCall
 
+IDENTITY = torch.nn.Identity()  # the reference sees the same (already preprocessed) inputs at their own sizes
+
 POLICIES = ("renorm", "drop", "keep")
 
 
@@ -127,7 +129,7 @@ VIT_MODELS = {
 def test_vit_family_matches_loop_reference(name, policy):
     model = sharpen(VIT_MODELS[name]())
     images = torch.randn(3, 3, 24, 32, dtype=torch.float64)
-    stats = attention_stats(model, images, prefix_policy=policy, batch_size=2)
+    stats = attention_stats(model, images, prefix_policy=policy, batch_size=2, transform=IDENTITY)
     expected = vit_reference(model, images, policy)
     assert stats.layer_names == ["blocks.0", "blocks.1"]
     assert stats.num_images == 3
@@ -140,7 +142,7 @@ def test_vit_family_matches_loop_reference(name, policy):
 def test_vit_dynamic_image_size_reads_the_grid_from_the_input():
     model = sharpen(VisionTransformer(**{**TINY, "depth": 1}, dynamic_img_size=True))
     images = torch.randn(2, 3, 16, 40, dtype=torch.float64)
-    stats = attention_stats(model, images)
+    stats = attention_stats(model, images, transform=IDENTITY)
     assert stats.layers[0].grid == (2, 5) and stats.image_size == (16, 40)
     assert_matches(stats, 0, vit_reference(model, images, "renorm")[0])
 
@@ -207,7 +209,7 @@ def test_swin_matches_full_map_reference(cls, kwargs, policy):
     """9x7 and 5x4 maps in 4x4 windows: padding, shifted blocks, a one-axis shift; 3x2 clamps the window."""
     model = swin_model(cls, **kwargs)
     images = torch.randn(2, 3, 36, 28, dtype=torch.float64)
-    stats = attention_stats(model, images, prefix_policy=policy, batch_size=1)
+    stats = attention_stats(model, images, prefix_policy=policy, batch_size=1, transform=IDENTITY)
     expected = swin_reference(model, images, policy)
     assert len(expected) == len(stats.layers) == 6
     for layer in range(6):
@@ -216,7 +218,7 @@ def test_swin_matches_full_map_reference(cls, kwargs, policy):
 
 def test_swin_layer_metadata_is_read_at_run_time():
     model = swin_model(SwinTransformer)
-    stats = attention_stats(model, torch.randn(1, 3, 36, 28, dtype=torch.float64))
+    stats = attention_stats(model, torch.randn(1, 3, 36, 28, dtype=torch.float64), transform=IDENTITY)
     assert stats.layer_names == [f"layers.{i}.blocks.{j}" for i in range(3) for j in range(2)]
     assert [info.stage for info in stats.layers] == [0, 0, 1, 1, 2, 2]
     assert [info.grid for info in stats.layers] == [(9, 7)] * 2 + [(5, 4)] * 2 + [(3, 2)] * 2

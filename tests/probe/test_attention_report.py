@@ -26,13 +26,13 @@ LAYER_CONTRACT = {"name", "stage", "grid", "stride_px", "window", "num_keys", "d
 @pytest.fixture(scope="module")
 def vit_stats():
     model = VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=3, num_heads=2, reg_tokens=1)
-    return attention_stats(model, torch.randn(3, 3, 32, 32), prefix_policy="keep")
+    return attention_stats(model, torch.rand(3, 3, 32, 32), prefix_policy="keep")
 
 
 @pytest.fixture(scope="module")
 def swin_stats():
     model = SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(1, 2))
-    return attention_stats(model, torch.randn(2, 3, 32, 32))
+    return attention_stats(model, torch.rand(2, 3, 32, 32))
 
 
 def test_json_follows_the_contract_and_round_trips(vit_stats, swin_stats):

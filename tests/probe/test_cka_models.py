@@ -7,7 +7,8 @@ import torch
 
 from mimlens.errors import MimlensError
 from mimlens.probe.cka import CKAResult, MinibatchCKA, cka, cka_matrix
-from mimlens.probe.features import BlockFeatures, block_names, block_samples, image_batches, model_transform
+from mimlens.probe.features import BlockFeatures, block_names, block_samples, image_batches
+from mimlens.probe.inputs import model_transform
 
 timm = pytest.importorskip("timm")
 

@@ -19,7 +19,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from mimlens.commands.analyze import DATA_DEFAULTS, add_data_arguments, data_flags
+from mimlens.commands.analyze import add_data_arguments, data_flags
+from mimlens.probe.analysis import DATA_DEFAULTS
 
 DEFAULTS: dict[str, Any] = {
     "items": [],
@@ -40,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mimlens import distributed
-    from mimlens.commands.analyze import check_config, check_out, slug
+    from mimlens.commands.analyze import check_out
     from mimlens.config import resolve
+    from mimlens.probe.analysis import check_config, slug
 
     cfg = resolve(DEFAULTS, args.config, {"items": args.items, "arch": args.arch, **data_flags(args)})
     check_config(cfg)
@@ -70,7 +72,7 @@ def archs_for(items: list[str], archs: list[str] | None) -> list[str | None]:
 
 def labels_for(items: list[str]) -> list[str]:
     """Short unique labels: the item's name, numbered on collisions."""
-    from mimlens.commands.analyze import slug
+    from mimlens.probe.analysis import slug
 
     labels: list[str] = []
     for item in items:
@@ -104,22 +106,21 @@ def analysis_run(item: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
 def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     """Run the comparison ``cfg`` describes and write the run directory ``out`` (rank 0)."""
     from mimlens import distributed
-    from mimlens.commands.analyze import (
+    from mimlens.commands.analyze import layer_table, say
+    from mimlens.config import save_config
+    from mimlens.errors import MimlensError
+    from mimlens.io import save_json
+    from mimlens.models import preprocessing
+    from mimlens.probe.analysis import (
         attention_document,
         attention_pass,
         cka_pass,
         describe_weights,
         image_dataset,
-        layer_table,
         load,
         progress_enabled,
-        say,
         skipped_files,
     )
-    from mimlens.config import save_config
-    from mimlens.errors import MimlensError
-    from mimlens.io import save_json
-    from mimlens.models import preprocessing
     from mimlens.report.figures_attention import save_attention_figures
     from mimlens.report.figures_cka import plot_cka
     from mimlens.report.html import build_report
@@ -145,7 +146,7 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         say(f"compare {', '.join(e['label'] for e in entries)} on {len(dataset)} images of {data['source']}")
     for e in entries:
         if e["doc"] is None:
-            stats = attention_pass(e["model"], dataset, cfg, device, progress)
+            stats = attention_pass(e["model"], dataset, cfg["analysis"], device, progress)
             e["doc"] = attention_document(stats, e["spec"], e["model"], e["weights"], dataset, data["source"])
             e["from"] = f"this comparison ({e['doc']['num_images']} images of {data['source']})"
         else:
@@ -153,7 +154,7 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
                          f"{e['doc'].get('data', '?')})")
     pairs = []
     for a, b in combinations(entries, 2):
-        result = cka_pass(a["model"], dataset, cfg, device, progress, model_b=b["model"])
+        result = cka_pass(a["model"], dataset, cfg["analysis"], device, progress, model_b=b["model"])
         result.model_a, result.model_b = a["label"], b["label"]
         pairs.append(result)
     meta = {

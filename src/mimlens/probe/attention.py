@@ -29,7 +29,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -41,12 +41,13 @@ from mimlens import distributed
 from mimlens.errors import MimlensError
 from mimlens.io import save_json, save_text
 from mimlens.probe.capture import AttentionCall, vit_attention_capture
+from mimlens.probe.choices import PREFIX_POLICIES, check_choice
 from mimlens.probe.geometry import pairwise_distance, window_layout
+from mimlens.probe.inputs import batch_images, model_transform
 from mimlens.probe.swin import is_swin, swin_attention_capture
 
 __all__ = [
     "KL_FLOOR",
-    "PREFIX_POLICIES",
     "AttentionAccumulator",
     "AttentionStats",
     "LayerInfo",
@@ -54,7 +55,6 @@ __all__ = [
     "attention_stats",
 ]
 
-PREFIX_POLICIES = ("renorm", "drop", "keep")
 KL_FLOOR = 1e-8
 _SUMS = ("distance", "entropy", "entropy_norm", "queries", "norm_queries", "degenerate", "kl", "pairs")
 _UNIFORM_KEYS = ("distance_px", "distance_frac", "entropy", "entropy_norm")
@@ -297,15 +297,6 @@ def _side(image_size: tuple[int, int]) -> float:
     return math.sqrt(image_size[0] * image_size[1])
 
 
-def _collective_device() -> torch.device:
-    """Where a rank with no tensors of its own puts one for a collective: CUDA under NCCL, else CPU."""
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 class AttentionAccumulator:
     """Streaming sums of attention distance, entropy and head KL per layer and head (float64).
 
@@ -314,8 +305,7 @@ class AttentionAccumulator:
     """
 
     def __init__(self, prefix_policy: str = "renorm"):
-        if prefix_policy not in PREFIX_POLICIES:
-            raise MimlensError(f"prefix_policy {prefix_policy!r} is not one of {', '.join(PREFIX_POLICIES)}")
+        check_choice("prefix_policy", prefix_policy, PREFIX_POLICIES)
         self.prefix_policy = prefix_policy
         self.image_size: tuple[int, int] | None = None
         self.num_images = 0
@@ -410,8 +400,7 @@ class AttentionAccumulator:
         missing = {"prefix_policy", "image_size", "num_images", "dtype", "layers", "uniform", "sums"} - set(state)
         if missing:
             raise MimlensError(f"attention accumulator state lacks keys {sorted(missing)}")
-        if state["prefix_policy"] not in PREFIX_POLICIES:
-            raise MimlensError(f"prefix_policy {state['prefix_policy']!r} is not one of {', '.join(PREFIX_POLICIES)}")
+        check_choice("prefix_policy", state["prefix_policy"], PREFIX_POLICIES)
         self.prefix_policy = state["prefix_policy"]
         self.image_size = None if state["image_size"] is None else tuple(state["image_size"])
         self.num_images = int(state["num_images"])
@@ -424,21 +413,15 @@ class AttentionAccumulator:
     def all_reduce_(self) -> AttentionAccumulator:
         """Sum the accumulators of all ranks in place (one all-reduce; a no-op in one process)."""
         parts = [t for s in self.sums for t in (s[key] for key in _SUMS)]
-        device = parts[0].device if parts else _collective_device()
-        empty = distributed.all_reduce_sum_(torch.tensor([float(not parts)], device=device)).item()
-        if empty:
+        empty = distributed.all_reduce_sum_(torch.tensor([float(not parts)], device=distributed.collective_device()))
+        if empty.item():
             raise MimlensError(
-                f"{int(empty)} of {distributed.world_size()} ranks saw no images: give every rank at least one "
+                f"{int(empty.item())} of {distributed.world_size()} ranks saw no images: give every rank at least one "
                 "image (fewer processes or more images)"
             )
-        flat = torch.cat([torch.tensor([float(self.num_images)], dtype=torch.float64, device=device)]
-                         + [t.reshape(-1) for t in parts])  # fmt: skip
-        distributed.all_reduce_sum_(flat)
-        self.num_images = int(round(flat[0].item()))
-        offset = 1
-        for t in parts:
-            t.copy_(flat[offset : offset + t.numel()].view_as(t))
-            offset += t.numel()
+        count = torch.tensor([float(self.num_images)], dtype=torch.float64)
+        distributed.all_reduce_sum_many_([count, *parts])
+        self.num_images = int(round(count.item()))
         return self
 
     def compute(self) -> AttentionStats:
@@ -610,15 +593,16 @@ class AttentionStats:
             rows.extend((name, "", f"uniform_{key}", float(self.uniform[i][key])) for key in _UNIFORM_KEYS)
         return rows
 
-    def save(self, run_dir: str | os.PathLike, model: str | None = None) -> dict[str, Path]:
-        """Write ``attention.json`` and ``attention.csv`` into a run directory (atomically)."""
+    def save(self, run_dir: str | os.PathLike, model: str | None = None, extra: dict | None = None) -> dict[str, Path]:
+        """Write ``attention.json`` (with the fields of ``extra`` added) and ``attention.csv`` into a run
+        directory (atomically)."""
         run_dir = Path(run_dir)
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(("layer", "head", "metric", "value"))
         writer.writerows(self.to_csv_rows())
         return {
-            "json": save_json(self.to_json(model), run_dir / "attention.json"),
+            "json": save_json({**self.to_json(model), **(extra or {})}, run_dir / "attention.json"),
             "csv": save_text(text.getvalue(), run_dir / "attention.csv"),
         }
 
@@ -651,23 +635,12 @@ def attention_capture(model: nn.Module, callback) -> AbstractContextManager[list
 def _batches(images: torch.Tensor | Iterable, batch_size: int) -> tuple[Iterator[torch.Tensor], int | None]:
     """The batches to run and, for a tensor, how many there are."""
     if not isinstance(images, torch.Tensor):
-        return _checked(images), None
+        return (batch_images(item) for item in images), None
     if images.dim() != 4:
         raise MimlensError(f"images must be a (N, C, H, W) tensor, got shape {tuple(images.shape)}")
     if batch_size < 1:
         raise MimlensError(f"batch_size must be a positive integer, got {batch_size}")
     return iter(images.split(batch_size)), math.ceil(len(images) / batch_size)
-
-
-def _checked(batches: Iterable) -> Iterator[torch.Tensor]:
-    for item in batches:
-        batch = item[0] if isinstance(item, (tuple, list)) else item
-        if not isinstance(batch, torch.Tensor) or batch.dim() != 4:
-            raise MimlensError(
-                "each batch of images must be a (B, C, H, W) tensor (or a tuple/list starting with one), got "
-                + (f"shape {tuple(batch.shape)}" if isinstance(batch, torch.Tensor) else type(batch).__name__)
-            )
-        yield batch
 
 
 def attention_stats(
@@ -677,6 +650,7 @@ def attention_stats(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = False,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> AttentionStats:
     """Attention distance, entropy and head KL of every attention layer of a timm ViT-family or Swin model.
 
@@ -684,12 +658,16 @@ def attention_stats(
         model: timm ``VisionTransformer`` (CLS, register or distillation tokens), ``Beit``,
             ``SwinTransformer`` or ``SwinTransformerV2``; analysed in eval mode, its modes, hooks and
             fused-attention flags restored afterwards.
-        images: preprocessed float images (N, C, H, W), or an iterable of such batches (a tuple/list
-            item counts by its first element, as a DataLoader yields (images, labels)). One image size.
+        images: raw RGB in [0, 1] (the input contract of :mod:`mimlens.probe.inputs`, as for ``cka_matrix``):
+            an (N, 3, H, W) tensor, or an iterable of batches (tensors, tuples/lists starting with one, as a
+            DataLoader yields (images, labels), or dicts with ``"image"``).
         prefix_policy: how prefix keys count: ``renorm`` | ``drop`` | ``keep`` (module docstring).
         batch_size: images per forward when ``images`` is a tensor.
         device: where to run; the model is moved there (and stays). Default: the model's device.
         progress: show a progress bar (on the main rank only).
+        transform: called on each batch on the model's device; default the model's own preprocessing
+            (:func:`~mimlens.probe.inputs.model_transform`: resize to its input size, normalise with its mean
+            and std). ``torch.nn.Identity()`` takes images that are already preprocessed, at any size.
 
     Under ``torchrun`` each rank passes its own shard of images; the sums are all-reduced, so every rank
     returns the statistics of all images.
@@ -700,11 +678,12 @@ def attention_stats(
     if device is not None:
         model.to(device)
     parameter = next(model.parameters())
+    transform = transform if transform is not None else model_transform(model)
     batches, total = _batches(images, batch_size)
     forward = getattr(model, "forward_features", model)
     with attention_capture(model, accumulator.update), torch.no_grad():
         for batch in tqdm(batches, total=total, disable=not progress or not distributed.is_main(), desc="attention"):
-            forward(batch.to(device=parameter.device, dtype=parameter.dtype))
+            forward(transform(batch.to(parameter.device)).to(dtype=parameter.dtype))
     stats = accumulator.all_reduce_().compute()
     stats.model = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
     return stats

@@ -73,11 +73,12 @@ def explicit_attention(modules: list[nn.Module]) -> Iterator[None]:
 
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put the model in eval mode (no dropout, attention maps unperturbed), restoring every module's mode."""
-    saved = [(m, m.training) for m in model.modules()]
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put the models in eval mode (no dropout or drop path while measuring), restoring every module's mode."""
+    saved = [(m, m.training) for model in models for m in model.modules()]
     try:
-        model.eval()
+        for model in models:
+            model.eval()
         yield
     finally:
         for m, training in saved:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,16 +27,10 @@ from torch import nn
 
 from mimlens import distributed
 from mimlens.errors import MimlensError
-from mimlens.probe.features import (
-    MIN_BATCH,
-    POOLED,
-    PREFIX_POLICIES,
-    UNITS,
-    BlockFeatures,
-    check_choice,
-    image_batches,
-    model_transform,
-)
+from mimlens.probe.capture import eval_mode
+from mimlens.probe.choices import POOLED, PREFIX_POLICIES, UNITS, check_choice
+from mimlens.probe.features import MIN_BATCH, BlockFeatures, image_batches
+from mimlens.probe.inputs import model_transform
 
 __all__ = [
     "KERNELS",
@@ -444,18 +438,7 @@ class MinibatchCKA:
 
     def all_reduce_(self) -> MinibatchCKA:
         """Sum the accumulator over torchrun ranks in one all-reduce (no-op in one process)."""
-        import torch.distributed as dist
-
-        keys = sorted(self.sums)
-        flat = torch.cat([self.sums[k].reshape(-1) for k in keys])
-        if dist.is_initialized() and dist.get_backend() == "nccl":
-            flat = flat.cuda()
-        flat = distributed.all_reduce_sum_(flat).cpu()
-        offset = 0
-        for key in keys:
-            size = self.sums[key].numel()
-            self.sums[key] = flat[offset:offset + size].reshape(self.sums[key].shape).clone()
-            offset += size
+        distributed.all_reduce_sum_many_(list(self.sums.values()))
         return self
 
     def state_dict(self) -> dict[str, Any]:
@@ -560,18 +543,6 @@ def _model_name(model: nn.Module) -> str:
     return config.get("architecture") or type(model).__name__
 
 
-@contextmanager
-def _eval_mode(models: Iterable[nn.Module]):
-    flags = [(module, module.training) for model in models for module in model.modules()]
-    for model in models:
-        model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
-
-
 def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.device:
     if device is not None:
         model.to(device)
@@ -614,11 +585,11 @@ def cka_matrix(
 ) -> CKAResult:
     """CKA between every pair of blocks of one model (layer x layer), or of two models (rows a, columns b).
 
-    Images: raw RGB in [0, 1], an (N, 3, H, W) tensor or an iterable of batches (tensors, (image, ...) tuples or
-    dicts with ``"image"``), the same images in the same order on every rank. Each model sees them through its own
-    preprocessing: ``transform_a``/``transform_b`` when given (called on each batch on the model's device; pass
-    ``torch.nn.Identity()`` for images that are already preprocessed), else :func:`model_transform` — resize to
-    the model's input size and normalise with its timm data config.
+    Images: the input contract of :mod:`mimlens.probe.inputs` (as for ``attention_stats``): raw RGB in [0, 1], an
+    (N, 3, H, W) tensor or an iterable of batches, the same images in the same order on every rank. Each model sees
+    them through its own preprocessing: ``transform_a``/``transform_b`` when given (called on each batch on the
+    model's device; ``torch.nn.Identity()`` for images that are already preprocessed), else
+    :func:`~mimlens.probe.inputs.model_transform` — resize to the model's input size, normalise with its mean/std.
 
     Estimator: minibatch CKA with unbiased HSIC (:class:`MinibatchCKA`) over batches of ``batch_size`` images (a
     last batch under 4 joins the one before). ``kernel="rbf"`` is a full-data estimator: all images must fit in
@@ -651,7 +622,7 @@ def cka_matrix(
     with ExitStack() as stack:
         probes = [stack.enter_context(BlockFeatures(m, unit, prefix_policy, pooled, reduce=preparer.prepare))
                   for m in models]
-        stack.enter_context(_eval_mode(models))
+        stack.enter_context(eval_mode(*models))
         for index in range(passes):
             accumulator = MinibatchCKA(probes[0].layers, probes[1].layers if model_b is not None else None,
                                        kernel=kernel, threshold=threshold, form=form)

@@ -11,7 +11,7 @@ Sample unit: how one block output becomes the rows of an (n, d) matrix.
   (``pooled="cls"``, ViT family only).
 - ``token``: every patch token is a row (n = images x tokens).
 
-Prefix tokens follow the attention metrics' prefix policy: ``renorm`` and ``drop`` leave them out, ``keep``
+Prefix tokens follow the prefix policy (``mimlens.probe.choices``): ``renorm`` and ``drop`` leave them out, ``keep``
 includes them (in the flattened vector, the mean and the token rows). Features are never renormalised, so for
 features ``renorm`` and ``drop`` are the same.
 """
@@ -23,26 +23,14 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mimlens.errors import MimlensError
+from mimlens.probe.choices import POOLED, PREFIX_POLICIES, UNITS, check_choice
+from mimlens.probe.inputs import batch_images
 
-__all__ = [
-    "UNITS",
-    "PREFIX_POLICIES",
-    "POOLED",
-    "BlockFeatures",
-    "block_names",
-    "num_prefix_tokens",
-    "block_samples",
-    "model_transform",
-    "image_batches",
-]
+__all__ = ["MIN_BATCH", "BlockFeatures", "block_names", "num_prefix_tokens", "block_samples", "image_batches"]
 
-UNITS = ("image", "pooled", "token")
-PREFIX_POLICIES = ("renorm", "drop", "keep")
-POOLED = ("mean", "cls")
 MIN_BATCH = 4  # the unbiased HSIC needs n >= 4 samples
 
 _BLOCK = re.compile(r"(?:^|\.)blocks\.\d+$")
@@ -162,44 +150,6 @@ class BlockFeatures:
         return captured
 
 
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise MimlensError(f"{name}={value!r}: expected one of {', '.join(choices)}")
-
-
-def model_transform(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The default preprocessing of raw RGB batches in [0, 1] for ``model``: resize, then normalise.
-
-    The whole image is resized (bicubic, antialiased, no crop) to the model's input size ``patch_embed.img_size``
-    (models without one get the images at their own size), then normalised with the mean and std of timm's data
-    config for the model (ImageNet's when it has none). No crop, so two models with different input sizes still
-    see the same image content.
-    """
-    from timm.data import resolve_model_data_config
-
-    config = resolve_model_data_config(model)
-    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
-    size = tuple(size) if size is not None else None
-    mean = torch.tensor(config["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(config["std"], dtype=torch.float32).view(1, 3, 1, 1)
-
-    def transform(x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise MimlensError(f"images of shape {tuple(x.shape)}: expected raw RGB batches (N, 3, H, W)")
-        low, high = float(x.min()), float(x.max())
-        if low < -1e-3 or high > 1 + 1e-3:
-            raise MimlensError(
-                f"images range over [{low:.3g}, {high:.3g}]: the default preprocessing expects raw RGB in [0, 1]; "
-                "for images that are already preprocessed pass transform_a/transform_b (e.g. torch.nn.Identity())"
-            )
-        x = x.float()
-        if size is not None and tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
-        return (x - mean.to(x.device)) / std.to(x.device)
-
-    return transform
-
-
 def image_batches(images: torch.Tensor | Iterable, batch_size: int) -> Iterator[torch.Tensor]:
     """Re-chunk images into batches of exactly ``batch_size``; a last batch of fewer than 4 joins the one before.
 
@@ -209,7 +159,7 @@ def image_batches(images: torch.Tensor | Iterable, batch_size: int) -> Iterator[
     """
     if batch_size < MIN_BATCH:
         raise MimlensError(f"batch_size={batch_size}: expected at least {MIN_BATCH} (the unbiased HSIC needs n >= 4)")
-    stream = images.split(batch_size) if torch.is_tensor(images) else (_image_tensor(b) for b in images)
+    stream = images.split(batch_size) if torch.is_tensor(images) else (batch_images(b) for b in images)
     pending: list[torch.Tensor] = []
     held = None
     for batch in stream:
@@ -231,15 +181,3 @@ def image_batches(images: torch.Tensor | Iterable, batch_size: int) -> Iterator[
         if rest is not None:
             yield rest
 
-
-def _image_tensor(batch: Any) -> torch.Tensor:
-    if isinstance(batch, dict):
-        if "image" not in batch:
-            raise MimlensError(f"batch dict with keys {sorted(batch)}: expected an 'image' key")
-        batch = batch["image"]
-    elif isinstance(batch, (tuple, list)):
-        batch = batch[0]
-    if not torch.is_tensor(batch) or batch.dim() != 4:
-        shape = tuple(batch.shape) if torch.is_tensor(batch) else type(batch).__name__
-        raise MimlensError(f"image batch {shape}: expected a tensor (N, 3, H, W)")
-    return batch
