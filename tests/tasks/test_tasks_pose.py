@@ -18,6 +18,7 @@ from mimlens.tasks.pose import (
     flip_heatmaps,
     from_heatmap,
     gaussian_heatmaps,
+    has_labelled_keypoints,
     keypoint_results,
     keypoint_sigmas,
     load_coco,
@@ -121,6 +122,68 @@ def test_encode_decode_round_trip_within_quarter_pixel():
     assert (decoded[0] - coords).abs().max() <= 0.25 + 1e-9
     assert torch.allclose(from_heatmap(coords, box, size), points)
     assert (maxvals > 0.88).all() and weight.all()
+
+
+def _peak(x, y, size=(6, 7)):
+    """A heatmap with maximum 1 at (x, y): left 0.2, right 0.5, above 0.6, below 0.3 where they exist."""
+    hm = torch.zeros(size, dtype=torch.float64)
+    hm[y, x] = 1.0
+    for dx, dy, v in ((-1, 0, 0.2), (1, 0, 0.5), (0, -1, 0.6), (0, 1, 0.3)):
+        if 0 <= x + dx < size[1] and 0 <= y + dy < size[0]:
+            hm[y + dy, x + dx] = v
+    return hm
+
+
+def test_quarter_pixel_shift_only_away_from_the_two_outer_rows_and_columns():
+    # W = 7, H = 6: the shift applies only when 1 < x < 6 and 1 < y < 5 (HRNet get_final_preds), in both axes
+    cases = {(3, 3): (3.25, 2.75), (5, 4): (5.25, 3.75), (2, 2): (2.25, 1.75),
+             (1, 3): (1, 3), (3, 1): (3, 1), (0, 3): (0, 3), (6, 3): (6, 3), (3, 0): (3, 0), (3, 5): (3, 5),
+             (6, 5): (6, 5), (0, 0): (0, 0), (1, 1): (1, 1)}
+    heatmaps = torch.stack([_peak(x, y) for x, y in cases])[None]
+    coords, maxvals = decode_heatmaps(heatmaps)
+    assert coords[0].tolist() == [list(v) for v in cases.values()]
+    assert maxvals[0].tolist() == [1.0] * len(cases)
+
+
+def test_non_positive_maximum_decodes_to_the_origin():
+    hm = _peak(3, 3) - 2.0  # maximum -1 at (3, 3)
+    coords, maxvals = decode_heatmaps(torch.stack([hm, _peak(3, 3)])[None])
+    assert coords[0].tolist() == [[0.0, 0.0], [3.25, 2.75]] and maxvals[0].tolist() == [-1.0, 1.0]
+
+
+def _hrnet_decode(heatmaps):
+    """HRNet get_max_preds + the POST_PROCESS branch of get_final_preds, restated per keypoint."""
+    out = np.zeros(heatmaps.shape[:2] + (2,))
+    h, w = heatmaps.shape[2:]
+    for n, k in np.ndindex(*heatmaps.shape[:2]):
+        hm = heatmaps[n, k]
+        i = int(np.argmax(hm))
+        x, y = (float(i % w), float(i // w)) if hm.max() > 0 else (0.0, 0.0)
+        px, py = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
+        if 1 < px < w - 1 and 1 < py < h - 1:
+            x += 0.25 * np.sign(hm[py, px + 1] - hm[py, px - 1])
+            y += 0.25 * np.sign(hm[py + 1, px] - hm[py - 1, px])
+        out[n, k] = x, y
+    return out
+
+
+def test_decoding_matches_hrnet_on_random_heatmaps():
+    g = torch.Generator().manual_seed(0)
+    heatmaps = torch.rand(4, 30, 5, 6, generator=g, dtype=torch.float64) - 0.1
+    heatmaps[0, :5] -= 1.0  # some non-positive maxima
+    coords, _ = decode_heatmaps(heatmaps)
+    assert np.array_equal(coords.numpy(), _hrnet_decode(heatmaps.numpy()))
+
+
+def test_boxes_without_labelled_keypoints_are_skipped_and_counted(tmp_path):
+    none, outside = [(0, 0, 0)] * 5, [(-5, 50, 0)] * 5  # COCO's unlabelled keypoints; unlabelled with coordinates
+    coco = _toy_coco(tmp_path / "kp.json", [*INSTANCES, (2, (40, 40, 20, 20), none), (2, (0, 0, 0, 10), none),
+                                            (1, (60, 5, 20, 20), outside)])
+    assert [has_labelled_keypoints(a) for a in coco.loadAnns(coco.getAnnIds())] == [True] * 3 + [False] * 3
+    data = CocoKeypointCrops(coco, tmp_path, (64, 64), (16, 16))
+    assert len(data) == 3 and data.skipped_no_keypoints == 2  # the zero-width box is never a crop
+    every = CocoKeypointCrops(coco, tmp_path, (64, 64), (16, 16), require_keypoints=False)
+    assert len(every) == 5 and every.skipped_no_keypoints == 0
 
 
 def test_out_of_crop_and_invisible_keypoints_get_zero_weight():

@@ -1,14 +1,19 @@
 """2-D keypoint ("pose") estimation, top-down: crops from ground-truth boxes, a heatmap head, COCO keypoint AP.
 
-Conventions:
+Conventions (HRNet / SimpleBaseline, deep-high-resolution-net.pytorch):
+- the ground-truth-box protocol: every non-crowd person box with positive size and at least one labelled
+  keypoint (v > 0), in training and evaluation alike; boxes without one are skipped and counted, as in
+  HRNet's ``_load_coco_keypoint_annotation_kernal`` (lib/dataset/coco.py: ``max(keypoints) == 0``);
 - coordinates are continuous pixels (pixel i spans [i, i+1)), for keypoints and boxes alike;
 - a person box is grown to the input aspect ratio and scaled by 1.25 (SimpleBaseline), then resampled to
   the input size; heatmap pixel j covers crop x ∈ [x0 + j·w/W_hm, x0 + (j+1)·w/W_hm), so flipping needs no
   one-pixel shift;
 - targets are unnormalised Gaussians (peak 1) of ``sigma`` heatmap pixels at the keypoint; invisible
   (v = 0) or out-of-crop keypoints get weight 0; loss = mean of weight · (pred − target)²;
-- decoding is argmax + a quarter-pixel shift towards the larger neighbour; an instance's score is the mean
-  of its keypoint maxima above 0.2 (times the box score, 1 for ground-truth boxes);
+- decoding is HRNet's ``get_final_preds`` (lib/core/inference.py): the argmax (heatmap pixel 0, 0 where the
+  maximum is <= 0), shifted a quarter pixel towards the larger neighbour in x and y only when
+  1 < x < W − 1 and 1 < y < H − 1; an instance's score is the mean of its keypoint maxima above 0.2 (times
+  the box score, 1 for ground-truth boxes); no OKS NMS (HRNet runs one at OKS 0.9 even on ground-truth boxes);
 - AP/AR over OKS 0.50:0.95 come from pycocotools ``COCOeval(iouType='keypoints')`` with per-keypoint sigmas.
 """
 
@@ -146,26 +151,29 @@ def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor)
 
 
 def decode_heatmaps(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, K, H, W) → heatmap coordinates (B, K, 2) by argmax plus a quarter-pixel shift towards the larger
-    neighbour, and the maxima (B, K)."""
+    """(B, K, H, W) → heatmap coordinates (B, K, 2) and maxima (B, K), as HRNet's ``get_final_preds``.
+
+    The argmax (first one on ties; pixel (0, 0) where the maximum is <= 0), plus 0.25 · sign(right − left)
+    in x and 0.25 · sign(below − above) in y, both only when 1 < x < W − 1 and 1 < y < H − 1.
+    """
     b, k, h, w = heatmaps.shape
-    flat = heatmaps.flatten(2)
-    maxvals, index = flat.max(dim=2)
-    col, row = index % w, index // w
-    coords = torch.stack([col, row], dim=2).to(heatmaps.dtype)
-    hm = heatmaps.reshape(b * k, h, w)
-    r, c = row.flatten(), col.flatten()
-    n = torch.arange(b * k)
-    right = hm[n, r, (c + 1).clamp(max=w - 1)]
-    left = hm[n, r, (c - 1).clamp(min=0)]
-    down = hm[n, (r + 1).clamp(max=h - 1), c]
-    up = hm[n, (r - 1).clamp(min=0), c]
-    inner_x = (c > 0) & (c < w - 1)
-    inner_y = (r > 0) & (r < h - 1)
-    dx = torch.where(inner_x, torch.sign(right - left), torch.zeros_like(right)) * 0.25
-    dy = torch.where(inner_y, torch.sign(down - up), torch.zeros_like(down)) * 0.25
-    coords = coords + torch.stack([dx, dy], dim=1).view(b, k, 2)
-    return coords, maxvals
+    maxvals, index = heatmaps.flatten(2).max(dim=2)
+    index = torch.where(maxvals > 0, index, torch.zeros_like(index))
+    col, row = (index % w).flatten(), (index // w).flatten()
+    hm, n = heatmaps.reshape(b * k, h, w), torch.arange(b * k)
+    dx = hm[n, row, (col + 1).clamp(max=w - 1)] - hm[n, row, (col - 1).clamp(min=0)]
+    dy = hm[n, (row + 1).clamp(max=h - 1), col] - hm[n, (row - 1).clamp(min=0), col]
+    inner = (col > 1) & (col < w - 1) & (row > 1) & (row < h - 1)
+    shift = torch.stack([dx.sign(), dy.sign()], dim=1) * 0.25 * inner[:, None].to(heatmaps.dtype)
+    coords = torch.stack([col, row], dim=1).to(heatmaps.dtype) + shift
+    return coords.view(b, k, 2), maxvals
+
+
+def has_labelled_keypoints(ann: dict) -> bool:
+    """Whether a COCO annotation labels a keypoint (some v > 0): HRNet's ``max(keypoints) != 0`` on COCO files,
+    where unlabelled keypoints are (0, 0, 0), and COCOeval's test for a ground truth it does not ignore."""
+    keypoints = ann.get("keypoints") or []
+    return any(v > 0 for v in keypoints[2::3])
 
 
 def flip_heatmaps(heatmaps: torch.Tensor, flip_pairs: list[tuple[int, int]]) -> torch.Tensor:
@@ -215,11 +223,12 @@ class PoseModel(nn.Module):
 
 
 class CocoKeypointCrops(torch.utils.data.Dataset):
-    """Top-down crops of every non-crowd person box of a COCO keypoint file, with heatmap targets.
+    """Top-down crops of the non-crowd person boxes of a COCO keypoint file, with heatmap targets.
 
-    ``require_keypoints`` keeps only instances with at least one labelled keypoint (training); evaluation
-    keeps every box with positive size, as the ground-truth-box protocol does. Images are read from
-    ``image_dir / file_name``, or by ``load(image_info)`` when given; crops are float RGB in [0, 1].
+    Boxes with positive size are kept; with ``require_keypoints`` (the default, HRNet's protocol for training
+    and evaluation) only those with a labelled keypoint (:func:`has_labelled_keypoints`), the others counted
+    in ``skipped_no_keypoints``. Images are read from ``image_dir / file_name``, or by ``load(image_info)``
+    when given; crops are float RGB in [0, 1].
     """
 
     def __init__(self, coco, image_dir: str | Path | None, input_size: tuple[int, int],
@@ -234,10 +243,10 @@ class CocoKeypointCrops(torch.utils.data.Dataset):
             raise MimlensError(f"{ann_file}: no category with a 'keypoints' list")
         self.num_keypoints = len(cats[0]["keypoints"])
         self.keypoint_names = list(cats[0]["keypoints"])
-        self.annotations = [
-            a for a in self.coco.loadAnns(self.coco.getAnnIds(iscrowd=False))
-            if a["bbox"][2] > 0 and a["bbox"][3] > 0 and (a.get("num_keypoints", 0) > 0 or not require_keypoints)
-        ]
+        boxes = [a for a in self.coco.loadAnns(self.coco.getAnnIds(iscrowd=False))
+                 if a["bbox"][2] > 0 and a["bbox"][3] > 0]
+        self.annotations = [a for a in boxes if has_labelled_keypoints(a) or not require_keypoints]
+        self.skipped_no_keypoints = len(boxes) - len(self.annotations)
         if not self.annotations:
             raise MimlensError(f"{ann_file}: no person box to crop")
 
