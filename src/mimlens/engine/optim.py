@@ -1,7 +1,9 @@
 """AdamW with parameter groups, the batch-scaled learning rate, and warm-up + cosine via timm's scheduler.
 
 Learning-rate rule (stated in every config): ``lr = base_lr × global_batch / 256``, where the global batch
-is the number of images per optimizer update summed over processes and accumulation steps.
+is the number of images per optimizer update summed over processes and accumulation steps. MAE and MoCo v3
+state their base lr per 256 images; SimMIM and DeiT state theirs per 512, which the shipped configs convert
+(halve) to per 256.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ REFERENCE_BATCH = 256
 
 
 def scaled_lr(base_lr: float, global_batch: int) -> float:
-    """``base_lr × global_batch / 256`` (the linear scaling rule of Goyal et al., used by SimMIM, MAE, MoCo v3)."""
+    """``base_lr × global_batch / 256``: the linear scaling rule of Goyal et al. with MAE's and MoCo v3's
+    reference batch (SimMIM and DeiT use 512: their base lr is halved to per 256 in the configs)."""
     return base_lr * global_batch / REFERENCE_BATCH
 
 
