@@ -1,12 +1,14 @@
 import io
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
-from mimlens.data.folders import ImageFiles, PhotoCrops, build_dataset
+from mimlens.data.folders import ImageFiles, PhotoCrops, build_dataset, skipped_message
 from mimlens.data.photos import PHOTO_NAMES, load_photos, photos, procedural_texture
 from mimlens.data.synthetic import SyntheticScenes
 from mimlens.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
@@ -36,24 +38,71 @@ def tree(tmp_path):
 
 
 def test_image_folder_skips_and_counts_unreadable_files(tree):
-    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # skipped files are reported by skipped_message, never warned about
         data = ImageFiles(tree, eval_transform(8, mean=None))
-    assert data.classes == ["cat", "dog"] and data.num_classes == 2
-    assert len(data) == 4  # the truncated PNG has a readable header; the garbage file does not
-    assert [p.endswith("garbage.jpg") for p, _ in data.skipped] == [True]
-    with pytest.warns(UserWarning, match="truncated.png: unreadable"):
         items = [item for batch in DataLoader(data, batch_size=2) for item in batch["label"].tolist()]
-    assert items == [0, 0, 1, 0]  # the truncated file (last) is replaced by the next readable one, wrapping round
-    assert len(data.skipped) == 2 and data.skipped[1][0].endswith("truncated.png")
+    assert data.classes == ["cat", "dog"] and data.num_classes == 2
+    assert len(data) == 3 and items == [0, 0, 1]  # garbage and the truncated PNG are left out before counting
+    assert [(Path(p).name, reason) for p, reason in data.skipped] == [("garbage.jpg", "not an image"),
+                                                                      ("truncated.png", "truncated")]
+    assert skipped_message(data) == (f"skipped 2 unreadable file(s) in {tree}: dog/garbage.jpg (not an image), "
+                                     "dog/truncated.png (truncated)")
 
 
 def test_image_folder_labels_and_pixels(tree):
-    with pytest.warns(UserWarning):
-        data = ImageFiles(tree, eval_transform(8, mean=None))
+    data = ImageFiles(tree, eval_transform(8, mean=None))
     first, third = data[0], data[2]
     assert first["image"].shape == (3, 8, 8) and first["image"].dtype == torch.float32
     assert torch.allclose(first["image"][0], torch.ones(8, 8)) and first["label"] == 0
     assert torch.allclose(third["image"][2], torch.ones(8, 8)) and third["label"] == 1
+
+
+def _jpeg(path, seed, keep=1.0):
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 255, (48, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    path.write_bytes(buffer.getvalue()[: int(len(buffer.getvalue()) * keep)])
+
+
+@pytest.fixture
+def five_and_a_truncated_jpeg(tmp_path):
+    for k in range(3):
+        _png(tmp_path / f"p{k}.png", (40 * k, 0, 0))
+    _jpeg(tmp_path / "j0.jpg", 0)
+    _jpeg(tmp_path / "j1.jpeg", 1)
+    _jpeg(tmp_path / "broken.jpg", 2, keep=0.5)
+    with Image.open(tmp_path / "broken.jpg") as image:
+        assert image.size == (40, 48)  # its header alone reads fine
+    return tmp_path
+
+
+def test_truncated_jpeg_is_skipped_once_counted_once_reported_once(five_and_a_truncated_jpeg):
+    root = five_and_a_truncated_jpeg
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = build_dataset(root, img_size=16)
+        seen = [i for _ in range(2) for batch in DataLoader(data, batch_size=4) for i in batch["index"].tolist()]
+    assert len(data) == 5 and seen == [0, 1, 2, 3, 4] * 2  # five images, none read twice in an epoch
+    assert sorted(Path(p).name for p, _ in data.samples) == ["j0.jpg", "j1.jpeg", "p0.png", "p1.png", "p2.png"]
+    assert data.skipped == [(str(root / "broken.jpg"), "truncated")]
+    message = f"skipped 1 unreadable file(s) in {root}: broken.jpg (truncated)"
+    assert skipped_message(data) == message
+    assert skipped_message(Subset(Subset(data, range(3)), [0])) == message  # the same line through subsets
+
+
+def test_unverified_folder_replaces_a_truncated_jpeg_and_records_it_once(five_and_a_truncated_jpeg):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = ImageFiles(five_and_a_truncated_jpeg, verify=False)
+        assert len(data) == 6 and skipped_message(data) is None
+        broken = [Path(p).name for p, _ in data.samples].index("broken.jpg")
+        assert [data[broken]["index"].item() for _ in range(3)] == [broken + 1] * 3  # the next readable image
+    assert [Path(p).name for p, _ in data.skipped] == ["broken.jpg"]
+
+
+def test_photo_crops_need_no_skipping():
+    assert skipped_message(PhotoCrops(2, 8)) is None
 
 
 def test_flat_folder_is_unlabelled(tmp_path):

@@ -8,6 +8,7 @@ has a ``num_classes`` attribute (0 when unlabelled).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from mimlens.data.photos import photos
@@ -23,7 +24,7 @@ from mimlens.data.synthetic import SyntheticScenes
 from mimlens.data.transforms import eval_transform
 from mimlens.errors import MimlensError
 
-__all__ = ["DEFAULT_NUM_IMAGES", "ImageFiles", "PhotoCrops", "build_dataset"]
+__all__ = ["DEFAULT_NUM_IMAGES", "ImageFiles", "PhotoCrops", "build_dataset", "skipped_message"]
 
 #: Images in ``synthetic`` and ``photos`` when the spec gives no count.
 DEFAULT_NUM_IMAGES = {"synthetic": 10_000, "photos": 1_000}
@@ -33,13 +34,34 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
 
 
+def _decoded(path: str, draft: tuple[int, int] | None = None) -> Image.Image:
+    """The image at ``path`` decoded to RGB (every byte read, so truncation shows); ``draft`` lets a JPEG decode
+    at a reduced scale, which still reads the whole file. PIL's own warnings are not passed on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(path) as image:
+            if draft is not None:
+                image.draft("RGB", draft)
+            return image.convert("RGB")
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, Image.UnidentifiedImageError):
+        return "not an image"
+    if isinstance(err, Image.DecompressionBombError):
+        return "too many pixels"
+    return "truncated" if "truncated" in str(err) else "damaged"
+
+
 class ImageFiles(Dataset):
     """The images under ``root``: an ImageFolder tree (one sub-folder per class, labels in sorted folder
     order, torchvision's convention) or, when ``root`` holds image files itself, a flat folder (label -1).
 
-    Unreadable files never stop an epoch. With ``verify`` (default) every file's header is read once here
-    and files PIL cannot open are left out; a file that still fails to decode later is replaced by the next
-    readable one. Both kinds are recorded in ``skipped`` as ``(path, reason)`` and reported by a warning.
+    Unreadable files never stop an epoch and are never warned about: they are recorded once each in ``skipped``
+    as ``(path, reason)``, and :func:`skipped_message` is the one line that reports them. With ``verify``
+    (default) every file is decoded once here (JPEGs at reduced scale) and files that fail are left out, so
+    ``len`` counts readable images only; without it, or if a file changes later, one that fails to decode is
+    replaced by the next readable one.
     """
 
     def __init__(self, root: str | Path, transform: Callable | None = None, *, verify: bool = True):
@@ -54,7 +76,7 @@ class ImageFiles(Dataset):
             samples = make_dataset(self.root, class_to_idx, IMG_EXTENSIONS, allow_empty=True) if class_to_idx else []
         self.skipped: list[tuple[str, str]] = []
         if verify:
-            samples = [s for s in samples if self._readable_header(s[0])]
+            samples = [s for s in samples if self._readable(s[0])]
         if not samples:
             raise MimlensError(
                 f"image folder {self.root} holds no readable image ({', '.join(IMG_EXTENSIONS)}) at its top level "
@@ -62,17 +84,18 @@ class ImageFiles(Dataset):
             )
         self.samples = samples
         self.num_classes = len(self.classes)
-        if self.skipped:
-            warnings.warn(f"{self.root}: skipped {len(self.skipped)} unreadable file(s), e.g. {self.skipped[0][0]}",
-                          stacklevel=2)
 
-    def _readable_header(self, path: str) -> bool:
+    def _readable(self, path: str) -> bool:
         try:
-            with Image.open(path):
-                return True
+            _decoded(path, draft=(64, 64))
+            return True
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            self.skipped.append((path, str(err)))
+            self._skip(path, err)
             return False
+
+    def _skip(self, path: str, err: Exception) -> None:
+        if all(path != known for known, _ in self.skipped):
+            self.skipped.append((path, _reason(err)))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -82,16 +105,27 @@ class ImageFiles(Dataset):
             position = (index + offset) % len(self.samples)
             path, label = self.samples[position]
             try:
-                with Image.open(path) as image:
-                    image = image.convert("RGB")
+                image = _decoded(path)
             except (OSError, ValueError, Image.DecompressionBombError) as err:
-                self.skipped.append((path, str(err)))
-                warnings.warn(f"{path}: unreadable ({err}); using the next image instead", stacklevel=2)
+                self._skip(path, err)
                 continue
             if self.transform is not None:
                 image = self.transform(image)
             return {"image": image, "label": torch.tensor(label), "index": torch.tensor(position)}
         raise MimlensError(f"image folder {self.root}: none of its {len(self.samples)} files could be decoded")
+
+
+def skipped_message(dataset: Dataset) -> str | None:
+    """The line every command prints about the unreadable files an image folder skipped (None when there are
+    none): their number, the folder and a few paths in it with the reason. Subsets are looked through."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    skipped = getattr(dataset, "skipped", [])
+    if not skipped:
+        return None
+    names = ", ".join(f"{os.path.relpath(path, dataset.root)} ({reason})" for path, reason in skipped[:5])
+    more = f", … (+{len(skipped) - 5} more)" if len(skipped) > 5 else ""
+    return f"skipped {len(skipped)} unreadable file(s) in {dataset.root}: {names}{more}"
 
 
 class PhotoCrops(Dataset):

@@ -4,7 +4,7 @@ See ``docs/models.md`` for the MODEL spellings, the presets and the checkpoint f
 """
 
 from mimlens.models.build import PRESETS, build_model, preprocessing
-from mimlens.models.checkpoint import load_checkpoint
+from mimlens.models.checkpoint import fitting_presets, load_checkpoint, load_pretrained
 from mimlens.models.convert import detect_format
 from mimlens.models.load import load_model, model_section, save_backbone
 from mimlens.models.truncate import drop_last_blocks
@@ -14,8 +14,10 @@ __all__ = [
     "build_model",
     "detect_format",
     "drop_last_blocks",
+    "fitting_presets",
     "load_checkpoint",
     "load_model",
+    "load_pretrained",
     "model_section",
     "preprocessing",
     "save_backbone",

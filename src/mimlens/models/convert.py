@@ -1,4 +1,4 @@
-"""Foreign checkpoint layouts → timm key names: the one place that knows them (SPEC §5).
+"""Foreign checkpoint layouts → timm key names: the one place that knows them.
 
 Each checkpoint is first unwrapped and reduced to backbone weights according to its *format* (prefixes,
 training-only keys, deterministic buffers), then handed to timm's own ``checkpoint_filter_fn`` of the
@@ -21,6 +21,9 @@ Formats:
 ``swinv2``      official SwinV2 layout
 ``simmim-swin`` / ``simmim-swinv2``  SimMIM pre-training Swin / SwinV2: prefix ``encoder.``, official layout
 ==============  ==========================================================================================
+
+The format is the layout; :func:`source_normalisation` reads the origin the file reveals (official code,
+training arguments, the release layout) to give the mean and std its weights were trained with.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from torch import nn
 
 from mimlens.errors import MimlensError
 
-__all__ = ["FORMATS", "detect_format", "to_timm", "unwrap"]
+__all__ = ["FORMATS", "DoesNotFit", "detect_format", "source_normalisation", "timm_family", "to_timm", "unwrap"]
 
 FORMATS: dict[str, str] = {
     "timm": "timm key names",
@@ -52,6 +55,10 @@ FORMATS: dict[str, str] = {
 }
 
 _WRAPPERS = ("model", "state_dict", "module")
+
+
+class DoesNotFit(MimlensError):
+    """The checkpoint cannot be converted for the model's architecture (another family or other sizes)."""
 
 # The timm model class each foreign format converts into, with an example arch for error messages.
 _FAMILY: dict[str, tuple[type[nn.Module], str]] = {
@@ -82,6 +89,8 @@ _BUFFERS = re.compile(r"(^|\.)(relative_position_index|relative_coords_table|att
 # Every official repository behind these formats normalises with the ImageNet mean and std; timm's default
 # configs for the same architectures do not always (e.g. ViT-B augreg uses 0.5), so loading records it.
 _IMAGENET_FORMATS = ("mae", "deit", "mocov3", "simmim-vit", "swin", "swinv2", "simmim-swin", "simmim-swinv2")
+_IMAGENET = (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+_INCEPTION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 _MOCO_ENCODERS = {"base": "module.base_encoder.", "momentum": "module.momentum_encoder."}
 
@@ -135,17 +144,19 @@ def to_timm(
 
     The returned info holds ``wrapper``, ``dropped_keys`` (training-only keys and buffers), ``resized_keys``
     (interpolated to the model's size), and per format: ``encoder`` (MoCo v3), ``rel_pos_bias`` (BEiT shared
-    table copied into every block), ``pretrained_window_sizes`` (SwinV2), ``mean``/``std`` (the source's).
+    table copied into every block), ``pretrained_window_sizes`` (SwinV2).
     """
     if fmt not in FORMATS:
         raise MimlensError(f"{path}: unknown checkpoint format {fmt!r} (known: {', '.join(FORMATS)})")
+    if moco_encoder not in _MOCO_ENCODERS:
+        raise MimlensError(f"moco_encoder must be 'base' or 'momentum', got {moco_encoder!r}")
+    if moco_encoder != "base" and fmt != "mocov3":
+        raise MimlensError(f"moco_encoder={moco_encoder!r} is for MoCo v3 checkpoints; {path} is format {fmt}")
     _check_family(fmt, model, path)
     wrapper, weights = unwrap(state, path)
     info: dict[str, Any] = {"wrapper": wrapper}
     dropped: list[str] = []
     if fmt == "mocov3":
-        if moco_encoder not in _MOCO_ENCODERS:
-            raise MimlensError(f"moco_encoder must be 'base' or 'momentum', got {moco_encoder!r}")
         weights = _take_prefix(weights, _MOCO_ENCODERS[moco_encoder], dropped)
         info["encoder"] = moco_encoder
     elif fmt.startswith("simmim-"):
@@ -158,20 +169,66 @@ def to_timm(
     shapes = {k: v.shape for k, v in weights.items()}
     try:
         weights = _timm_filter(model)(weights, model)
-    except (AttributeError, KeyError, RuntimeError, ValueError, AssertionError) as err:
-        raise MimlensError(
-            f"{path} (format {fmt}) cannot be converted for {type(model).__name__}: {type(err).__name__}: {err}; "
-            "check that the arch (and its kwargs) matches the checkpoint"
+    except (AttributeError, KeyError, RuntimeError, ValueError, AssertionError, TypeError, IndexError):
+        raise DoesNotFit(
+            f"{path} (format {fmt}) cannot be converted for the arch's {type(model).__name__}: "
+            f"{_shape_clash(shapes, model)}"
         ) from None
     info["dropped_keys"] = sorted(dropped)
     info["resized_keys"] = sorted(k for k, v in weights.items() if k in shapes and shapes[k] != v.shape)
-    if fmt in _IMAGENET_FORMATS:
-        info["mean"], info["std"] = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
     return weights, info
+
+
+def source_normalisation(state: Any, fmt: str, path: str) -> tuple[tuple, tuple, str] | None:
+    """``(mean, std, reason)`` of the images the checkpoint's weights were trained on, when its origin says;
+    None leaves the arch's own statistics.
+
+    In order: an official foreign format (SimMIM, MAE, MoCo v3, DeiT, Swin) → ImageNet; BEiT's training arguments
+    (``args.imagenet_default_mean_and_std``) → ImageNet or 0.5; a SimMIM/Swin yacs config → ImageNet; timm keys
+    under ``model`` in a ``torch.save`` file (the DeiT, MAE-encoder and converted MoCo v3 releases) → ImageNet.
+    Released BEiT files say nothing: timm's config for the arch decides (0.5 for BEiT, ImageNet for BEiT v2).
+    """
+    if fmt in _IMAGENET_FORMATS:
+        return (*_IMAGENET, f"official {FORMATS[fmt]}")
+    top = state if isinstance(state, Mapping) else {}
+    flag = getattr(top.get("args"), "imagenet_default_mean_and_std", None)
+    if isinstance(flag, bool):
+        return (*(_IMAGENET if flag else _INCEPTION), f"its training args (imagenet_default_mean_and_std={flag})")
+    if isinstance(top.get("config"), Mapping) and "MODEL" in top["config"]:
+        return (*_IMAGENET, "its SimMIM/Swin training config")
+    if fmt == "timm" and unwrap(state, path)[0] == "model":
+        return (*_IMAGENET, "timm keys under 'model' in a torch file: the DeiT, MAE and MoCo v3 release layout")
+    return None
 
 
 def _is_weights(obj: Any) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def timm_family(state: Any, fmt: str, path: str) -> str | None:
+    """The timm module (``vision_transformer``, ``beit``, ``swin_transformer``, ``swin_transformer_v2``) whose
+    models the checkpoint converts into: fixed by a foreign format, guessed from key names for ``timm``."""
+    if fmt in _FAMILY:
+        return _FAMILY[fmt][0].__module__.rsplit(".", 1)[-1]
+    keys = unwrap(state, path)[1]
+    if any(re.search(r"^layers\.\d+\.blocks\.\d+\.attn\.(logit_scale|cpb_mlp)", k) for k in keys):
+        return "swin_transformer_v2"
+    if any(k.startswith("layers.") for k in keys):
+        return "swin_transformer"
+    if any(re.search(r"^rel_pos_bias\.|^blocks\.\d+\.attn\.(q_bias|relative_position_bias_table)$", k) for k in keys):
+        return "beit"
+    return "vision_transformer" if any(k.startswith("blocks.") for k in keys) else None
+
+
+def _shape_clash(shapes: Mapping[str, torch.Size], model: nn.Module) -> str:
+    """The checkpoint tensors whose shapes differ from the model's, counted, a few named."""
+    expected = model.state_dict()
+    clash = [f"{k} {tuple(s)} vs model {tuple(expected[k].shape)}" for k, s in sorted(shapes.items())
+             if k in expected and tuple(s) != tuple(expected[k].shape)]
+    if not clash:
+        return "its tensors do not fit timm's conversion for this family; check the arch and its kwargs"
+    more = f", … ({len(clash) - 3} more)" if len(clash) > 3 else ""
+    return f"{len(clash)} tensors differ in shape ({', '.join(clash[:3])}{more}); check the arch and its kwargs"
 
 
 def _check_family(fmt: str, model: nn.Module, path: str) -> None:
@@ -179,9 +236,9 @@ def _check_family(fmt: str, model: nn.Module, path: str) -> None:
         return
     family, example = _FAMILY[fmt]
     if not isinstance(model, family):
-        raise MimlensError(
+        raise DoesNotFit(
             f"{path} holds a checkpoint of format {fmt} ({FORMATS[fmt]}), which converts into a timm "
-            f"{family.__name__}, but the arch builds a {type(model).__name__}; pass an arch such as {example}"
+            f"{family.__name__} (an arch such as {example} builds one), but the arch builds a {type(model).__name__}"
         )
 
 

@@ -19,7 +19,7 @@ from mimlens.config import load_yaml
 from mimlens.errors import MimlensError
 from mimlens.io import save_bytes
 from mimlens.models.build import PRESETS, build_model, resolve_spec, unknown_spec
-from mimlens.models.checkpoint import head_prefixes, load_checkpoint
+from mimlens.models.checkpoint import head_prefixes, load_checkpoint, load_pretrained
 
 __all__ = ["BACKBONE_FILE", "load_model", "model_section", "save_backbone"]
 
@@ -27,7 +27,7 @@ BACKBONE_FILE = "backbone.safetensors"
 
 
 def load_model(spec: str | os.PathLike, arch: str | None = None, *, moco_encoder: str = "base",
-               **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
+               pretrained: bool = False, **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Build or load the model a MODEL spelling names.
 
     Args:
@@ -35,6 +35,8 @@ def load_model(spec: str | os.PathLike, arch: str | None = None, *, moco_encoder
         arch: for a checkpoint file, the preset, ``timm:NAME`` or bare timm name it belongs to (required);
             not allowed otherwise.
         moco_encoder: for MoCo v3 checkpoints, ``"base"`` or ``"momentum"``.
+        pretrained: for ``timm:NAME[.TAG]``, timm's pretrained weights from the Hugging Face cache
+            (:func:`~mimlens.models.checkpoint.load_pretrained`).
         **overrides: :func:`build_model` arguments (``img_size``, ``num_classes``, ``pos_embed``, timm kwargs);
             for a run directory they override its ``model.kwargs``.
 
@@ -43,6 +45,10 @@ def load_model(spec: str | os.PathLike, arch: str | None = None, *, moco_encoder
         (``"init"`` for random initialisation) and, for loaded weights, what :func:`load_checkpoint` reports.
     """
     spec = os.fspath(spec)
+    if pretrained:
+        if arch is not None:
+            raise MimlensError(f"arch={arch!r} is only for checkpoint files; {spec!r} names the model itself")
+        return load_pretrained(spec, **overrides)
     if spec in PRESETS or spec.startswith("timm:"):
         if arch is not None:
             raise MimlensError(f"arch={arch!r} is only for checkpoint files; {spec!r} names the model itself")
