@@ -29,7 +29,7 @@ out, kwargs = sys.argv[1], json.loads(sys.argv[2])
 results = {}
 for num_classes in (5, 0):
     model, info = load_model("timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k", pretrained=True,
-                             num_classes=num_classes, **kwargs)
+                             num_classes=num_classes, seed=0, **kwargs)
     save_file(model.state_dict(), f"{out}/loaded-{num_classes}.safetensors")
     results[num_classes] = {"info": info, "preprocessing": preprocessing(model)}
 try:

@@ -286,13 +286,16 @@ def fitting_presets(state: Any, fmt: str, path: str, *, moco_encoder: str = "bas
 
 
 def load_pretrained(spec: str, *, img_size: int | tuple[int, int] | None = None, num_classes: int = 0,
-                    pos_embed: str | None = None, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+                    pos_embed: str | None = None, seed: int | None = None,
+                    **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
     """``timm:NAME[.TAG]`` built by timm with its pretrained weights, read from the Hugging Face cache (downloaded
     into it unless ``HF_HUB_OFFLINE=1``); preprocessing follows the tag's ``pretrained_cfg`` (mean, std, input size).
 
     Args:
         img_size: another input size (timm resamples the position embedding); default the tag's.
         num_classes: 0 (default) drops the classifier; the tag's number keeps it; another starts a new one.
+        seed: initialises a new classifier from ``torch.manual_seed(seed)`` on a forked generator, as
+            :func:`~mimlens.models.build.build_model` does; None draws from torch's global generator.
         **kwargs: further ``timm.create_model`` arguments (``pretrained_cfg_overlay`` included).
 
     Returns:
@@ -320,8 +323,11 @@ def load_pretrained(spec: str, *, img_size: int | tuple[int, int] | None = None,
     where = tag_cfg.get("hf_hub_id") or tag_cfg.get("url") or tag_cfg.get("file")
     cache = hub_constants.HF_HUB_CACHE if tag_cfg.get("hf_hub_id") else os.path.join(torch.hub.get_dir(), "checkpoints")
     try:
-        model = timm.create_model(name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay,
-                                  **kwargs)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = timm.create_model(name, pretrained=True, num_classes=num_classes,
+                                      pretrained_cfg_overlay=overlay, **kwargs)
     except (OSError, EntryNotFoundError) as err:
         raise MimlensError(_not_available(spec, where, cache, err)) from None
     except (TypeError, ValueError, AssertionError, RuntimeError, KeyError):
