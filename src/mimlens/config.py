@@ -42,13 +42,49 @@ def merge(base: dict[str, Any], override: dict[str, Any], *, where: str = "confi
     return out
 
 
+# A length in steps and the same length in epochs: setting one in a layer clears the other.
+EXCLUSIVE = (("train", "steps", "epochs"), ("optim", "warmup_steps", "warmup_epochs"),
+             ("optim", "decay_steps", "decay_epochs"))
+
+
 def resolve(defaults: dict[str, Any], config_path: str | Path | None, flags: dict[str, Any]) -> dict[str, Any]:
-    """defaults ← YAML file ← flags (flags whose value is None are 'not given' and ignored)."""
+    """defaults ← YAML file ← flags (dotted keys; a value of None is 'not given' and ignored).
+
+    ``model.kwargs`` takes any key (timm keywords). Of a length in steps and the same length in epochs
+    (:data:`EXCLUSIVE`), the highest layer that sets one decides and the other is cleared. A ``resolved``
+    section (what a run's ``config.yaml`` records about itself) is ignored, so a run's config can be reused.
+    """
     cfg = copy.deepcopy(defaults)
+    layers = []
     if config_path is not None:
-        cfg = merge(cfg, load_yaml(config_path), where=str(config_path))
-    given = {k: v for k, v in flags.items() if v is not None}
-    return merge(cfg, _unflatten(given), where="command line")
+        layer = load_yaml(config_path)
+        layer.pop("resolved", None)
+        kwargs = (layer.get("model") or {}).get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise MimlensError(f"{config_path}: model.kwargs must be a mapping, got {type(kwargs).__name__}")
+        if isinstance(cfg.get("model"), dict):
+            cfg["model"]["kwargs"] = {**dict.fromkeys(kwargs), **(cfg["model"].get("kwargs") or {})}
+        cfg = merge(cfg, layer, where=str(config_path))
+        layers.append(layer)
+    given = _unflatten({k: v for k, v in flags.items() if v is not None})
+    kwargs = (given.get("model") or {}).get("kwargs") or {}
+    if kwargs and isinstance(cfg.get("model"), dict):
+        cfg["model"]["kwargs"] = {**dict.fromkeys(kwargs), **(cfg["model"].get("kwargs") or {})}
+    cfg = merge(cfg, given, where="command line")
+    layers.append(given)
+    decided = set()
+    for layer in reversed(layers):  # the higher layer decides
+        for section, steps, epochs in EXCLUSIVE:
+            values = layer.get(section) or {}
+            if section not in cfg or (section, steps) in decided or (values.get(steps) is None
+                                                                        and values.get(epochs) is None):
+                continue
+            decided.add((section, steps))
+            if values.get(epochs) is None:
+                cfg[section][epochs] = None
+            elif values.get(steps) is None:
+                cfg[section][steps] = None
+    return cfg
 
 
 def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:

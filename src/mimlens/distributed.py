@@ -6,6 +6,7 @@ it the functions degrade to single-process no-ops, so library code never branche
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -37,6 +38,7 @@ def init(device: str | torch.device | None = None) -> torch.device:
         torch.cuda.set_device(device)
     if is_launched() and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        atexit.register(shutdown)  # one group per process, reused by every command the process runs
     return device
 
 
@@ -88,3 +90,23 @@ def barrier() -> None:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def shard(dataset):
+    """This rank's items of ``dataset``: indices ``rank, rank + world, …`` (the whole set in one process)."""
+    if world_size() == 1:
+        return dataset
+    from torch.utils.data import Subset
+
+    return Subset(dataset, range(rank(), len(dataset), world_size()))
+
+
+def gather_sharded(local: list) -> list:
+    """Per-item results of :func:`shard`'s items from every rank, in the dataset's order (one entry per item):
+    what one process that evaluated the whole dataset would hold."""
+    if world_size() == 1:
+        return list(local)
+    parts: list[list] = [[] for _ in range(world_size())]
+    dist.all_gather_object(parts, list(local))
+    total = sum(len(p) for p in parts)
+    return [parts[i % len(parts)][i // len(parts)] for i in range(total)]

@@ -1,18 +1,16 @@
-"""``run_det`` through an argparse parser built with ``add_det_arguments``: run directory, drop-last, and a
-tiny fine-tune on synthetic scenes that must lift box AP above its starting point."""
+"""``mimlens finetune det``: run directory, drop-last, the drop sweep, and a tiny fine-tune on synthetic scenes
+that must lift box AP above its starting point."""
 
-import argparse
 import json
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 
-from mimlens.errors import MimlensError
+from mimlens.cli import main
 from mimlens.models import load_model
 from mimlens.tasks.detection import LOSS_NAMES
 from mimlens.tasks.detection_eval import BBOX_METRICS, METRIC_VARIANT
-from mimlens.tasks.detection_run import add_det_arguments, run_det
 
 # A 3-block, 48-wide ViT on 64 px scenes of 1-2 objects; a pyramid of strides 4-32 with 32 channels.
 TINY = {
@@ -33,9 +31,7 @@ def tiny_config(tmp_path):
 
 
 def _run(*argv):
-    parser = argparse.ArgumentParser()
-    add_det_arguments(parser)
-    assert run_det(parser.parse_args([str(a) for a in argv] + ["--no-progress"])) == 0
+    assert main(["finetune", "det", *[str(a) for a in argv], "--no-progress"]) == 0
 
 
 def test_start_point_with_dropped_blocks_writes_a_loadable_run(tmp_path, tiny_config):
@@ -56,10 +52,14 @@ def test_start_point_with_dropped_blocks_writes_a_loadable_run(tmp_path, tiny_co
     assert all(set(d) == {"image_id", "category_id", "bbox", "score"} for d in detections)
 
 
-def test_sweep_is_refused_with_a_hint():
-    args = argparse.Namespace(sweep_drop=[0, 1])
-    with pytest.raises(MimlensError, match="--sweep-drop is not available for det"):
-        run_det(args)
+def test_drop_sweep_runs_for_det(tmp_path, tiny_config):
+    out = tmp_path / "sweep"
+    _run("--config", tiny_config, "--data", "synthetic:8", "--num-eval", 4, "--steps", 0, "--sweep-drop", "0,1",
+         "--out", out)
+    table = json.loads((out / "drop_sweep.json").read_text())
+    assert table["task"] == "det" and table["metric"] == "ap"
+    assert [r["drop_last"] for r in table["rows"]] == [0, 1]
+    assert json.loads((out / "drop_1" / "metrics.json").read_text())["drop_last"] == 1
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ import timm
 import torch
 
 from mimlens.errors import MimlensError
-from mimlens.tasks.layer_decay import layer_decay_param_groups, param_group_rows
+from mimlens.tasks.layer_decay import layer_decay_param_groups
 
 DECAY, WD = 0.65, 0.05
 VIT = dict(pretrained=False, img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2)
@@ -41,6 +41,13 @@ def simmim_swin_scale(timm_name: str, depths: tuple[int, ...], decay: float) -> 
     else:
         layer = total + 1
     return decay ** (total + 1 - layer)
+
+
+def param_group_rows(groups):
+    """One row per parameter from the groups' own ``param_names`` (what the engine writes to param_groups.json
+    names the same parameters from the model)."""
+    return [{"name": n, "lr_scale": g["lr_scale"], "weight_decay": g["weight_decay"]}
+            for g in groups for n in g["param_names"]]
 
 
 def _rows(model, heads=None, decay=DECAY):
@@ -134,7 +141,10 @@ def test_groups_drive_adamw_and_the_scheduler_scales_once():
         assert group["lr"] == pytest.approx(1e-3 * group["lr_scale"])
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     optimizer.step()
-    rows = param_group_rows(optimizer.param_groups)
+    from mimlens.engine.optim import param_group_rows as engine_rows
+
+    rows = engine_rows(model, optimizer)
+    assert [r["name"] for r in rows] == [n for g in groups for n in g["param_names"]]
     assert len(rows) == len(list(model.parameters()))
 
 
@@ -151,5 +161,3 @@ def test_frozen_backbone_other_families_and_bad_decay():
     assert {r["lr_scale"] for r in param_group_rows(layer_decay_param_groups(convnet, WD, 1.0))} == {1.0}
     with pytest.raises(MimlensError, match="layer_decay must lie in"):
         layer_decay_param_groups(model, WD, 1.5)
-    with pytest.raises(MimlensError, match="param_names"):
-        param_group_rows([{"params": [head.weight], "weight_decay": 0.0}])

@@ -3,11 +3,10 @@ import math
 import pytest
 import torch
 
-from mimlens.engine import build_scheduler
+from mimlens.engine import build_optimizer, build_scheduler
 from mimlens.errors import MimlensError
 from mimlens.models import build_model, drop_last_blocks
 from mimlens.tasks.classification import Classifier, LinearProbe, TopKAccuracy, layer_decay_param_groups
-from mimlens.tasks.fit import build_optimizer
 from mimlens.tasks.objective import TaskObjective
 
 
@@ -94,9 +93,8 @@ def _expected_lr(t, base, total, warmup, warmup_lr, min_lr):
 
 def test_scheduler_applies_lr_scale_exactly_once():
     objective = TaskObjective(Classifier(build_model("vit-micro-32"), 4), loss=None)
-    optim = {"weight_decay": 0.05, "layer_decay": 0.5, "betas": [0.9, 0.999], "eps": 1e-8}
     base, total, warmup = 1e-3, 12, 3
-    optimizer = build_optimizer(objective, optim, base)
+    optimizer = build_optimizer(objective, lr=base, weight_decay=0.05, layer_decay=0.5)
     assert {g["lr"] for g in optimizer.param_groups} == {base}  # unscaled until the scheduler sets it
     scheduler = build_scheduler(optimizer, total_steps=total, warmup_steps=warmup, min_lr=1e-6, warmup_lr=1e-7)
     for t in range(total + 1):

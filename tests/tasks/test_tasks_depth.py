@@ -111,6 +111,17 @@ def test_silog_loss_matches_formula_and_ignores_invalid():
     assert float(silog_loss(gt.clamp(min=1), gt.clamp(min=1), valid)) == pytest.approx(1e-5, abs=1e-5)
 
 
+def test_silog_loss_is_the_mean_of_per_image_losses():
+    torch.manual_seed(0)
+    pred, gt = torch.rand(4, 1, 5, 6) + 0.5, torch.rand(4, 1, 5, 6) + 0.5
+    valid = torch.rand(4, 1, 5, 6) > 0.3
+    valid[3] = False  # an image without valid pixels counts 0
+    per_image = [float(silog_loss(pred[i:i + 1], gt[i:i + 1], valid[i:i + 1])) for i in range(3)] + [0.0]
+    assert float(silog_loss(pred, gt, valid)) == pytest.approx(sum(per_image) / 4, rel=1e-6)
+    halves = (silog_loss(pred[:2], gt[:2], valid[:2]) + silog_loss(pred[2:], gt[2:], valid[2:])) / 2
+    assert float(halves) == pytest.approx(float(silog_loss(pred, gt, valid)), rel=1e-6)  # split-invariant
+
+
 def test_read_depth_png_millimetres_and_npy(tmp_path):
     mm = np.array([[1000, 2500], [0, 65535]], dtype=np.uint16)
     Image.fromarray(mm).save(tmp_path / "d.png")

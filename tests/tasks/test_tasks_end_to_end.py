@@ -24,8 +24,12 @@ def test_depth_finetune_improves_rmse_and_writes_the_run(tmp_path):
     run = tmp_path / "run"
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["task"] == "depth" and cfg["model"]["name"] == "vit-micro-32" and cfg["optim"]["lr"] == 1e-3
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [10, 12] and all(r["lr"] <= 1e-3 for r in log)
+    log = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if not r.get("epoch_end")]
+    assert [r["step"] for r in log] == [4, 8, 10, 12] and all(r["lr"] <= 1e-3 for r in log)  # epochs of 4 steps
+    groups = json.loads((run / "param_groups.json").read_text())
+    scales = {r["name"]: r["lr_scale"] for r in groups}
+    assert scales["model.encoder.blocks.2.attn.qkv.weight"] == pytest.approx(0.65)  # last of 3 blocks
+    assert scales["model.encoder.patch_embed.proj.weight"] == pytest.approx(0.65**4)
     encoder, info = load_model(run)
     assert info["format"] != "init" and len(encoder.blocks) == 3
 

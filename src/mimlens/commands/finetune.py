@@ -1,10 +1,11 @@
-"""``mimlens finetune {cls,linear,depth,pose,track,det}``: transfer a backbone to a downstream task and evaluate
-it with the field's metric, optionally with its last blocks dropped (``--drop-last K``) or for several K
-(``--sweep-drop 0,1,2,3``, the paper's Figure 5).
+"""``mimlens finetune TASK``: transfer a backbone to a downstream task and evaluate it with the field's metric,
+optionally with its last blocks dropped (``--drop-last K``) or for several K (``--sweep-drop 0,1,2,3``, the
+paper's Figure 5). Runs on one CPU or GPU, or under ``torchrun`` (one process per device); rerunning the same
+command resumes from ``RUN/checkpoints/last.pt``.
 
-Flags override the ``--config`` YAML, which overrides the defaults of :mod:`mimlens.tasks.run`; the resolved
-config is saved as ``RUN/config.yaml`` and the metrics, with the variant that produced them, as
-``RUN/metrics.json``.
+Flags override the ``--config`` YAML, which overrides the task's defaults (:mod:`mimlens.tasks.run`); the
+resolved config is saved as ``RUN/config.yaml`` and the metrics, with the variant that produced them, as
+``RUN/metrics.json``. The tasks and their help come from :data:`mimlens.tasks.registry.TASKS`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import argparse
 import re
 from pathlib import Path
 
-TASKS = ("cls", "linear", "depth", "pose", "track", "det")
+from mimlens.tasks.registry import TASKS
+
+CLASSIFICATION = ("cls", "linear")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", choices=TASKS,
-                        help="cls (full fine-tune), linear (probe), depth, pose, track or det (COCO box AP)")
+    parser.add_argument("task", choices=list(TASKS), metavar="TASK",
+                        help="; ".join(f"{t.name}: {t.help}" for t in TASKS.values()))
     parser.add_argument("--init", help="MODEL to start from: run directory, checkpoint file (with --arch), preset "
                                        "or timm:NAME (random init); default vit-tiny-64")
     parser.add_argument("--arch", help="the preset or timm model a checkpoint file belongs to")
@@ -32,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="run length in epochs")
     length.add_argument("--steps", type=int, help="run length in optimizer updates (0: evaluate the start point)")
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--warmup-steps", type=int, help="linear warm-up length (default 5 %% of the run)")
+    parser.add_argument("--batch-size", type=int, help="global batch (all processes and accumulation steps)")
+    parser.add_argument("--accum-steps", type=int, help="gradient-accumulation micro-batches per update")
     parser.add_argument("--lr", type=float, help="base learning rate for a batch of 256; lr = base × batch / 256")
     parser.add_argument("--layer-decay", type=float, help="layer-wise lr decay (default 0.65 ViT, 0.9 Swin)")
     parser.add_argument("--num-eval", type=int, help="synthetic evaluation images (sequences for track)")
@@ -42,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="linear: probe the output of this 0-based block (ViT) or stage (Swin), not the final one")
     parser.add_argument("--pool", choices=("cls", "avg"), help="linear: CLS token or mean of the patch tokens")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--workers", type=int, help="data-loading worker processes")
+    parser.add_argument("--workers", type=int, help="data-loading worker processes per training process")
     parser.add_argument("--device", help="auto (default), cpu, cuda")
+    parser.add_argument("--resume", help="checkpoint to resume from (default RUN/checkpoints/last.pt if present)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -61,11 +67,21 @@ def parse_sweep(text: str | None) -> list[int] | None:
     return values
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.task == "det":
-        from mimlens.tasks.detection_run import run_det
+def task_flags(args: argparse.Namespace) -> dict:
+    """Flags of one task's own section: ``--label`` (cls, linear), ``--probe-block`` and ``--pool`` (linear)."""
+    from mimlens.errors import MimlensError
 
-        return run_det(args)
+    given = {"label": args.label, "block": args.probe_block, "pool": args.pool}
+    allowed = {"cls": ("label",), "linear": ("label", "block", "pool")}.get(args.task, ())
+    wrong = [f"--{name.replace('block', 'probe-block')}" for name, value in given.items()
+             if value is not None and name not in allowed]
+    if wrong:
+        raise MimlensError(f"{', '.join(wrong)} does not apply to task {args.task}")
+    return {f"{args.task}.{name}": value for name, value in given.items() if name in allowed}
+
+
+def run(args: argparse.Namespace) -> int:
+    from mimlens import distributed
     from mimlens.tasks.run import finetune, resolve_config
 
     flags = {
@@ -74,20 +90,20 @@ def run(args: argparse.Namespace) -> int:
         "arch": args.arch,
         "data.source": args.data,
         "data.num_eval": args.num_eval,
-        "cls.label": args.label,
-        "linear.label": args.label,
-        "linear.block": args.probe_block,
-        "linear.pool": args.pool,
+        **task_flags(args),
         "drop_last": args.drop_last,
         "sweep_drop": parse_sweep(args.sweep_drop),
         "train.epochs": args.epochs,
         "train.steps": args.steps,
         "train.seed": args.seed,
+        "optim.warmup_steps": args.warmup_steps,
         "optim.batch_size": args.batch_size,
+        "optim.accum_steps": args.accum_steps,
         "optim.base_lr": args.lr,
         "optim.layer_decay": args.layer_decay,
         "run.device": args.device,
         "run.num_workers": args.workers,
+        "run.resume": args.resume,
         "run.out": args.out,
         "run.progress": False if args.no_progress else None,
     }
@@ -95,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(cfg["run"]["out"] or Path("runs") / f"finetune_{args.task}_{_slug(str(cfg['init']))}")
     cfg["run"]["out"] = str(out)
     result = finetune(cfg, out)
-    if "rows" in result:
+    if not distributed.is_main():
+        return 0
+    if "stopped_at" in result:
+        print(f"finetune {args.task} stopped at step {result['stopped_at']}/{result['total_steps']} (rerun the "
+              f"command to resume): {out}")
+    elif "rows" in result:
         values = ", ".join(f"K={r['drop_last']}: {r[result['metric']]:.4g}" for r in result["rows"])
         print(f"finetune {args.task} drop sweep ({result['metric']}): {values}: {out}")
     else:

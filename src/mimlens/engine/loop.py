@@ -185,7 +185,7 @@ class Trainer:
         finally:
             self.log.close()
         return {"run_dir": str(self.run_dir), "step": self.step, "total_steps": self.total_steps,
-                "finished": self.step == self.total_steps, "loss": self.last_loss}
+                "finished": self.step == self.total_steps, "loss": self.last_loss, "plan": self.plan.as_dict()}
 
     def _update(self, batches) -> dict[str, torch.Tensor]:
         """One update over ``accum_steps`` micro-batches: the objective's outputs (mean) and the gradient norm."""

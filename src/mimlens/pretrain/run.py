@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from mimlens import distributed
-from mimlens.config import load_yaml, merge, resolve
+from mimlens.config import merge, resolve
 from mimlens.engine.settings import engine_defaults
 from mimlens.errors import MimlensError
 
@@ -35,40 +35,15 @@ DEFAULTS: dict[str, Any] = {
 # The pre-training recipe: the engine's defaults (mimlens.engine.settings) with these changes.
 DEFAULTS.update(merge(engine_defaults(), {"optim": {"min_lr": 1e-5}, "train": {"steps": 1000}}))
 
-EXCLUSIVE = (("train", "steps", "epochs"), ("optim", "warmup_steps", "warmup_epochs"),
-             ("optim", "decay_steps", "decay_epochs"))
 DEFAULT_CROP_SCALE = {"simmim": [0.67, 1.0], "supervised": [0.08, 1.0], "moco": [0.08, 1.0]}
 
 
 def resolve_config(config_path: str | Path | None, flags: dict[str, Any]) -> dict[str, Any]:
     """DEFAULTS ← YAML ← flags (dotted keys, None = not given); ``model.kwargs`` accepts any timm keyword.
 
-    A length in steps and the same length in epochs (:data:`EXCLUSIVE`) exclude each other: a layer (YAML,
-    flags) that sets one clears the other.
+    A length in steps and the same length in epochs exclude each other (:func:`mimlens.config.resolve`).
     """
-    defaults = copy.deepcopy(DEFAULTS)
-    layer = load_yaml(config_path) if config_path is not None else {}
-    kwargs = (layer.get("model") or {}).get("kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise MimlensError(f"{config_path}: model.kwargs must be a mapping, got {type(kwargs).__name__}")
-    defaults["model"]["kwargs"].update({k: None for k in kwargs if k not in defaults["model"]["kwargs"]})
-    cfg = resolve(defaults, config_path, flags)
-    flag_layer: dict[str, Any] = {}
-    for key, value in flags.items():
-        if value is not None and key.count(".") == 1:
-            section, name = key.split(".")
-            flag_layer.setdefault(section, {})[name] = value
-    decided = set()
-    for given in (flag_layer, layer):  # the higher layer decides
-        for section, steps, epochs in EXCLUSIVE:
-            values = given.get(section) or {}
-            if (section, steps) in decided or (values.get(steps) is None and values.get(epochs) is None):
-                continue
-            decided.add((section, steps))
-            if values.get(epochs) is None:
-                cfg[section][epochs] = None
-            elif values.get(steps) is None:
-                cfg[section][steps] = None
+    cfg = resolve(DEFAULTS, config_path, flags)
     cfg["model"]["kwargs"] = {k: v for k, v in cfg["model"]["kwargs"].items() if v is not None}
     if cfg["objective"] not in DEFAULT_CROP_SCALE:
         raise MimlensError(f"objective must be one of {', '.join(DEFAULT_CROP_SCALE)}, got {cfg['objective']!r}")

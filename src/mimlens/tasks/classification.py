@@ -18,10 +18,10 @@ from torch import nn
 from mimlens.errors import MimlensError
 from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import pooled_features
-from mimlens.tasks.layer_decay import layer_decay_param_groups, param_group_rows
+from mimlens.tasks.layer_decay import layer_decay_param_groups
 
 __all__ = ["Classifier", "LinearProbe", "TopKAccuracy", "cross_entropy", "evaluate_classification",
-           "layer_decay_param_groups", "param_group_rows"]
+           "layer_decay_param_groups"]
 
 
 class TopKAccuracy(SumAccumulator):

@@ -141,11 +141,20 @@ def _squeeze_channel(x: torch.Tensor) -> torch.Tensor:
 
 def silog_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, variance_focus: float = 0.85,
                scale: float = 10.0) -> torch.Tensor:
-    """BTS training loss: scale · sqrt(mean(e²) − λ·mean(e)²), e = ln pred − ln gt over all valid pixels."""
-    err = torch.log(pred[valid]) - torch.log(gt[valid])
-    if err.numel() == 0:
-        return pred.sum() * 0.0
-    return scale * ((err**2).mean() - variance_focus * err.mean() ** 2).clamp(min=1e-12).sqrt()
+    """BTS's SILog training loss, per image: scale · sqrt(mean(e²) − λ·mean(e)²) with e = ln pred − ln gt over
+    the image's valid pixels, averaged over the images of the batch (0 for an image without valid pixels).
+
+    BTS takes one SILog over all valid pixels of a GPU's batch, so its loss depends on how a batch is split over
+    processes; the per-image mean does not, and N processes train what one process trains on the same batch.
+    """
+    b = pred.shape[0]
+    pred, gt, valid = pred.reshape(b, -1), gt.reshape(b, -1), valid.reshape(b, -1)
+    err = torch.where(valid, torch.log(pred.clamp(min=1e-12)) - torch.log(gt.clamp(min=1e-12)), 0.0)
+    count = valid.sum(1)
+    mean = err.sum(1) / count.clamp(min=1)
+    mean_sq = (err**2).sum(1) / count.clamp(min=1)
+    per_image = scale * (mean_sq - variance_focus * mean**2).clamp(min=1e-12).sqrt()
+    return torch.where(count > 0, per_image, 0.0 * per_image).mean()
 
 
 class DepthDecoder(nn.Module):

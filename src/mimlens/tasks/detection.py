@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from timm.layers import LayerNorm2d
@@ -270,3 +271,22 @@ class DetectionObjective(nn.Module):
         heads = nn.ModuleList([m for name, m in pyramid.named_children() if name != "body"]
                               + [self.detector.rpn, self.detector.roi_heads])
         return layer_decay_param_groups(self.encoder, weight_decay, layer_decay, heads=heads)
+
+
+def detector_variant(detector: FasterRCNN, eval_set, results: list[dict], size: int) -> dict[str, Any]:
+    """The metric variant of a detection run: metric, detector layout, input handling and counts."""
+    from mimlens.tasks.detection_eval import METRIC_VARIANT
+
+    pyramid = detector.backbone
+    kind = "simple feature pyramid (ViTDet)" if isinstance(pyramid, SimpleFeaturePyramid) else "stage FPN"
+    sizes = [float(s[0]) for s in detector.rpn.anchor_generator.sizes]
+    return {
+        "metric": METRIC_VARIANT,
+        "values": "fractions in [0, 1] (x100 for COCO's percentages); null where an area range has no ground truth",
+        "detector": f"torchvision Faster R-CNN, {kind}, strides {list(pyramid.strides.values())}, anchors {sizes} "
+                    "px at aspect ratios " + str(list(detector.rpn.anchor_generator.aspect_ratios[0])),
+        "input": f"letterboxed to {size}x{size} px; boxes scored in original image pixels",
+        "num_images": len(eval_set),
+        "num_instances": len(eval_set.coco.getAnnIds()),
+        "num_detections": len(results),
+    }

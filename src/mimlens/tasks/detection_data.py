@@ -207,3 +207,16 @@ def detection_set(root: str | Path, split: str, category_ids: list[int] | None =
     if image_dir is None:
         raise MimlensError(f"no image folder for {ann} (looked for {root / stem}, {root / split}, {root / 'images'})")
     return CocoInstances(load_instances(ann), image_dir, category_ids=category_ids)
+
+
+def export_synthetic(num_train: int, num_eval: int, img_size: int, seed: int, difficulty: dict[str, Any],
+                     out_dir: str | Path) -> Path:
+    """Synthetic scenes as a COCO instances folder: ``num_train`` of the train split and ``num_eval`` of the
+    (disjoint) val split, through ``mimlens.data.export.export_coco_instances``; returns ``out_dir``."""
+    from mimlens.data.export import export_coco_instances
+    from mimlens.data.synthetic import SyntheticScenes
+
+    for split, num in (("train", num_train), ("val", num_eval)):
+        scenes = SyntheticScenes(num, img_size, seed, split=split, **difficulty)
+        export_coco_instances(scenes, out_dir, split=split, masks=False)
+    return Path(out_dir)

@@ -15,7 +15,7 @@ import io
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.ops import box_convert
 
 from mimlens.tasks.detection_data import CocoInstances, letterbox
@@ -71,9 +71,11 @@ class _Letterboxed(Dataset):
 
 
 @torch.no_grad()
-def predict(detector: torch.nn.Module, dataset: CocoInstances, size: int, fill: tuple[float, ...],
+def predict(detector: torch.nn.Module, dataset: CocoInstances | Subset, size: int, fill: tuple[float, ...],
             batch_size: int = 16, num_workers: int = 0) -> list[dict[str, Any]]:
-    """COCO results (x, y, w, h boxes in original pixels) of ``detector`` on every image of ``dataset``."""
+    """COCO results (x, y, w, h boxes in original pixels) of ``detector`` on every image of ``dataset`` (a
+    :class:`CocoInstances` or a ``Subset`` of one, e.g. a process's shard)."""
+    category_ids = (dataset.dataset if isinstance(dataset, Subset) else dataset).category_ids
     detector.eval()
     device = next(detector.parameters()).device
     loader = DataLoader(_Letterboxed(dataset, size, fill), batch_size=batch_size, shuffle=False,
@@ -88,6 +90,6 @@ def predict(detector: torch.nn.Module, dataset: CocoInstances, size: int, fill: 
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
             boxes = box_convert(boxes, "xyxy", "xywh")
             for box, label, score in zip(boxes.tolist(), out["labels"].tolist(), out["scores"].tolist(), strict=True):
-                results.append({"image_id": image_id, "category_id": dataset.category_ids[label - 1],
+                results.append({"image_id": image_id, "category_id": category_ids[label - 1],
                                 "bbox": [round(v, 2) for v in box], "score": round(score, 5)})
     return results

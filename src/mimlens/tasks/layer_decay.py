@@ -109,16 +109,3 @@ def layer_decay_param_groups(backbone: nn.Module, weight_decay: float, layer_dec
     if not groups:
         raise MimlensError("the model has no trainable parameters")
     return list(groups.values())
-
-
-def param_group_rows(groups: list[dict]) -> list[dict]:
-    """One row ``{"name", "lr_scale", "weight_decay"}`` per parameter of ``groups``, in group order (for
-    auditing a run's optimizer)."""
-    rows = []
-    for group in groups:
-        names = group.get("param_names")
-        if names is None or len(names) != len(group["params"]):
-            raise MimlensError("every group needs a 'param_names' list naming each of its 'params'")
-        rows += [{"name": n, "lr_scale": float(group.get("lr_scale", 1.0)),
-                  "weight_decay": float(group["weight_decay"])} for n in names]
-    return rows

@@ -353,6 +353,9 @@ class OneStreamTracker(nn.Module):
         self.template_grid = token_grid(encoder, (template_size, template_size))
         self.search_grid = token_grid(encoder, (search_size, search_size))
         self.head = CenterBoxHead(encoder.num_features, head_channels)
+        for name in ("cls_token", "reg_token", "dist_token"):  # one-stream tracking uses patch tokens only
+            if isinstance(getattr(encoder, name, None), nn.Parameter):
+                getattr(encoder, name).requires_grad_(False)
 
     def _embed(self, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         from timm.layers import resample_abs_pos_embed

@@ -1,0 +1,73 @@
+"""The fine-tuning tasks: what each declares (family, primary metric, its config section and recipe) and
+which function sets it up. The ``finetune`` driver, the sweep over dropped blocks and the command line are
+built from this table, so a task added here is available everywhere.
+
+This module imports only the standard library, so a command line can list the tasks cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Task:
+    """One downstream task.
+
+    ``section``: the defaults of the task's own config section (``cfg[name]``); ``recipe``: what the task
+    changes in the shared fine-tuning defaults (:data:`mimlens.tasks.run.COMMON` and the engine's);
+    ``setup``: ``"module:function"`` returning a :class:`mimlens.tasks.setups.TaskSetup`.
+    """
+
+    name: str
+    help: str
+    family: str  # semantic | geometric | motion | combined
+    primary: str
+    higher_is_better: bool
+    setup: str
+    section: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    def setup_function(self) -> Callable:
+        module, name = self.setup.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_SETUPS = "mimlens.tasks.setups"
+
+TASKS: dict[str, Task] = {task.name: task for task in (
+    Task("cls", "full fine-tuning for classification (top-1)", "semantic", "top1", True,
+         f"{_SETUPS}:setup_classification", {"label": "fine_label", "label_smoothing": 0.1, "drop_path": 0.1}),
+    Task("linear", "linear probe on the frozen backbone (top-1)", "semantic", "top1", True, f"{_SETUPS}:setup_linear",
+         {"label": "fine_label", "block": None, "pool": "cls"},
+         {"optim": {"base_lr": 0.08, "weight_decay": 0.0, "layer_decay": 1.0}}),
+    Task("depth", "monocular depth (RMSE, NYUv2/KITTI metrics)", "geometric", "rmse", False,
+         f"{_SETUPS}:setup_depth",
+         {"min_depth": 1e-3, "max_depth": 10.0, "crop": "none", "channels": 64, "num_deconv": 3}),
+    Task("pose", "top-down keypoints (COCO OKS AP)", "geometric", "ap", True, f"{_SETUPS}:setup_pose",
+         {"sigma": None, "flip_test": True, "channels": 64, "oks_sigmas": None}),
+    Task("track", "single-object tracking (LaSOT SUC)", "motion", "suc", True, f"{_SETUPS}:setup_tracking",
+         {"template_size": None, "search_size": None, "template_factor": 2.0, "search_factor": 4.0,
+          "head_channels": 64, "sequence_length": 16, "max_gap": 10}),
+    Task("det", "object detection with Faster R-CNN (COCO box AP)", "combined", "ap", True,
+         f"{_SETUPS}:setup_detection",
+         {"channels": 64,  # width of every pyramid level
+          # ViT simple pyramid: strides patch/2 … 2·patch (+4·patch for the RPN). ViTDet's full set adds 4.0
+          # (stride patch/4), which at 64 px with patch 8 is a stride-2 map that triples a CPU step's cost
+          "scales": [2.0, 1.0, 0.5], "anchor_scale": 4.0, "aspect_ratios": [0.5, 1.0, 2.0], "proposals": 300,
+          "rois_per_image": 64, "box_head_dim": 256, "score_thresh": 0.05, "detections_per_img": 100,
+          "max_objects": 100, "flip": True},
+         {"data": {"synthetic": {"num_objects": [1, 3]}}, "optim": {"base_lr": 0.02, "batch_size": 16},
+          "train": {"steps": 300}}),
+)}
+
+
+def task(name: str) -> Task:
+    from mimlens.errors import MimlensError
+
+    if name not in TASKS:
+        raise MimlensError(f"task must be one of {', '.join(TASKS)}, got {name!r}")
+    return TASKS[name]
