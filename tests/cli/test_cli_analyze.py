@@ -48,7 +48,7 @@ def test_analyze_writes_the_run_directory_contract(analysis_run, image_folder, c
     cka = json.loads((out / "cka.json").read_text())
     assert CKA_KEYS <= set(cka) and cka["num_images"] == 5 and cka["unit"] == "image"
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["model"] == {"spec": str(checkpoint), "arch": "vit-micro-32"}
+    assert cfg["model"] == {"spec": str(checkpoint), "arch": "vit-micro-32", "seed": 0}
     assert cfg["data"]["source"] == str(image_folder) and cfg["analysis"]["cka"] is True
     with open(out / "attention.csv") as f:
         rows = list(csv.DictReader(f))
@@ -154,3 +154,62 @@ def test_split_and_scene_difficulty_choose_the_images(workdir, cli, checkpoint):
         assert layer["distance_px"] == pytest.approx(values.tolist(), rel=1e-5)
     default = build_dataset("synthetic:4", img_size=32)
     assert not torch.equal(images, torch.stack([default[i]["image"] for i in range(4)]))
+
+
+def test_a_seeded_random_init_gives_the_same_numbers_twice(workdir, cli):
+    docs = []
+    for name, seed in (("seed7_a", "7"), ("seed7_b", "7"), ("seed8", "8")):
+        status, _, _ = cli("analyze", "vit-micro-32", "--seed", seed, "--num-images", "4", "--batch-size", "4",
+                           "--out", workdir / name, "--no-progress")
+        assert status == 0
+        docs.append(json.loads((workdir / name / "attention.json").read_text()))
+    assert docs[0]["seed"] == 7
+    assert yaml.safe_load((workdir / "seed7_a" / "config.yaml").read_text())["model"]["seed"] == 7
+    assert docs[0]["layers"] == docs[1]["layers"]
+    assert docs[2]["layers"][0]["head_kl"] != docs[0]["layers"][0]["head_kl"]
+
+
+def assert_same_layers(a: dict, b: dict) -> None:
+    for x, y in zip(a["layers"], b["layers"], strict=True):
+        assert x["distance_px"] == pytest.approx(y["distance_px"], rel=1e-6)
+        assert x["entropy"] == pytest.approx(y["entropy"], rel=1e-6)
+
+
+def test_a_training_checkpoint_is_analysed_at_its_step_without_arch(demo_dir, workdir, cli):
+    """``RUN/checkpoints/last.pt`` names its model in its own config; its encoder at the last step is the backbone
+    the finished run exported."""
+    run = demo_dir / "pretrain_simmim"
+    status, printed, _ = cli("analyze", run / "checkpoints" / "last.pt", "--num-images", "4", "--batch-size", "4",
+                             "--out", workdir / "from_last", "--no-progress")
+    assert status == 0
+    doc = json.loads((workdir / "from_last" / "attention.json").read_text())
+    assert doc["step"] == 2 and "at step 2" in printed
+    assert cli("analyze", run, "--num-images", "4", "--batch-size", "4", "--out", workdir / "from_run",
+               "--no-progress")[0] == 0
+    finished = json.loads((workdir / "from_run" / "attention.json").read_text())
+    assert finished["step"] == 2 and "training has not finished" not in finished["weights"]
+    assert_same_layers(doc, finished)
+    assert cli("analyze", run / "checkpoints" / "last.pt", "--arch", "vit-micro-32", "--num-images", "4",
+               "--out", workdir / "from_last_arch", "--no-progress")[0] == 0
+    status, _, err = cli("analyze", run / "checkpoints" / "last.pt", "--arch", "vit-tiny-64", "--out",
+                         workdir / "bad_arch")
+    assert status == 2 and "training checkpoint of 'vit-micro-32'" in err
+
+
+def test_an_unfinished_run_is_analysed_at_its_latest_checkpoint(demo_dir, workdir, cli):
+    import shutil
+
+    unfinished = workdir / "unfinished_run"
+    shutil.copytree(demo_dir / "pretrain_simmim", unfinished)
+    (unfinished / "backbone.safetensors").unlink()
+    status, printed, _ = cli("analyze", unfinished, "--num-images", "4", "--batch-size", "4",
+                             "--out", workdir / "from_unfinished", "--no-progress")
+    assert status == 0
+    doc = json.loads((workdir / "from_unfinished" / "attention.json").read_text())
+    assert doc["step"] == 2 and "at step 2 (last.pt; training has not finished)" in printed
+    assert cli("analyze", demo_dir / "pretrain_simmim", "--num-images", "4", "--batch-size", "4",
+               "--out", workdir / "from_finished", "--no-progress")[0] == 0
+    assert_same_layers(doc, json.loads((workdir / "from_finished" / "attention.json").read_text()))
+    (unfinished / "checkpoints" / "last.pt").unlink()
+    status, _, err = cli("analyze", unfinished, "--out", workdir / "bad_unfinished")
+    assert status == 2 and "has no backbone.safetensors (written when training finishes) and no checkpoint" in err

@@ -1,8 +1,9 @@
 """``mimlens analyze MODEL``: attention distance, entropy and head KL (and CKA with ``--cka``) of one model.
 
-The analysis itself is :func:`mimlens.probe.analysis.analyze` (images, passes, run directory); this command
-reads the flags, calls it and prints a per-layer table next to the uniform-attention reference. The flags
-shared with ``mimlens compare`` are defined here.
+The analysis itself is :func:`mimlens.probe.analysis.analyze` (images, passes, run directory), or with
+``--every-checkpoint`` :func:`mimlens.probe.over_training.analyze_over_training` (every snapshot of a training
+run); this command reads the flags, calls it and prints a per-layer table next to the uniform-attention
+reference (or the per-layer mean distance at each step). The flags shared with ``mimlens compare`` are here.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mimlens.probe.analysis import ANALYSIS_DEFAULTS, DATA_DEFAULTS
+from mimlens.probe.analysis import ANALYSIS_DEFAULTS, DATA_DEFAULTS, MODEL_DEFAULTS
 from mimlens.probe.choices import PREFIX_POLICIES, UNITS
 
 DEFAULTS: dict[str, Any] = {
-    "model": {"spec": None, "arch": None},
+    "model": MODEL_DEFAULTS,
     "data": DATA_DEFAULTS,
     "analysis": ANALYSIS_DEFAULTS,
     "run": {"device": None, "out": None, "progress": True},
@@ -39,9 +40,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL",
-                        help="timm:NAME or a preset (random init), a checkpoint file (with --arch) or a run directory")
-    parser.add_argument("--arch", help="for a checkpoint file: the preset or timm model it belongs to")
+                        help="timm:NAME or a preset (random init), a checkpoint file (with --arch), a run directory "
+                             "(its latest checkpoint while it trains) or a run's checkpoints/last.pt")
+    parser.add_argument("--arch", help="for a foreign checkpoint file: the preset or timm model it belongs to")
+    parser.add_argument("--seed", type=int, help="seed of a random initialisation (default 0)")
     parser.add_argument("--cka", action="store_true", default=None, help="also compute CKA between layers")
+    parser.add_argument("--every-checkpoint", action="store_true", default=None,
+                        help="for a run directory: analyse every step_<N> snapshot and the final backbone, and plot "
+                             "the statistics against training step")
     add_data_arguments(parser)
 
 
@@ -62,14 +68,23 @@ def run(args: argparse.Namespace) -> int:
     from mimlens import distributed
     from mimlens.config import resolve
     from mimlens.probe.analysis import analyze, check_config, slug
+    from mimlens.probe.over_training import analyze_over_training
 
-    flags = {"model.spec": args.model, "model.arch": args.arch, "analysis.cka": args.cka, **data_flags(args)}
+    flags = {"model.spec": args.model, "model.arch": args.arch, "model.seed": args.seed, "analysis.cka": args.cka,
+             "analysis.every_checkpoint": args.every_checkpoint, **data_flags(args)}
     cfg = resolve(DEFAULTS, args.config, flags)
     check_config(cfg)
     out = Path(cfg["run"]["out"] or Path("runs") / f"analyze_{slug(cfg['model']['spec'])}")
     cfg["run"]["out"] = str(out)
     check_out(out, "analysis")
     try:
+        if cfg["analysis"]["every_checkpoint"]:
+            summary = analyze_over_training(cfg, out, log=say)
+            if distributed.is_main():
+                say(steps_table(summary))
+                say(f"run directory: {out}  (attention_over_training.json, attention/step_<N>.json, "
+                    "figures/attention_over_training.png)")
+            return 0
         doc = analyze(cfg, out, log=say)
         if distributed.is_main():
             say(layer_table(doc))
@@ -98,6 +113,14 @@ def layer_table(doc: dict[str, Any]) -> str:
     from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows, text_table
 
     return text_table(LAYER_COLUMNS, attention_layer_rows(doc))
+
+
+def steps_table(summary: dict[str, Any]) -> str:
+    """Mean attention distance (px) of each layer (columns) at each training step (rows)."""
+    from mimlens.report.summary import text_table
+
+    rows = [[step, *distances] for step, distances in zip(summary["steps"], summary["distance_px"], strict=True)]
+    return "mean attention distance (px) per layer:\n" + text_table(["step", *summary["layers"]], rows)
 
 
 def say(text: str) -> None:

@@ -1,8 +1,9 @@
 """``mimlens compare RUN_OR_MODEL RUN_OR_MODEL ...``: several models side by side, and CKA between them.
 
 Each item is an analysis run directory (its ``attention.json`` is reused; its model is loaded again from
-its ``config.yaml`` for CKA) or a MODEL spelling (analysed here). Every pair of models gets a CKA matrix
-on the same raw images in the same order, each model with its own preprocessing.
+its ``config.yaml`` for CKA, a random initialisation from its recorded seed, so CKA measures the very weights the
+analysis did) or a MODEL spelling (analysed here; random initialisations from ``seed``, default 0). Every pair
+of models gets a CKA matrix on the same raw images in the same order, each model with its own preprocessing.
 
 Writes: ``config.yaml``, ``compare.json`` (the models and where their statistics came from),
 ``attention/<label>.json``, ``cka_across.json`` (``{"pairs": [cka.json, ...]}``), overlaid
@@ -25,6 +26,7 @@ from mimlens.probe.analysis import DATA_DEFAULTS
 DEFAULTS: dict[str, Any] = {
     "items": [],
     "arch": [],
+    "seed": 0,
     "data": DATA_DEFAULTS,
     "analysis": {"batch_size": 64, "prefix_policy": "renorm", "cka_unit": "image"},
     "run": {"device": None, "out": None, "progress": True},
@@ -36,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="analysis run directories or MODEL spellings (as for mimlens analyze); two or more")
     parser.add_argument("--arch", action="append",
                         help="for checkpoint files: once for all of them, or once per item in order ('-' for none)")
+    parser.add_argument("--seed", type=int, help="seed of the random initialisations analysed here (default 0)")
     add_data_arguments(parser)
 
 
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from mimlens.config import resolve
     from mimlens.probe.analysis import check_config, slug
 
-    cfg = resolve(DEFAULTS, args.config, {"items": args.items, "arch": args.arch, **data_flags(args)})
+    cfg = resolve(DEFAULTS, args.config, {"items": args.items, "arch": args.arch, "seed": args.seed,
+                                          **data_flags(args)})
     check_config(cfg)
     out = Path(cfg["run"]["out"] or Path("runs") / ("compare_" + "_".join(slug(i) for i in cfg["items"])))
     cfg["run"]["out"] = str(out)
@@ -135,9 +139,12 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     entries = []
     for item, arch, label in zip(items, archs_for(items, cfg["arch"]), labels_for(items), strict=True):
         reused = analysis_run(item)
-        spec, arch = (reused[1]["spec"], reused[1].get("arch")) if reused else (item, arch)
-        model, info = load(spec, arch)
-        entries.append({"label": label, "item": item, "spec": spec, "model": model,
+        if reused:
+            spec, arch, seed = reused[1]["spec"], reused[1].get("arch"), reused[1].get("seed")
+        else:
+            spec, seed = item, cfg["seed"]
+        model, info = load(spec, arch, seed)
+        entries.append({"label": label, "item": item, "spec": spec, "model": model, "info": info,
                         "weights": describe_weights(info), "doc": reused[0] if reused else None})
     sizes = [preprocessing(e["model"])["img_size"] for e in entries]
     side = max(max(s) if isinstance(s, tuple) else s for s in sizes)
@@ -147,7 +154,7 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     for e in entries:
         if e["doc"] is None:
             stats = attention_pass(e["model"], dataset, cfg["analysis"], device, progress)
-            e["doc"] = attention_document(stats, e["spec"], e["model"], e["weights"], dataset, data["source"])
+            e["doc"] = attention_document(stats, e["spec"], e["model"], e["info"], dataset, data["source"])
             e["from"] = f"this comparison ({e['doc']['num_images']} images of {data['source']})"
         else:
             e["from"] = (f"analysis run {e['item']} ({e['doc'].get('num_images')} images of "

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import timm
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model_data_config
 from torch import nn
 
@@ -89,7 +90,8 @@ def unknown_spec(spec: str) -> MimlensError:
 
 
 def build_model(
-    spec: str, *, img_size: int | None = None, num_classes: int = 0, pos_embed: str | None = None, **overrides: Any
+    spec: str, *, img_size: int | None = None, num_classes: int = 0, pos_embed: str | None = None,
+    seed: int | None = None, **overrides: Any
 ) -> nn.Module:
     """A randomly initialised timm model.
 
@@ -99,6 +101,8 @@ def build_model(
         num_classes: classifier outputs; 0 (default) gives a headless backbone.
         pos_embed: ``"sincos"`` replaces a ViT's learned absolute position embedding by the fixed 2-D sin-cos
             one (frozen); ``"learned"`` or None keeps timm's.
+        seed: initialise from ``torch.manual_seed(seed)`` on a forked CPU generator (the global one is left as
+            it was), so one seed always gives the same weights; None draws from torch's global generator.
         **overrides: further keyword arguments for ``timm.create_model`` (they override the preset's).
 
     Presets normalise inputs with the ImageNet mean and std (recorded in ``pretrained_cfg``, read by
@@ -118,9 +122,12 @@ def build_model(
         kwargs["img_size"] = img_size
         overlay["input_size"] = (3, *_pair(img_size))
     try:
-        model = timm.create_model(
-            preset.timm_name, pretrained=False, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs
-        )
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = timm.create_model(
+                preset.timm_name, pretrained=False, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs
+            )
     except (TypeError, ValueError, AssertionError) as err:
         raise MimlensError(f"cannot build {spec!r} with {kwargs}: {err}") from None
     if pos_embed == "sincos":

@@ -2,7 +2,9 @@
 
 MODEL is ``timm:NAME`` or a preset (random init), a checkpoint file with ``arch`` (format detected and
 converted to timm keys), or a run directory: ``RUN/config.yaml`` holds ``model: {name, kwargs}`` and
-``RUN/backbone.safetensors`` the weights in timm key names.
+``RUN/backbone.safetensors`` the weights in timm key names. A run that has not finished gives its latest
+snapshot or checkpoint, and a run's own ``checkpoints/last.pt`` or ``checkpoints/step_<N>.safetensors`` needs no
+arch (``mimlens.models.snapshots``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mimlens.errors import MimlensError
 from mimlens.io import save_bytes
 from mimlens.models.build import PRESETS, build_model, resolve_spec, unknown_spec
 from mimlens.models.checkpoint import head_prefixes, load_checkpoint, load_pretrained
+from mimlens.models.snapshots import load_run_weights, load_training_file
 
 __all__ = ["BACKBONE_FILE", "load_model", "model_section", "save_backbone"]
 
@@ -37,8 +40,8 @@ def load_model(spec: str | os.PathLike, arch: str | None = None, *, moco_encoder
         moco_encoder: for MoCo v3 checkpoints, ``"base"`` or ``"momentum"``.
         pretrained: for ``timm:NAME[.TAG]``, timm's pretrained weights from the Hugging Face cache
             (:func:`~mimlens.models.checkpoint.load_pretrained`).
-        **overrides: :func:`build_model` arguments (``img_size``, ``num_classes``, ``pos_embed``, timm kwargs);
-            for a run directory they override its ``model.kwargs``.
+        **overrides: :func:`build_model` arguments (``img_size``, ``num_classes``, ``pos_embed``, ``seed``, timm
+            kwargs); for a run directory they override its ``model.kwargs``.
 
     Returns:
         the model (eval mode is left to the caller) and a plain ``info`` dict: ``source``, ``format``
@@ -59,6 +62,9 @@ def load_model(spec: str | os.PathLike, arch: str | None = None, *, moco_encoder
             raise MimlensError(f"arch={arch!r} is only for checkpoint files; run directory {path} names its model")
         return _load_run(path, moco_encoder, overrides)
     if path.is_file():
+        trained = load_training_file(path, arch, overrides)  # a run's last.pt, or a snapshot inside RUN/checkpoints
+        if trained is not None:
+            return trained
         if arch is None:
             raise MimlensError(
                 f"checkpoint {path} needs an arch: the preset or timm model it belongs to (e.g. vit-base-224, "
@@ -81,11 +87,8 @@ def _load_run(run: Path, moco_encoder: str, overrides: dict[str, Any]) -> tuple[
     kwargs = section.get("kwargs") or {}
     if not isinstance(kwargs, dict):
         raise MimlensError(f"{config}: model.kwargs must be a mapping, got {type(kwargs).__name__}")
-    weights = run / BACKBONE_FILE
-    if not weights.is_file():
-        raise MimlensError(f"run directory {run} has no {BACKBONE_FILE} (the backbone weights in timm key names)")
     model = build_model(section["name"], **{**kwargs, **overrides})
-    info = load_checkpoint(weights, model, moco_encoder=moco_encoder)
+    info = load_run_weights(run, model, run / BACKBONE_FILE, moco_encoder)
     return model, {**info, "source": str(run), "run": {"name": section["name"], "kwargs": kwargs}}
 
 

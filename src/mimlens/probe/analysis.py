@@ -1,8 +1,12 @@
 """The analysis of one model: its images, the attention and CKA passes, and the run directory they fill.
 
 Run directory: ``config.yaml``, ``attention.json`` (:meth:`AttentionStats.to_json` plus the MODEL spelling,
-its timm ``architecture``, the ``weights``, the ``data`` and the ``skipped_files``), ``attention.csv``,
-``cka.json`` (with ``analysis.cka``), ``figures/*.png`` and ``report.html``.
+its timm ``architecture``, the ``weights``, the ``data``, the ``skipped_files``, and the ``seed`` of a random
+initialisation or the training ``step`` of a run's weights when known), ``attention.csv``, ``cka.json`` (with
+``analysis.cka``), ``figures/*.png`` and ``report.html``.
+
+Random initialisations are seeded (``model.seed``, default 0): the same config gives the same weights, so an
+analysis can be repeated exactly and ``mimlens compare`` rebuilds the very model an analysis measured.
 
 Images follow the input contract of :mod:`mimlens.probe.inputs`: the dataset yields raw RGB in [0, 1] and each
 model applies its own preprocessing, in the attention pass as in the CKA pass. Under ``torchrun`` every rank
@@ -27,6 +31,7 @@ from mimlens.probe.choices import PREFIX_POLICIES, UNITS
 __all__ = [
     "ANALYSIS_DEFAULTS",
     "DATA_DEFAULTS",
+    "MODEL_DEFAULTS",
     "analyze",
     "attention_document",
     "attention_pass",
@@ -47,7 +52,9 @@ DATA_DEFAULTS: dict[str, Any] = {
     "source": "synthetic", "num_images": 64, "seed": 0, "split": "train",
     "synthetic": {"num_objects": None, "background": None, "background_strength": None},
 }
-ANALYSIS_DEFAULTS: dict[str, Any] = {"batch_size": 64, "prefix_policy": "renorm", "cka": False, "cka_unit": "image"}
+ANALYSIS_DEFAULTS: dict[str, Any] = {"batch_size": 64, "prefix_policy": "renorm", "cka": False, "cka_unit": "image",
+                                     "every_checkpoint": False}
+MODEL_DEFAULTS: dict[str, Any] = {"spec": None, "arch": None, "seed": 0}
 
 
 def check_config(cfg: dict[str, Any]) -> None:
@@ -80,19 +87,25 @@ def progress_enabled(cfg: dict[str, Any]) -> bool:
 
 
 def describe_weights(info: dict[str, Any]) -> str:
-    """``"random init"`` for ``timm:NAME`` and presets, else where the weights came from."""
+    """``"random init"`` for ``timm:NAME`` and presets, else where the weights came from (and the training step
+    of a run's weights, with the file when it is not the finished run's backbone)."""
     if info.get("format") == "init":
         return "random init"
-    if "run" in info:
-        return f"run {info['source']}"
-    return f"{info.get('format', 'checkpoint')} checkpoint {info.get('source', '')}".strip()
+    if "run" not in info:
+        return f"{info.get('format', 'checkpoint')} checkpoint {info.get('source', '')}".strip()
+    text = f"run {info['source']}" + (f" at step {info['step']}" if "step" in info else "")
+    if info.get("finished") is False:
+        text += f" ({Path(info['weights_file']).name}; training has not finished)"
+    return text
 
 
-def load(spec: str, arch: str | None):
-    """``(model, info)`` for a MODEL spelling, in eval mode."""
+def load(spec: str, arch: str | None, seed: int | None = None):
+    """``(model, info)`` for a MODEL spelling, in eval mode; ``seed`` fixes a random initialisation."""
     from mimlens.models import load_model
 
-    model, info = load_model(spec, arch)
+    model, info = load_model(spec, arch, seed=seed)
+    if info.get("format") == "init":
+        info["seed"] = seed
     return model.eval(), info
 
 
@@ -147,12 +160,14 @@ def cka_pass(model_a, dataset, analysis: dict[str, Any], device, progress: bool,
                       device=device, progress=progress)
 
 
-def attention_document(stats, spec: str, model, weights: str, dataset, source: str) -> dict[str, Any]:
+def attention_document(stats, spec: str, model, info: dict[str, Any], dataset, source: str) -> dict[str, Any]:
     """``attention.json``: the statistics' own JSON plus the MODEL spelling, its timm architecture, the weights
-    and the data used (with the files skipped as unreadable)."""
+    (with the seed of a random initialisation, the step of a run's weights) and the data used (with the files
+    skipped as unreadable)."""
     doc = stats.to_json(spec)
     doc.update(architecture=getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__),
-               weights=weights, data=source, skipped_files=skipped_files(dataset))
+               weights=describe_weights(info), data=source, skipped_files=skipped_files(dataset))
+    doc.update({key: info[key] for key in ("seed", "step") if info.get(key) is not None})
     return doc
 
 
@@ -171,7 +186,7 @@ def analyze(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print) 
     device = distributed.init(cfg["run"]["device"])
     main = distributed.is_main()
     spec, progress = cfg["model"]["spec"], progress_enabled(cfg) and main
-    model, info = load(spec, cfg["model"]["arch"])
+    model, info = load(spec, cfg["model"]["arch"], cfg["model"]["seed"])
     weights = describe_weights(info)
     data, analysis = cfg["data"], cfg["analysis"]
     dataset = image_dataset(data, preprocessing(model)["img_size"])
@@ -179,7 +194,7 @@ def analyze(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print) 
         log(f"analyze {spec} ({weights}) on {len(dataset)} images of {data['source']}")
     stats = attention_pass(model, dataset, analysis, device, progress)
     cka = cka_pass(model, dataset, analysis, device, progress) if analysis["cka"] else None
-    doc = attention_document(stats, spec, model, weights, dataset, data["source"])
+    doc = attention_document(stats, spec, model, info, dataset, data["source"])
     if main:
         if doc["skipped_files"]:
             log(f"skipped {len(doc['skipped_files'])} unreadable file(s): "
