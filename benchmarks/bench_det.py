@@ -88,15 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from mimlens.tasks.detection_figures import loss_curves
-    from mimlens.tasks.detection_run import finetune_det, resolve_det_config
+    from mimlens.tasks.run import finetune, resolve_config
 
     runs = parse_runs(args.run)
     if not runs:
         sys.exit("give at least one --run LABEL=MODEL")
     if args.random:
         runs.append(("random", "random"))
-    base = resolve_det_config(args.config, {
-        "data.source": args.data, "data.num_eval": args.num_eval, "train.steps": args.steps,
+    base = resolve_config(args.config, {
+        "task": "det", "data.source": args.data, "data.num_eval": args.num_eval, "train.steps": args.steps,
         "optim.batch_size": args.batch_size, "optim.base_lr": args.lr, "run.device": args.device,
         "run.progress": False})
     out = Path(args.out)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg["init"] = model
         cfg["run"]["out"] = str(out / label)
         start = time.perf_counter()
-        result = finetune_det(cfg, out / label)
+        result = finetune(cfg, out / label)
         wall = time.perf_counter() - start
         steps = max(1, result["train"]["steps"])
         rows.append({"label": label, "init": cfg["init"], **{k: result["metrics"][k] for k in COLUMNS},

@@ -48,6 +48,7 @@ from mimlens.engine.sync_bn import convert_process_batchnorm
 from mimlens.errors import MimlensError
 from mimlens.io import save_json
 from mimlens.models.load import BACKBONE_FILE, save_backbone
+from mimlens.models.snapshots import save_snapshot
 
 
 class NonFiniteLoss(MimlensError):
@@ -174,8 +175,7 @@ class Trainer:
                     if checkpoint:
                         self._save()
                     if snapshot_every and self.step % snapshot_every == 0 and self.is_main:
-                        save_backbone(self.objective.encoder, self.run_dir / "checkpoints" /
-                                      f"step_{self.step}.safetensors")
+                        save_snapshot(self.objective.encoder, self.run_dir, self.step)
                     if stop:
                         break
                 if self.step == stop_at:

@@ -29,9 +29,6 @@ class SumAccumulator:
             self.sums[name] = state[name].to(torch.float64).clone()
 
     def all_reduce_(self) -> SumAccumulator:
-        """Sum over torchrun processes in place (a no-op in one process); NCCL reduces on this rank's GPU."""
-        nccl = torch.distributed.is_initialized() and torch.distributed.get_backend() == "nccl"
-        for name, value in self.sums.items():
-            reduced = distributed.all_reduce_sum_(value.cuda() if nccl else value)
-            self.sums[name] = reduced.cpu()
+        """Sum over torchrun processes in place with one all-reduce (a no-op in one process)."""
+        distributed.all_reduce_sum_many_(list(self.sums.values()))
         return self

@@ -233,7 +233,7 @@ def build_detector(
 
 
 class DetectionObjective(nn.Module):
-    """The detector as a training objective (``mimlens.tasks.fit`` / ``mimlens.engine`` contract).
+    """The detector as a training objective (``mimlens.engine`` contract).
 
     A batch holds ``image`` (B, 3, S, S) in [0, 1], ``boxes`` (B, M, 4) x1y1x2y2 pixels and ``labels`` (B, M)
     with ``0`` marking unused slots (see ``detection_data.DetectionTransform``). Returns the total ``loss`` and
