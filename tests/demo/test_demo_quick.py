@@ -2,8 +2,10 @@
 rerun that reuses every stage, and the report clean in a headless browser."""
 
 import contextlib
+import html
 import io
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +17,7 @@ from mimlens.cli import main
 from mimlens.demo import findings as fd
 from mimlens.demo.pipeline import build_stages
 from mimlens.demo.presets import QUICK
+from mimlens.report.blocks import decimals, fmt
 
 pytestmark = pytest.mark.slow
 
@@ -156,8 +159,21 @@ def expected_numbers(out: Path) -> dict[str, dict]:
     return {"F1": f1, "F2": f2, "F3": f3, "F4": f4, "F5": f5, "F6": f6}
 
 
+def findings_cells(page: str) -> dict[str, dict[str, list[str]]]:
+    """The numbers table of each finding on the page: row label -> the texts of its cells."""
+    table = page[page.index('<table class="findings">'):page.index('<nav class="toc">')]
+    found = {}
+    for part in table.split('<tr id="finding-')[1:]:
+        rows = re.findall(r"<tr><th>([^<]*)</th>((?:<td[^>]*>[^<]*</td>)+)</tr>", part)
+        found[part[:part.index('"')].upper()] = {html.unescape(label): [html.unescape(c) for c in
+                                                                       re.findall(r"<td[^>]*>([^<]*)</td>", cells)]
+                                                 for label, cells in rows}
+    return found
+
+
 def test_every_finding_number_comes_from_the_runs_json(demo):
     expected = expected_numbers(demo.path)
+    cells = findings_cells((demo.path / "report.html").read_text())
     for row in load(demo.path / "findings.json")["findings"]:
         numbers = {k: v for k, v in row["numbers"].items() if k != "reason"}
         assert set(numbers) == set(expected[row["id"]]), row["id"]
@@ -166,6 +182,15 @@ def test_every_finding_number_comes_from_the_runs_json(demo):
                 assert numbers[key] == value
             else:
                 assert numbers[key] == pytest.approx(float(value), rel=1e-9, abs=1e-12), (row["id"], key)
+        # the page shows every number, laid out one row per quantity, each row with one precision
+        layout = row["table"]["rows"]
+        assert {k for _, *keys in layout for k in keys if k} == set(numbers), row["id"]
+        assert set(cells[row["id"]]) == {label for label, *_ in layout}, row["id"]
+        for label, *keys in layout:
+            values = [expected[row["id"]][k] if k else None for k in keys]
+            places = decimals(values)
+            assert cells[row["id"]][label] == [fmt(v, places) if isinstance(v, (int, float)) else fmt(v)
+                                               for v in values], (row["id"], label)
 
 
 def test_rerun_reuses_every_stage(demo):
@@ -176,19 +201,30 @@ def test_rerun_reuses_every_stage(demo):
     assert before == {p: p.stat().st_mtime_ns for p in (demo.path / "pretrain").rglob("backbone.safetensors")}
 
 
-def test_demo_report_opens_cleanly_in_a_browser(demo, browser):
-    html = (demo.path / "report.html").read_text()
-    assert "Findings" in html and "Training bars" in html and "Verdict rules" in html
-    assert "quick preset: models not trained enough" in html
+def test_demo_report_opens_with_the_findings_and_cleanly_in_a_browser(demo, browser):
+    page = (demo.path / "report.html").read_text()
+    # the findings and their figures come first; contents, stages and the folded runs after
+    findings, contents, stages = (page.index(s) for s in ('<table class="findings">', '<nav class="toc">',
+                                                           "<th>stage</th>"))
+    assert findings < contents < stages and page.count('<img class="thumb"') == 8
+    assert page.count('<details class="fold">') == 29 + 2  # the runs, then the stages and the files of the demo
+    assert "quick preset: models not trained enough" in page and "Training bars" in page
+    assert "Comparison (1 run)" in page and "/stages" not in page and str(demo.path) not in page
+    assert not re.search(r"\b1 [a-z]+s\b", re.sub(r"<[^>]+>", " ", page))  # "1 image", never "1 images"
     found = browser(demo.path / "report.html")
     assert found["images"] > 20 and found["broken"] == [] and found["errors"] == [] and found["console"] == []
 
 
-def test_mimlens_report_renders_the_demo_directory(demo, tmp_path, browser):
-    status, _ = run_cli("report", demo.path, "--out", tmp_path / "rep", "--title", "demo again")
+def test_mimlens_report_renders_the_demo_directory_as_the_demo_does(demo, tmp_path, browser):
+    status, _ = run_cli("report", demo.path, "--out", tmp_path / "rep")
     assert status == 0
-    html = (tmp_path / "rep" / "report.html").read_text()
-    assert "Findings: quick" in html and html.count('class="verdict inconclusive"') == 6
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert page.count('class="verdict inconclusive"') == 6 and "About this demo" in page
+
+    def headings(text):
+        return re.findall(r"<title>[^<]*</title>|<h[234] id=\"[^\"]*\">[^<]*</h[234]>", text)
+
+    assert headings(page) == headings((demo.path / "report.html").read_text())
     found = browser(tmp_path / "rep" / "report.html")
     assert found["broken"] == [] and found["errors"] == []
 

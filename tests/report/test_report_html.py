@@ -29,7 +29,7 @@ class Page(HTMLParser):
     def __init__(self, text):
         super().__init__()
         self.images, self.links, self.ids, self.scripts, self.external = [], [], [], 0, []
-        self.headings, self._heading = [], None
+        self.headings, self.heading_ids, self.folded, self._heading = [], [], 0, None
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
@@ -44,8 +44,11 @@ class Page(HTMLParser):
             self.scripts += 1
         if tag == "link" or (tag in ("img", "script", "iframe") and not attrs.get("src", "").startswith("data:")):
             self.external.append((tag, attrs))
-        if tag in ("h2", "h3"):
+        if tag in ("h2", "h3", "h4"):
             self._heading = [tag, ""]
+            self.heading_ids.append((tag, attrs.get("id")))
+        if tag == "details" and attrs.get("class") == "fold":
+            self.folded += 1
 
     def handle_data(self, data):
         if self._heading is not None:
@@ -141,13 +144,16 @@ def test_report_of_every_kind_is_one_self_contained_file(runs, tmp_path):
     # analysis: 4 own figures; compare: 2; pretrain: reconstruction + curves drawn from log.jsonl; layer drop;
     # masks: 1
     assert len(page.images) == 4 + 2 + 2 + 1 + 1
-    assert "Other figures" not in [t for _, t in page.headings[page.headings.index(("h2", "Comparison: a vs b")):]]
+    assert "Other figures" not in [t for _, t in page.headings[page.headings.index(("h3", "Comparison: a vs b")):]]
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
-    # the contents link to headings that exist
+    # the contents link to every top-level heading; the runs are folded, grouped by kind, and not listed
     anchors = [link[1:] for link in page.links if link.startswith("#")]
-    assert len(anchors) == len(page.headings) - 1 and set(anchors) <= set(page.ids)  # all but "Contents"
+    assert set(anchors) <= set(page.ids) and len(anchors) == len(set(anchors))
+    assert {i for tag, i in page.heading_ids if tag == "h2" and i} <= set(anchors)
+    assert page.folded == 6 and len(anchors) == 7  # findings, about; five kinds of run. Folded: 5 runs, a Files list
+    assert ("h2", "Comparison (1 run)") in page.headings and ("h2", "Analysis (1 run)") in page.headings
     # every file link points to a copy next to the report
     files = [link for link in page.links if not link.startswith("#")]
     assert "analysis/attention.json" in files and "demo/masks/avgdist.json" in files
@@ -160,9 +166,10 @@ def test_report_of_every_kind_is_one_self_contained_file(runs, tmp_path):
 def test_analysis_numbers_and_random_init_notice_reach_the_page(runs, tmp_path):
     text = build_report([runs["analysis"]], tmp_path / "r.html").read_text()
     assert "random initialisation" in text
-    # per-layer table: mean over heads, uniform references, head-KL mean
-    assert "<td class=\"num\">11</td>" in text and "<td class=\"num\">16.06</td>" in text
-    assert "<td class=\"num\">2.773</td>" in text and "<td class=\"num\">0.6</td>" in text
+    # per-layer table: mean over heads, uniform references, head-KL mean; each column with one precision
+    assert '<td class="num">11.00</td>' in text and '<td class="num">12.00</td>' in text
+    assert '<td class="num">16.06</td>' in text and '<td class="num">2.250</td>' in text
+    assert '<td class="num">2.773</td>' in text and '<td class="num">0.6000</td>' in text
     # CKA facts: mean of the off-diagonal cells, first vs last block
     assert "mean CKA between different layers</dt><dd>0.8" in text
 
@@ -197,8 +204,9 @@ def test_findings_table_rows_and_verdicts():
                             "numbers": {"a": 0.123456, "n": 3}, "rule": "a < 1 & b"},
                            ("F2", "AvgDist", "not reproduced", "none")])
     assert 'class="verdict reproduced"' in html and 'class="verdict not-reproduced"' in html
-    assert "a = 0.1235; n = 3" in html
-    assert html.count('class="rule"') == 1 and "rule: a &lt; 1 &amp; b" in html
+    assert '<tr><th>a</th><td class="num">0.1235</td></tr><tr><th>n</th><td class="num">3</td></tr>' in html
+    assert html.count('class="rule"') == 1 and "<summary>rule</summary>a &lt; 1 &amp; b" in html
+    assert "<td>none" in html  # numbers given as text
     with pytest.raises(MimlensError, match="verdict 'maybe' is not one of"):
         findings_table([("F1", "x", "maybe", "")])
     with pytest.raises(MimlensError, match="lacks numbers"):
@@ -250,12 +258,12 @@ def test_fine_tuning_metrics_name_their_variant(runs, tmp_path):
     text = build_report([runs["demo"] / "finetune_depth"], tmp_path / "r.html").read_text()
     assert "primary metric</dt><dd>rmse</dd><dt>value</dt><dd>0.31</dd><dt>higher is better</dt><dd>false" in text
     assert "<caption>metric variant</caption>" in text and "<td>per image</td>" in text
-    assert "<caption>metric: rmse</caption>" in text and '<td class="num">0.29</td>' in text
+    assert "<caption>metric: rmse</caption>" in text and '<td class="num">0.2900</td>' in text
 
 
 def test_a_report_inside_the_runs_it_shows_does_not_find_its_own_copies(runs):
     out = runs["demo"] / "report" / "report.html"
     first = Page(build_report([runs["demo"], runs["analysis"]], out).read_text()).headings
     second = Page(build_report([runs["demo"], runs["analysis"]], out).read_text()).headings
-    assert first == second and sum(t.startswith("Analysis") for _, t in second) == 1
+    assert first == second and sum(t.startswith("Analysis:") for _, t in second) == 1
     assert (out.parent / "analysis" / "attention.json").is_file()

@@ -1,8 +1,8 @@
 """``mimlens report RUN_DIR...``: one self-contained HTML page from whatever the run directories hold.
 
 Analysis runs, comparisons, masks runs, pre-training and fine-tuning runs, and directories of runs (a
-demo) are recognised by their files. The page embeds every figure; the figures and numbers it shows are
-also placed next to it.
+demo) are recognised by their files; a demo directory gives the same page as the demo writes. The page
+embeds every figure; the figures and numbers it shows are also placed next to it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR",
                         help="where report.html goes (default: the run directory itself when there is one, "
                              "else runs/report)")
-    parser.add_argument("--title", default="mimlens report", help="the page title (default: %(default)s)")
+    parser.add_argument("--title", help="the page title (default: the demo's for a demo directory, else "
+                                        "'mimlens report')")
 
 
 def run(args: argparse.Namespace) -> int:

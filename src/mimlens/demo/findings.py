@@ -1,11 +1,13 @@
-"""Verdicts on the paper's findings F1–F6 (SPEC §1), computed from the demo's JSON documents.
+"""Verdicts on the paper's findings F1–F6, computed from the demo's JSON documents.
 
 Pure functions: each takes the parsed JSON of the runs it needs (``attention.json``, ``cka.json``,
 ``avgdist.json``, ``metrics.json``, ``drop_sweep.json``, ``bars.json``) and returns one findings row
-``{"id", "statement", "verdict", "numbers", "rule"}`` — the form ``mimlens report`` renders. ``numbers``
-holds every value the verdict used. A verdict is "reproduced" or "not reproduced" only when the preset
-claims findings and the training bars the finding depends on passed; otherwise it is "inconclusive" and
-``numbers["reason"]`` says why. The margins below are part of the rules and are printed with them.
+``{"id", "statement", "verdict", "numbers", "rule", "table"}`` — the form ``mimlens report`` renders.
+``numbers`` holds every value the verdict used; ``table`` lays them out for reading, one row per quantity
+and one column per model or task: ``{"columns": [...], "rows": [[label, key of numbers or null, ...]]}``.
+A verdict is "reproduced" or "not reproduced" only when the preset claims findings and the training bars
+the finding depends on passed; otherwise it is "inconclusive" and ``numbers["reason"]`` says why. The
+margins below are part of the rules and are printed with them.
 """
 
 from __future__ import annotations
@@ -54,8 +56,13 @@ def mean_off_diagonal(cka: Mapping[str, Any]) -> float:
     return _mean([matrix[i][j] for i in range(len(matrix)) for j in range(len(matrix)) if i != j])
 
 
-def _row(fid: str, verdict: str, numbers: dict[str, Any], rule: str) -> dict[str, Any]:
-    return {"id": fid, "statement": STATEMENTS[fid], "verdict": verdict, "numbers": numbers, "rule": rule}
+def _row(fid: str, verdict: str, numbers: dict[str, Any], rule: str, columns: Sequence[str],
+         rows: Sequence[Sequence[str | None]]) -> dict[str, Any]:
+    """A findings row; ``rows`` are ``[label, key, ...]`` over ``columns``, keys missing from ``numbers`` dropped."""
+    layout = [[label, *(k if k in numbers else None for k in keys)] for label, *keys in rows
+              if any(k in numbers for k in keys)]
+    return {"id": fid, "statement": STATEMENTS[fid], "verdict": verdict, "numbers": numbers, "rule": rule,
+            "table": {"columns": list(columns), "rows": layout}}
 
 
 def _gate(claims: bool, bars: Mapping[str, Any], needed: Sequence[str]) -> str | None:
@@ -92,7 +99,14 @@ def f1_locality(simmim: Mapping, supervised: Mapping, random_init: Mapping, bars
     rule = (f"reproduced if SimMIM's mean distance is >= {LOCAL_MARGIN:.0%} below the random-init model's in more "
             "than half of the layers and supervised's upper-half layers are closer to uniform (smaller mean relative "
             "gap) than SimMIM's; needs both training bars")
-    return _row("F1", _decide(_gate(claims, bars, ("simmim", "supervised")), holds, numbers), numbers, rule)
+    verdict = _decide(_gate(claims, bars, ("simmim", "supervised")), holds, numbers)
+    return _row("F1", verdict, numbers, rule, ("SimMIM", "supervised", "random init"), [
+        ["mean attention distance (px)", "SimMIM mean distance px", "supervised mean distance px",
+         "random-init mean distance px"],
+        ["upper-half gap to uniform", "SimMIM upper-half gap to uniform", "supervised upper-half gap to uniform",
+         None],
+        ["local layers", "SimMIM local layers", None, None],
+        ["layers", "layers"]])
 
 
 def f2_avgdist(avgdist: Mapping[str, Any], mask_patch: int, mask_ratio: float, claims: bool) -> dict:
@@ -108,7 +122,10 @@ def f2_avgdist(avgdist: Mapping[str, Any], mask_patch: int, mask_ratio: float, c
                "reason": QUICK_REASON if not claims else
                "needs one pre-training and fine-tuning per masking setting (not in this preset)"}
     rule = "AvgDist is measured for every setting; the verdict needs one pre-training per setting"
-    return _row("F2", "inconclusive", numbers, rule)
+    return _row("F2", "inconclusive", numbers, rule, (), [
+        ["image size (px)", "image px"], ["moderate band from (px)", "moderate band low px"],
+        ["moderate band to (px)", "moderate band high px"], ["masking settings measured", "settings measured"],
+        ["settings in the band", "settings in band"], ["AvgDist of the pre-training (px)", "pre-training AvgDist px"]])
 
 
 def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) -> dict:
@@ -119,10 +136,13 @@ def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claim
     rule = (f"ratio = mean head KL of the last 3 layers / of the earlier layers; reproduced if supervised's ratio "
             f"< {KL_VANISH:g} <= SimMIM's and SimMIM's last-3 KL > supervised's; needs both training bars")
     numbers: dict[str, Any] = {"layers": len(sim)}
+    layout = [["head KL, last 3 layers", "SimMIM KL last 3", "supervised KL last 3"],
+              ["head KL, earlier layers", "SimMIM KL earlier", "supervised KL earlier"],
+              ["ratio last 3 / earlier", "SimMIM ratio", "supervised ratio"], ["layers", "layers"]]
     reason = _gate(claims, bars, ("simmim", "supervised"))
     if len(sim) < 4:
         numbers["reason"] = reason or "needs at least 4 layers (the last 3 and an earlier one)"
-        return _row("F3", "inconclusive", numbers, rule)
+        return _row("F3", "inconclusive", numbers, rule, ("SimMIM", "supervised"), layout)
     sim_last, sim_early, sup_last, sup_early = _mean(sim[-3:]), _mean(sim[:-3]), _mean(sup[-3:]), _mean(sup[:-3])
     sim_ratio = sim_last / sim_early if sim_early > 0 else math.nan
     sup_ratio = sup_last / sup_early if sup_early > 0 else math.nan
@@ -130,7 +150,7 @@ def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claim
                     "supervised KL last 3": sup_last, "supervised KL earlier": sup_early,
                     "supervised ratio": sup_ratio})
     holds = sup_ratio < KL_VANISH <= sim_ratio and sim_last > sup_last
-    return _row("F3", _decide(reason, holds, numbers), numbers, rule)
+    return _row("F3", _decide(reason, holds, numbers), numbers, rule, ("SimMIM", "supervised"), layout)
 
 
 def beats(name: str, higher: bool, value: float, baseline: float, num_images: int | None = None) -> bool:
@@ -183,7 +203,12 @@ def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[s
     reason = _gate(claims, bars, ("supervised",))
     if reason is None and unlearned:
         reason = f"the supervised fine-tuning does not beat the random-init one on {', '.join(unlearned)}"
-    return _row("F4", _decide(reason, holds, numbers), numbers, rule)
+    columns = [f"{task} {sweep['metric']}" for task, sweep in sweeps.items()]
+    ks = sorted({int(r["drop_last"]) for sweep in sweeps.values() for r in sweep["rows"]})
+    dropped = {0: "full model", 1: "last block dropped"}
+    layout = [[dropped.get(k, f"last {k} blocks dropped"), *(f"{c} K={k}" for c in columns)] for k in ks]
+    layout.append(["random-init fine-tuning", *(f"{c} random init" for c in columns)])
+    return _row("F4", _decide(reason, holds, numbers), numbers, rule, columns, layout)
 
 
 def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) -> dict:
@@ -192,8 +217,10 @@ def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) ->
     numbers = {"SimMIM mean CKA between layers": sim, "supervised mean CKA between layers": sup,
                "estimator": simmim.get("estimator")}
     rule = f"reproduced if SimMIM's mean off-diagonal CKA - supervised's >= {CKA_MARGIN:g}; needs both training bars"
-    return _row("F5", _decide(_gate(claims, bars, ("simmim", "supervised")), sim - sup >= CKA_MARGIN, numbers),
-                numbers, rule)
+    verdict = _decide(_gate(claims, bars, ("simmim", "supervised")), sim - sup >= CKA_MARGIN, numbers)
+    return _row("F5", verdict, numbers, rule, ("SimMIM", "supervised"), [
+        ["mean CKA between layers", "SimMIM mean CKA between layers", "supervised mean CKA between layers"],
+        ["estimator", "estimator"]])
 
 
 def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping],
@@ -231,4 +258,11 @@ def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping]
         reason = "no task's fine-tuning beats the random-init model's: pre-training made no measurable difference"
     elif reason is None and 2 * wins == counted:
         reason = "mixed: SimMIM wins exactly half of the counted tasks"
-    return _row("F6", _decide(reason, 2 * wins > counted, numbers), numbers, rule)
+    layout = []
+    for task in simmim:
+        name = _primary(simmim[task])[0]
+        layout.append([f"{task} {name}", *(f"{task} {name} {m}" for m in ("SimMIM", "supervised", "random init"))])
+        layout.append([f"{task} evaluation images", f"{task} evaluation images"])
+    layout += [["tasks counted", "tasks counted"], ["SimMIM wins", "SimMIM wins"]]
+    return _row("F6", _decide(reason, 2 * wins > counted, numbers), numbers, rule,
+                ("SimMIM", "supervised", "random init"), layout)

@@ -22,7 +22,6 @@ interrupted pre-training with an unchanged key resumes from its checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 import time
@@ -338,12 +337,10 @@ def _run_stages(preset: Preset, out: Path, device: str | None, parallel: int, sa
     wall = schedule_minutes(stages, parallel, findings)
     how = f"{parallel} at a time, {preset.threads or 'all'} torch thread(s) each" if parallel > 1 else "in turn"
     say(f"mimlens demo, preset {preset.name}: {n} stages ({how}), budget {wall:.2g} min; output {out}")
-    timings: dict[str, float] = {}
     todo = []
     for stage in stages:
         if is_done(out, stage):
             say(f"[{number[stage.name]}/{n}] {stage.name}: done before, reused")
-            timings[stage.name] = float((_record(out, stage) or {}).get("seconds", math.nan))
         else:
             todo.append(stage)
     clock = _Clock(total, parallel, findings)
@@ -352,7 +349,6 @@ def _run_stages(preset: Preset, out: Path, device: str | None, parallel: int, sa
         say(f"[{number[stage.name]}/{n}] {stage.name}: expected {stage.minutes:.2g} min; {clock.left(left)}")
 
     def finished(stage: Stage, seconds: float) -> None:
-        timings[stage.name] = seconds
         clock.finished(stage, seconds)
         say(f"[{number[stage.name]}/{n}] {stage.name}: finished in {seconds / 60:.2f} min")
 
@@ -363,7 +359,7 @@ def _run_stages(preset: Preset, out: Path, device: str | None, parallel: int, sa
     else:
         _run_parallel(preset, out, device, parallel, todo, started, finished)
     say(f"[{n}/{n}] findings and report")
-    report = write_findings_and_report(out, preset, stages, timings)
+    report = write_findings_and_report(out, preset)
     say(f"report: {report}")
     return report
 

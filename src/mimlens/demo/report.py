@@ -1,8 +1,10 @@
 """The demo's last stage: ``findings.json`` from the runs' JSON, summary figures and ``report.html``.
 
-``OUT/findings.json`` is ``{"preset", "claims_findings", "bars", "findings": [rows]}``; ``mimlens report OUT``
-renders its rows. ``OUT/figures/`` holds the figures that span several runs: fine-tuning results of the four
-models per task (F6), the supervised layer-drop sweeps (F4) and the training bars.
+``OUT/findings.json`` is ``{"preset", "claims_findings", "bars", "findings": [rows], "notice", "about"}``, each
+row with the ``figures`` behind its verdict; ``mimlens report OUT`` renders it, so the demo's report and
+``mimlens report OUT``'s are the same page. ``OUT/figures/`` holds the figures that span several runs:
+fine-tuning results of the four models per task (F6), the supervised layer-drop sweeps (F4) and the
+training bars.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from mimlens.report.figures_attention import run_colour
 
 LABELS = {"random_init": "random init", "simmim": "SimMIM", "supervised": "supervised", "moco": "MoCo v3"}
 COLOURS = {m: run_colour(i) for i, m in enumerate(MODELS)}  # as in the comparison, which lists MODELS in order
+FIGURES = {  # the figures behind each verdict, shown next to it in the report
+    "F1": ["compare/figures/attention_distance.png"],
+    "F2": ["masks/figures/avgdist.png"],
+    "F3": ["compare/figures/head_kl.png"],
+    "F4": [f"figures/layer_drop_{t}.png" for t in TASKS],
+    "F5": ["analysis/simmim/figures/cka_within.png", "analysis/supervised/figures/cka_within.png"],
+    "F6": ["figures/transfer.png"],
+}
 
 
 def read_json(path: Path) -> Any:
@@ -114,52 +124,37 @@ def bars_figure(bars: Mapping[str, Any], path: Path) -> Path:
     return _save_figure(figure, path)
 
 
-def intro_section(preset: Preset, bars: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], stages: Sequence,
-                  timings: Mapping[str, float]):
-    """The report's first section: what ran, the training bars, the verdict rules with their margins, and each
-    stage's budget against its time."""
-    from mimlens.report.html import Section, facts, notice, table
-
+def about(preset: Preset) -> dict[str, Any]:
+    """What the demo ran, as the report lists it."""
     steps = ", ".join(f"{LABELS[o]} {n}" for o, n in preset.pretrain_steps.items())
-    about = facts({"preset": preset.name, "architecture": preset.arch,
-                   "timm keywords": ", ".join(f"{k}={v}" for k, v in preset.arch_kwargs.items()),
-                   "pre-training steps": f"{steps} (batch {preset.batch_size})",
-                   "fine-tuning steps": preset.finetune_steps, "analysis images": preset.analysis_images,
-                   "findings claimed": preset.claims})
-    if not preset.claims:
-        about += notice(f"{fd.QUICK_REASON}: a smoke run of every stage; all findings stay inconclusive.")
-    sim, sup = bars["simmim"], bars["supervised"]
-    bar_rows = [["SimMIM", sim["rule"], f"masked L1 {sim['masked_l1']:.4f}; nearest fill {sim['nearest_fill_l1']:.4f};"
-                 f" mean fill {sim['mean_fill_l1']:.4f}", "passed" if sim["passed"] else "not passed"],
-                ["supervised", sup["rule"], f"top-1 {sup['top1']:.3f}; chance {sup['chance']:.3f}; "
-                 f"bar {sup['required']:.3f}", "passed" if sup["passed"] else "not passed"]]
-    stage_rows = [[s.name, s.minutes, None if math.isnan(timings.get(s.name, math.nan))
-                   else timings[s.name] / 60] for s in stages]
-    children = [
-        Section("Training bars", table(["model", "bar", "numbers", "result"], bar_rows,
-                                       "A finding is claimed only when the bars it depends on passed.")),
-        Section("Verdict rules", table(["#", "rule"], [[r["id"], r["rule"]] for r in rows],
-                                       "Computed from the runs' JSON by mimlens.demo.findings.")),
-        Section("Stages", table(["stage", "budget min", "took min"], stage_rows,
-                                "Budget from the preset (mimlens.demo.presets); reused stages show their first time.")),
-    ]
-    return Section(f"About this demo ({preset.name} preset)", about, children)
+    return {"preset": preset.name, "architecture": preset.arch,
+            "timm keywords": ", ".join(f"{k}={v}" for k, v in preset.arch_kwargs.items()),
+            "pre-training steps": f"{steps} (batch {preset.batch_size})",
+            "fine-tuning steps": preset.finetune_steps, "analysis images": preset.analysis_images,
+            "findings claimed": "yes" if preset.claims else "no"}
 
 
-def write_findings_and_report(out: Path, preset: Preset, stages: Sequence, timings: Mapping[str, float]) -> Path:
+def with_figures(rows: Sequence[Mapping[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """The rows, each with the figures behind its verdict that exist (paths inside ``out``)."""
+    return [{**row, "figures": [f for f in FIGURES[row["id"]] if (out / f).is_file()]} for row in rows]
+
+
+def write_findings_and_report(out: Path, preset: Preset) -> Path:
+    """``findings.json``, the figures spanning several runs and ``report.html``, the page ``mimlens report OUT``
+    writes too (it reads each stage's time from ``OUT/stages/``)."""
     from mimlens.io import save_json
     from mimlens.report.html import build_report
     from mimlens.tasks.figures import layer_drop_figure
 
     bars = read_json(out / "bars.json")
-    rows = compute_findings(out, preset)
-    save_json({"preset": preset.name, "claims_findings": preset.claims, "bars": bars, "findings": rows},
-              out / "findings.json")
     transfer_figure(out, out / "figures" / "transfer.png")
     bars_figure(bars, out / "figures" / "training_bars.png")
     for task in TASKS:
         if sweeps(preset, task, "supervised"):
             sweep = read_json(out / "finetune" / f"{task}_supervised" / "drop_sweep.json")
             layer_drop_figure(sweep, out / "figures" / f"layer_drop_{task}.png", labels=["supervised"])
-    intro = [intro_section(preset, bars, rows, stages, timings)]
-    return build_report([out], out / "report.html", title=f"mimlens demo ({preset.name} preset)", intro=intro)
+    rows = with_figures(compute_findings(out, preset), out)
+    smoke = f"{fd.QUICK_REASON}: a smoke run of every stage; all findings stay inconclusive."
+    save_json({"preset": preset.name, "claims_findings": preset.claims, "bars": bars, "findings": rows,
+               "notice": None if preset.claims else smoke, "about": about(preset)}, out / "findings.json")
+    return build_report([out], out / "report.html")

@@ -24,19 +24,31 @@ VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 
 @dataclass
 class Section:
-    """One heading of the report: level-2 sections hold level-3 children; both appear in the contents."""
+    """One heading of the report and its sub-headings. A folded section shows only its title until opened;
+    the contents list the top-level sections and their children that are not folded."""
 
     title: str
     body: str = ""
     children: list[Section] = field(default_factory=list)
+    folded: bool = False
 
 
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def fmt(value: Any) -> str:
-    """A number as a table shows it: integers in full, floats with four significant digits."""
+def decimals(values: Iterable[Any]) -> int | None:
+    """Decimals that give the largest float of ``values`` four significant digits (0 to 4), so a column or row
+    shows all its floats alike ("33.00" next to "33.12"); None when there is no float or it is below 1e-3."""
+    floats = [abs(v) for v in values if isinstance(v, float) and math.isfinite(v)]
+    if not floats or max(floats) < 1e-3:
+        return None
+    return min(4, max(0, 3 - math.floor(math.log10(max(floats)))))
+
+
+def fmt(value: Any, places: int | None = None) -> str:
+    """A number as the page shows it: integers in full, floats with ``places`` decimals (a table's column
+    or row, see :func:`decimals`) or, alone, four significant digits (scientific below 1e-3)."""
     if isinstance(value, bool) or value is None:
         return "" if value is None else str(value).lower()
     if isinstance(value, int):
@@ -44,8 +56,29 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return str(value)
+        if places is not None:
+            return f"{value:.{places}f}"
         return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
     return str(value)
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 image``, ``2 images`` (``nouns``: an irregular plural)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds in readable units: "0.5 s", "12 s", "3 min 12 s", "1 h 4 min"; "" when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    if round(seconds, 1) < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min" + (f" {whole % 60} s" if whole % 60 else "")
+    return f"{whole // 3600} h" + (f" {whole % 3600 // 60} min" if whole % 3600 // 60 else "")
 
 
 def slug(text: str) -> str:
@@ -70,21 +103,25 @@ def figure(png: bytes | str | Path, caption: str, title: str = "") -> str:
             f"<figcaption>{lead}{caption}</figcaption></figure>")
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], caption: str = "") -> str:
-    """A table of escaped cells; numeric cells are formatted by :func:`fmt` and right-aligned."""
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], caption: str = "", right: Sequence[str] = ()) -> str:
+    """A table of escaped cells; numeric columns and those named in ``right`` (e.g. durations) are
+    right-aligned, a column's floats all with the same decimals."""
     rows = [list(r) for r in rows]
     for r in rows:
         if len(r) != len(headers):
             raise ValueError(f"table row {r!r} has {len(r)} cells for {len(headers)} columns")
-    numeric = [bool(rows) and all(_is_number(r[i]) or r[i] is None for r in rows) for i in range(len(headers))]
+    numeric = [h in right or bool(rows) and all(_is_number(r[i]) or r[i] is None for r in rows)
+               for i, h in enumerate(headers)]
+    places = [decimals(r[i] for r in rows) for i in range(len(headers))]
 
-    def cells(values: Sequence[Any], tag: str) -> str:
-        return "".join(f'<{tag} class="num">{esc(fmt(v))}</{tag}>' if n else f"<{tag}>{esc(fmt(v))}</{tag}>"
-                       for v, n in zip(values, numeric, strict=True))
+    def cells(values: Sequence[Any], tag: str, head: bool = False) -> str:
+        return "".join(f'<{tag} class="num">{esc(v if head else fmt(v, d))}</{tag}>' if n
+                       else f"<{tag}>{esc(v if head else fmt(v))}</{tag}>"
+                       for v, n, d in zip(values, numeric, places, strict=True))
 
     body = "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows)
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
-    return (f'<div class="table-wrap"><table>{cap}<thead><tr>{cells(headers, "th")}</tr></thead>'
+    return (f'<div class="table-wrap"><table>{cap}<thead><tr>{cells(headers, "th", head=True)}</tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
 
 
@@ -105,37 +142,78 @@ def notice(text: str) -> str:
     return f'<p class="notice">{esc(text)}</p>'
 
 
-def findings_table(rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> str:
+def numbers_table(numbers: Mapping[str, Any], layout: Mapping[str, Any]) -> str:
+    """A finding's numbers as a small table: ``layout["rows"]`` are ``[label, key, ...]`` with one key of
+    ``numbers`` (or null) per entry of ``layout["columns"]``; a row with a single key spans every column.
+    Each row's floats share their decimals. Numbers the layout leaves out follow as "key: value" lines."""
+    columns = list(layout.get("columns") or [])
+    width = max(1, len(columns))
+    used, lines = set(), []
+    for label, *keys in layout.get("rows", []):
+        used.update(k for k in keys if k is not None)
+        values = [numbers.get(k) if k is not None else None for k in keys]
+        places = decimals(values)
+        span = f' class="span" colspan="{width}"' if len(keys) == 1 and width > 1 else ""
+        num = span or ' class="num"'
+        tds = "".join(f"<td{num}>{esc(fmt(v, places))}</td>" if _is_number(v) else f"<td{span}>{esc(fmt(v))}</td>"
+                      for v in values)
+        lines.append(f"<tr><th>{esc(label)}</th>{tds}</tr>")
+    head = "<tr><th></th>" + "".join(f'<th class="num">{esc(c)}</th>' for c in columns) + "</tr>"
+    head = head if any(len(keys) > 1 for _, *keys in layout.get("rows", [])) else ""
+    rest = "".join(f"<div>{esc(k)}: {esc(fmt(v))}</div>" for k, v in numbers.items()
+                   if k not in used and k != "reason")
+    return f'<table class="numbers"><thead>{head}</thead><tbody>{"".join(lines)}</tbody></table>{rest}'
+
+
+def findings_table(rows: Iterable[Mapping[str, Any] | Sequence[Any]], thumbs: Mapping[str, str] | None = None) -> str:
     """The paper's findings next to what a run shows.
 
     Each row is a mapping with ``id``, ``statement``, ``verdict`` and ``numbers`` or a 4-tuple in that
     order. ``verdict`` is one of "reproduced", "not reproduced", "inconclusive"; ``numbers`` (a mapping
-    or a string) are the values the verdict was computed from. A mapping row's optional ``rule`` (how the
-    verdict follows from the numbers) is shown under them.
+    or a string) are the values the verdict was computed from, ``numbers["reason"]`` why it is
+    inconclusive. A mapping row's optional ``table`` lays the numbers out (:func:`numbers_table`) and its
+    optional ``rule`` (how the verdict follows from the numbers) is folded under them. ``thumbs`` maps a
+    finding's id to the HTML of the figures behind its verdict, shown in a last column.
     """
     cells = []
+    thumbs = thumbs or {}
     for row in rows:
-        if isinstance(row, Mapping):
-            missing = [k for k in ("id", "statement", "verdict", "numbers") if k not in row]
-            if missing:
-                raise MimlensError(f"findings row {dict(row)!r} lacks {', '.join(missing)}")
-            fid, statement, verdict, numbers = row["id"], row["statement"], row["verdict"], row["numbers"]
-            rule = row.get("rule")
-        else:
-            if len(row) != 4:
-                raise MimlensError(f"findings row {row!r} must have 4 fields: id, statement, verdict, numbers")
-            fid, statement, verdict, numbers = row
-            rule = None
+        fid, statement, verdict, numbers, extra = _finding(row)
         if verdict not in VERDICTS:
             raise MimlensError(f"findings row {fid}: verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+        reason = numbers.get("reason") if isinstance(numbers, Mapping) else None
         if isinstance(numbers, Mapping):
-            numbers = "; ".join(f"{k} = {fmt(v)}" for k, v in numbers.items())
-        rule_line = f'<div class="rule">rule: {esc(rule)}</div>' if rule else ""
-        cells.append(f"<tr><td><b>{esc(fid)}</b></td><td>{esc(statement)}</td>"
-                     f'<td><span class="verdict {slug(verdict)}">{esc(verdict)}</span></td>'
-                     f"<td>{esc(numbers)}{rule_line}</td></tr>")
-    return ('<div class="table-wrap"><table class="findings"><thead><tr><th>#</th><th>finding (paper)</th>'
-            f"<th>verdict</th><th>numbers</th></tr></thead><tbody>{''.join(cells)}</tbody></table></div>")
+            numbers = numbers_table(numbers, extra.get("table") or {"rows": [[k, k] for k in numbers]})
+        else:
+            numbers = esc(numbers)
+        rule = extra.get("rule")
+        rule_line = f'<details class="rule"><summary>rule</summary>{esc(rule)}</details>' if rule else ""
+        why = f'<div class="reason">{esc(reason)}</div>' if reason else ""
+        figures = f'<td><div class="thumbs">{thumbs.get(fid, "")}</div></td>' if thumbs else ""
+        cells.append(f'<tr id="finding-{slug(fid)}"><td><b>{esc(fid)}</b> {esc(statement)}'
+                     f'<div><span class="verdict {slug(verdict)}">{esc(verdict)}</span></div>{why}</td>'
+                     f"<td>{numbers}{rule_line}</td>{figures}</tr>")
+    head = "<th>finding (paper) and verdict</th><th>numbers behind the verdict</th>"
+    head += "<th>figures</th>" if thumbs else ""
+    return (f'<div class="table-wrap"><table class="findings"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(cells)}</tbody></table></div>")
+
+
+def _finding(row: Mapping[str, Any] | Sequence[Any]) -> tuple[Any, Any, Any, Any, Mapping[str, Any]]:
+    """(id, statement, verdict, numbers, the row itself or {}) of a findings row; a malformed row is an error."""
+    if isinstance(row, Mapping):
+        missing = [k for k in ("id", "statement", "verdict", "numbers") if k not in row]
+        if missing:
+            raise MimlensError(f"findings row {dict(row)!r} lacks {', '.join(missing)}")
+        return row["id"], row["statement"], row["verdict"], row["numbers"], row
+    if len(row) != 4:
+        raise MimlensError(f"findings row {row!r} must have 4 fields: id, statement, verdict, numbers")
+    return (*row, {})
+
+
+def thumbnail(png: str | Path, link: str, alt: str) -> str:
+    """A small embedded figure that links to the full-size file ``link`` next to the report."""
+    return f'<a href="{esc(link)}"><img class="thumb" src="{png_data_uri(png)}" alt="{esc(alt)}"></a>'
 
 
 def json_table(obj: Any, caption: str = "") -> str:

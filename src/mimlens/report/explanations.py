@@ -1,4 +1,4 @@
-"""How to read each figure of a run against the paper's findings F1–F6 (SPEC §1), as short HTML texts.
+"""How to read each figure of a run against the paper's findings F1–F6, as short HTML texts.
 
 ``FIGURES`` maps a figure's file stem (``figures/<stem>.png``) to its title and caption; ``READING``
 holds the longer "what to look for" paragraphs shown once per subsection.
@@ -54,6 +54,16 @@ FIGURES: dict[str, tuple[str, str]] = {
         "Dropping the last blocks",
         "Downstream metric against the number of last blocks removed before fine-tuning.",
     ),
+    "transfer": (
+        "Fine-tuning from each initialisation (F6)",
+        "The primary metric of each task after fine-tuning each pre-trained model and the random-init one "
+        "with the same recipe.",
+    ),
+    "training_bars": (
+        "Training bars",
+        "Left: SimMIM's L1 error on the masked pixels next to filling them with the nearest visible pixel or the "
+        "mean colour. Right: the supervised model's top-1 next to chance and the required accuracy.",
+    ),
 }
 
 READING: dict[str, str] = {
@@ -105,7 +115,13 @@ READING: dict[str, str] = {
         "a MIM model the last blocks still carry diverse heads, so dropping them costs more."
     ),
     "findings": (
-        "Each of the paper's findings next to the verdict of this run and the numbers it was computed from. "
-        "At tiny scale on a CPU a finding can honestly fail to show: the verdicts say so."
+        "Each of the paper's findings next to its verdict, the numbers it was computed from (open "
+        "<i>rule</i> for how) and the figures to check it against. At tiny scale on a CPU a finding can "
+        "honestly fail to show: the verdicts say so."
+    ),
+    "bars": (
+        "<b>Why the bars.</b> A verdict is claimed only when the models it compares learned something: SimMIM "
+        "must beat copying the nearest visible pixel, the supervised model must clear chance by the margin "
+        "its rule states. Below a bar the findings that depend on it stay inconclusive."
     ),
 }

@@ -1,9 +1,10 @@
-"""Report sections for each kind of run directory, recognised by the files it holds (DESIGN.md contract).
+"""Report sections for each kind of run directory, recognised by the files it holds.
 
 kinds: ``comparison`` (``cka_across.json`` / ``compare.json``), ``analysis`` (``attention.json``),
 ``masks`` (``avgdist.json``), ``training`` (``log.jsonl`` or ``metrics.json``: pre-training and
-fine-tuning runs) and ``findings`` (``findings.json``, e.g. a demo directory). A directory with none of
-these may still hold runs in its sub-directories (a demo); they are found up to three levels down.
+fine-tuning runs) and ``findings`` (``findings.json``, e.g. a demo directory, rendered by
+:mod:`mimlens.report.findings`). A directory with none of these may still hold runs in its
+sub-directories (a demo); they are found up to three levels down.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,9 @@ from mimlens.report.blocks import (
     explain,
     facts,
     figure,
-    findings_table,
     json_table,
     notice,
+    plural,
     table,
 )
 from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows
@@ -39,23 +41,43 @@ MARKERS = {
     "training": ("log.jsonl", "metrics.json"),
     "findings": ("findings.json",),
 }
-NOT_RUNS = {"figures", "checkpoints", "tensorboard", "attention", "__pycache__"}
+NOT_RUNS = {"figures", "checkpoints", "tensorboard", "attention", "stages", "__pycache__"}  # stages: a demo's records
+GROUPS = ("Pre-training", "Analysis", "Comparison", "Masking", "Fine-tuning", "Training run")  # title prefixes
 DATA_SUFFIXES = (".json", ".csv", ".yaml", ".jsonl")
 
 
 @dataclass(frozen=True)
 class Run:
-    """A run directory, the top-level directory it was found under and the name its copies go under."""
+    """A run directory, the top-level directory it was found under and the name its copies go under;
+    ``named``: the report shows several top-level directories, so titles start with the directory's name."""
 
     path: Path
     kind: str
     root: Path
     root_label: str
+    named: bool = True
 
     @property
     def title(self) -> str:
+        """The run's path inside its top-level directory (the directory's name for the directory itself)."""
         rel = self.path.relative_to(self.root)
-        return self.root.name if rel == Path(".") else f"{self.root.name}/{rel.as_posix()}"
+        if rel == Path("."):
+            return self.root.name
+        return f"{self.root.name}/{rel.as_posix()}" if self.named else rel.as_posix()
+
+    def show(self, value: Any) -> Any:
+        """``value`` (a string, or strings nested in lists and mappings) with paths inside the top-level
+        directory written as the report titles runs: relative to it, or starting with its name."""
+        if isinstance(value, Mapping):
+            return {k: self.show(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.show(v) for v in value]
+        if not isinstance(value, str):
+            return value
+        root = str(self.root)
+        if value == root:
+            return self.root.name
+        return value.replace(f"{root}/", f"{self.root.name}/" if self.named else "")
 
 
 def run_kind(path: Path) -> str | None:
@@ -65,16 +87,16 @@ def run_kind(path: Path) -> str | None:
     return None
 
 
-def discover(root: Path, root_label: str, skip: Path | None = None, depth: int = 3) -> list[Run]:
+def discover(root: Path, root_label: str, skip: Path | None = None, depth: int = 3, named: bool = True) -> list[Run]:
     """The runs at ``root`` and below it, parents before children, siblings in name order; ``skip`` (the
-    report's own directory, which holds copies of runs) is not searched."""
+    report's own directory, which holds copies of runs) is not searched; ``named`` as in :class:`Run`."""
     root = root.resolve()
     found = []
 
     def visit(path: Path, level: int) -> None:
         kind = run_kind(path)
         if kind:
-            found.append(Run(path, kind, root, root_label))
+            found.append(Run(path, kind, root, root_label, named))
         if level < depth:
             for sub in sorted(p for p in path.iterdir() if p.is_dir()):
                 if sub.name not in NOT_RUNS and not sub.name.startswith(".") and sub.resolve() != skip:
@@ -131,20 +153,29 @@ class Assets:
 
 def run_section(run: Run, assets: Assets) -> Section:
     """The section of one run: its own subsections, then any figure not shown yet, then its files."""
-    builders = {"comparison": _comparison, "analysis": _analysis, "masks": _masks, "training": _training,
-                "findings": _findings}
+    builders = {"comparison": _comparison, "analysis": _analysis, "masks": _masks, "training": _training}
     section = builders[run.kind](run, assets)
     leftover = [p.stem for p in sorted((run.path / "figures").glob("*.png"))
                 if not assets.has(run, f"figures/{p.name}")]
     if leftover:
-        section.children.append(Section("Other figures", "".join(_figure(run, assets, s) for s in leftover)))
-    files = _files_section(run, assets)
+        section.children.append(Section("Other figures", "".join(run_figure(run, assets, s) for s in leftover)))
+    files = files_section(run, assets)
     if files:
         section.children.append(files)
     return section
 
 
-def _read_json(path: Path) -> Any:
+def group_runs(sections: list[Section]) -> list[Section]:
+    """Run sections grouped by kind (the prefix of their titles, in ``GROUPS`` order), each run folded."""
+    groups: dict[str, list[Section]] = {}
+    for section in sections:
+        section.folded = True
+        groups.setdefault(section.title.split(":", 1)[0], []).append(section)
+    order = sorted(groups, key=lambda g: GROUPS.index(g) if g in GROUPS else len(GROUPS))
+    return [Section(f"{g} ({plural(len(groups[g]), 'run')})", "", groups[g]) for g in order]
+
+
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -161,7 +192,7 @@ def _read_config(run: Run) -> dict[str, Any]:
         raise MimlensError(f"{path} is not valid YAML: {err}") from None
 
 
-def _figure(run: Run, assets: Assets, stem: str) -> str:
+def run_figure(run: Run, assets: Assets, stem: str) -> str:
     """The figure ``figures/<stem>.png`` of a run, placed next to the report and embedded; "" if absent."""
     rel = f"figures/{stem}.png"
     if not (run.path / rel).is_file():
@@ -174,7 +205,7 @@ def _figure(run: Run, assets: Assets, stem: str) -> str:
     return figure(run.path / rel, caption, title)
 
 
-def _files_section(run: Run, assets: Assets) -> Section | None:
+def files_section(run: Run, assets: Assets) -> Section | None:
     rels = sorted(p.relative_to(run.path).as_posix() for p in [*run.path.iterdir(), *run.path.glob("attention/*")]
                   if p.is_file() and p.suffix in DATA_SUFFIXES)
     figures = {f"figures/{p.name}" for p in (run.path / "figures").glob("*.png")}
@@ -194,17 +225,18 @@ def _weights_notice(weights: str | None) -> str:
 
 
 def _analysis(run: Run, assets: Assets) -> Section:
-    doc = _read_json(run.path / "attention.json")
-    section = Section(f"Analysis: {doc.get('model', run.title)}")
+    doc = read_json(run.path / "attention.json")
+    model = run.show(doc.get("model", run.title))
+    section = Section(f"Analysis: {model}")
     section.body = facts({
-        "run": run.title, "model": doc.get("model"), "weights": doc.get("weights"),
-        "data": doc.get("data"), "images": doc.get("num_images"), "image size": doc.get("image_size"),
+        "run": run.title, "model": model, "weights": run.show(doc.get("weights")),
+        "data": run.show(doc.get("data")), "images": doc.get("num_images"), "image size": doc.get("image_size"),
         "prefix tokens as keys": doc.get("prefix_policy"), "dtype": doc.get("dtype"),
         "layers": len(doc.get("layers", [])),
     }) + _weights_notice(doc.get("weights"))
     for stem, title in (("attention_distance", "Attention distance (F1)"),
                         ("attention_entropy", "Attention entropy (F3)"), ("head_kl", "Head diversity (F3)")):
-        fig = _figure(run, assets, stem)
+        fig = run_figure(run, assets, stem)
         if fig:
             section.children.append(Section(title, fig + explain(ex.READING[stem])))
     section.children.append(Section("Per-layer numbers", table(
@@ -217,7 +249,7 @@ def _analysis(run: Run, assets: Assets) -> Section:
 
 
 def _cka_within(run: Run, assets: Assets) -> Section:
-    doc = _read_json(run.path / "cka.json")
+    doc = read_json(run.path / "cka.json")
     matrix = doc.get("matrix") or []
     n = len(matrix)
     off = [matrix[i][j] for i in range(n) for j in range(n) if i != j and matrix[i][j] is not None]  # null: NaN
@@ -226,24 +258,24 @@ def _cka_within(run: Run, assets: Assets) -> Section:
         "mean CKA between different layers": sum(off) / len(off) if off else None,
         "CKA(first block, last block)": matrix[0][-1] if n > 1 else None,
     })
-    return Section("CKA between layers (F5)", _figure(run, assets, "cka_within") + stats
+    return Section("CKA between layers (F5)", run_figure(run, assets, "cka_within") + stats
                    + explain(ex.READING["cka_within"]))
 
 
 def _comparison(run: Run, assets: Assets) -> Section:
-    meta = _read_json(run.path / "compare.json") if (run.path / "compare.json").is_file() else {}
+    meta = read_json(run.path / "compare.json") if (run.path / "compare.json").is_file() else {}
     models = meta.get("models", [])
     section = Section(f"Comparison: {' vs '.join(m.get('label', '?') for m in models) or run.title}")
     section.body = facts({"run": run.title, "data": meta.get("data"), "images": meta.get("num_images")})
     if models:
         section.body += table(["label", "model", "weights", "attention from"],
-                              [[m.get("label"), m.get("model"), m.get("weights"), m.get("attention_from")]
+                              [[m.get("label"), *run.show([m.get("model"), m.get("weights"), m.get("attention_from")])]
                                for m in models])
     if any("random" in str(m.get("weights")) for m in models):
         section.body += _weights_notice("random")
     for stem, title in (("attention_distance", "Attention distance (F1)"),
                         ("attention_entropy", "Attention entropy (F3)"), ("head_kl", "Head diversity (F3)")):
-        fig = _figure(run, assets, stem)
+        fig = run_figure(run, assets, stem)
         if fig:
             section.children.append(Section(title, fig + explain(ex.READING[stem])))
     per_model = _per_model_tables(run, models)
@@ -259,13 +291,14 @@ def _per_model_tables(run: Run, models: list[dict[str, Any]]) -> str:
     for m in models:
         path = run.path / str(m.get("attention", ""))
         if path.is_file():
-            doc = _read_json(path)
-            parts.append(table(LAYER_COLUMNS, attention_layer_rows(doc), f"{m.get('label')}: {doc.get('model')}"))
+            doc = read_json(path)
+            caption = f"{m.get('label')}: {run.show(doc.get('model'))}"
+            parts.append(table(LAYER_COLUMNS, attention_layer_rows(doc), caption))
     return "".join(parts)
 
 
 def _cka_across(run: Run, assets: Assets) -> Section:
-    doc = _read_json(run.path / "cka_across.json")
+    doc = read_json(run.path / "cka_across.json")
     rows = []
     for pair in doc.get("pairs", [doc]):
         matrix = pair.get("matrix") or [[]]
@@ -273,29 +306,29 @@ def _cka_across(run: Run, assets: Assets) -> Section:
         rows.append([pair.get("model_a"), pair.get("model_b"), pair.get("unit"), pair.get("num_images"),
                      sum(diag) / len(diag) if diag else None, matrix[-1][-1] if matrix[0] else None])
     estimators = sorted({str(p.get("estimator")) for p in doc.get("pairs", [doc])})
-    figures = "".join(_figure(run, assets, p.stem) for p in sorted((run.path / "figures").glob("cka_across*.png")))
+    figures = "".join(run_figure(run, assets, p.stem) for p in sorted((run.path / "figures").glob("cka_across*.png")))
     body = figures + table(["model A", "model B", "unit", "images", "mean diagonal CKA", "CKA(last, last)"], rows,
                            "Estimator: " + "; ".join(estimators))
     return Section("CKA between models (F5)", body + explain(ex.READING["cka_across"]))
 
 
 def _masks(run: Run, assets: Assets) -> Section:
-    doc = _read_json(run.path / "avgdist.json")
+    doc = read_json(run.path / "avgdist.json")
     if not isinstance(doc, dict):
         raise MimlensError(f"{run.path / 'avgdist.json'}: expected a JSON object with 'settings'")
     band = doc.get("moderate_band_px")
     body = facts({"run": run.title, "image size (px)": doc.get("img_size"), "masks per setting": doc.get("num_masks"),
                   "moderate band (px)": " to ".join(f"{v:.3g}" for v in band) if band else None,
                   "convention": doc.get("convention")})
-    body += _figure(run, assets, "avgdist") + json_table(doc.get("settings", []), "AvgDist per masking setting")
-    body += explain(ex.READING["avgdist"]) + _figure(run, assets, "mask_examples")
+    body += run_figure(run, assets, "avgdist") + json_table(doc.get("settings", []), "AvgDist per masking setting")
+    body += explain(ex.READING["avgdist"]) + run_figure(run, assets, "mask_examples")
     return Section(f"Masking: AvgDist ({run.title})", body)
 
 
 def _training(run: Run, assets: Assets) -> Section:
     """A pre-training run (config ``objective``) or a fine-tuning run (``task``): curves, metrics, sweeps."""
     cfg = _read_config(run)
-    metrics = _read_json(run.path / "metrics.json") if (run.path / "metrics.json").is_file() else {}
+    metrics = read_json(run.path / "metrics.json") if (run.path / "metrics.json").is_file() else {}
     if not isinstance(metrics, dict):
         raise MimlensError(f"{run.path / 'metrics.json'}: expected a JSON object")
     if "objective" in cfg:
@@ -307,19 +340,21 @@ def _training(run: Run, assets: Assets) -> Section:
     model = cfg.get("model")
     section = Section(title, facts({
         "run": run.title, "model": model.get("name") if isinstance(model, dict) else metrics.get("model"),
-        "initialised from": metrics.get("init"), "last blocks dropped": metrics.get("drop_last"),
+        "initialised from": run.show(metrics.get("init")), "last blocks dropped": metrics.get("drop_last"),
         "data": (cfg.get("data") or {}).get("source") if isinstance(cfg.get("data"), dict) else None,
     }))
     if (run.path / "log.jsonl").is_file():
         section.children.append(Section("Training curves", _curves(run, assets) + explain(ex.READING["training"])))
     shown = [p.stem for p in sorted((run.path / "figures").glob("*reconstruction*.png"))]
     if shown:
-        section.children.append(Section("Reconstruction", "".join(_figure(run, assets, s) for s in shown)))
+        section.children.append(Section("Reconstruction", "".join(run_figure(run, assets, s) for s in shown)))
     if metrics:
-        section.children.append(Section("Metrics (F4, F6)", _metrics(metrics) + explain(ex.READING["metrics"])))
+        body = _metrics(run.show(metrics)) + explain(ex.READING["metrics"])
+        section.children.append(Section("Metrics (F4, F6)", body))
     if (run.path / "drop_sweep.json").is_file():
-        sweep = _read_json(run.path / "drop_sweep.json")
-        body = _figure(run, assets, "layer_drop") + json_table(sweep.get("rows", []), f"metric: {sweep.get('metric')}")
+        sweep = read_json(run.path / "drop_sweep.json")
+        body = run_figure(run, assets, "layer_drop")
+        body += json_table(sweep.get("rows", []), f"metric: {sweep.get('metric')}")
         section.children.append(Section("Dropping the last blocks (F4)", body + explain(ex.READING["layer_drop"])))
     return section
 
@@ -346,7 +381,7 @@ def _curves(run: Run, assets: Assets) -> str:
     """The run's own loss figure when it has one, else curves drawn from ``log.jsonl``."""
     own = sorted(p.stem for p in (run.path / "figures").glob("*.png") if "loss" in p.stem or "curve" in p.stem)
     if own:
-        return "".join(_figure(run, assets, s) for s in own)
+        return "".join(run_figure(run, assets, s) for s in own)
     from mimlens.report.figures_training import read_log, training_curves
 
     fig = training_curves(read_log(run.path / "log.jsonl"), title=run.title)
@@ -360,10 +395,3 @@ def _curves(run: Run, assets: Assets) -> str:
     assets.write(run, "figures/training_curves.png", buf.getvalue())
     title, caption = ex.FIGURES["training_curves"]
     return figure(buf.getvalue(), caption, title)
-
-
-def _findings(run: Run, assets: Assets) -> Section:
-    rows = _read_json(run.path / "findings.json")
-    if isinstance(rows, dict):
-        rows = rows.get("findings", [])
-    return Section(f"Findings: {run.title}", explain(ex.READING["findings"]) + findings_table(rows))

@@ -1,8 +1,20 @@
-"""The report's one stylesheet, inlined into every page so that a report is a single file.
+"""The figures' matplotlib settings and the report's one stylesheet, inlined into every page so that a
+report is a single file.
 
 System fonts only (no web fonts, no external resources); numbers use tabular figures so columns align;
 the layout narrows to one column on small screens and prints without the contents box.
 """
+
+FIGURE_RC = {"axes.formatter.useoffset": False}  # tick labels in full: never "1e-5 + 1.9287" offset notation
+
+
+def use_figure_style() -> None:
+    """Make matplotlib's defaults follow ``FIGURE_RC``; figures made afterwards follow them. Importing
+    :mod:`mimlens.report` does this."""
+    import matplotlib
+
+    matplotlib.rcParams.update(FIGURE_RC)
+
 
 CSS = """
 :root {
@@ -15,14 +27,16 @@ body {
   margin: 0; background: var(--wash); color: var(--ink);
   font: 16px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
 }
-.page { max-width: 1040px; margin: 0 auto; padding: 2.5rem 1.5rem 4rem; background: var(--paper);
+.page { max-width: 1200px; margin: 0 auto; padding: 1.5rem 1.5rem 4rem; background: var(--paper);
   box-shadow: 0 0 0 1px var(--line); min-height: 100vh; }
-header.title { border-bottom: 2px solid var(--ink); margin-bottom: 1.5rem; padding-bottom: 0.8rem; }
-header.title h1 { margin: 0 0 0.3rem; font-size: 2rem; letter-spacing: -0.01em; }
+header.title { border-bottom: 2px solid var(--ink); margin-bottom: 1rem; padding-bottom: 0.8rem; }
+header.title h1 { margin: 0 0 0.3rem; font-size: 1.8rem; letter-spacing: -0.01em; }
 header.title p { margin: 0; color: var(--muted); }
 h2 { font-size: 1.45rem; margin: 2.6rem 0 0.6rem; padding-top: 0.4rem; border-top: 1px solid var(--line); }
 h3 { font-size: 1.12rem; margin: 1.8rem 0 0.5rem; }
-h2, h3 { scroll-margin-top: 1rem; }
+main > section:first-child > h2 { margin-top: 0; border-top: 0; }
+h4 { font-size: 1rem; margin: 1.4rem 0 0.4rem; }
+h2, h3, h4 { scroll-margin-top: 1rem; }
 p { margin: 0.5rem 0 0.9rem; }
 a { color: var(--accent); text-decoration: none; }
 a:hover { text-decoration: underline; }
@@ -57,11 +71,28 @@ tbody tr:nth-child(even) td { background: #fafbfd; }
 .verdict.reproduced { background: #e3f3ea; color: var(--good); }
 .verdict.not-reproduced { background: #fbe5e3; color: var(--bad); }
 .verdict.inconclusive { background: #fbf1d9; color: var(--meh); }
-.findings .rule { margin-top: 0.3rem; color: var(--muted); font-size: 0.88em; }
+table.findings { width: 100%; }
+.findings > tbody > tr > td:first-child { width: 25%; min-width: 16rem; }
+.findings .reason { margin-top: 0.3rem; color: var(--muted); font-size: 0.88em; }
+.findings .rule, .bars .rule { margin-top: 0.3rem; color: var(--muted); font-size: 0.88em; }
+.findings summary { cursor: pointer; }
+table.numbers { font-size: 0.88rem; min-width: 0; margin: 0; }
+table.numbers th, table.numbers td { padding: 0.12rem 0.5rem; }
+table.numbers th { background: none; font-weight: normal; color: var(--muted); white-space: nowrap; }
+table.numbers td { background: none !important; }
+table.numbers td.span { text-align: left; }
+table.numbers thead th { font-weight: 600; color: var(--ink); }
+.thumbs { display: flex; gap: 0.4rem; width: 25rem; justify-content: center; }
+.thumbs a { min-width: 0; }
+img.thumb { display: block; max-width: 100%; max-height: 12.5rem; border: 1px solid var(--line); border-radius: 3px; }
+.bars { display: flex; flex-wrap: wrap; gap: 0 2rem; }
+details.fold { border-bottom: 1px solid var(--line); }
+details.fold > summary { cursor: pointer; padding: 0.2rem 0; }
+details.fold > summary > :is(h3, h4) { display: inline; font-size: 1.02rem; margin: 0; }
 ul.files { columns: 2; font-size: 0.92rem; }
 footer { margin-top: 3rem; color: var(--muted); font-size: 0.85rem; border-top: 1px solid var(--line);
   padding-top: 0.8rem; }
-@media (max-width: 700px) { .page { padding: 1.2rem 0.8rem; } ul.files { columns: 1; } }
+@media (max-width: 700px) { .page { padding: 1.2rem 0.8rem; } ul.files { columns: 1; } .thumbs { width: 12rem; } }
 @media print { body { background: none; } .page { box-shadow: none; max-width: none; } nav.toc { display: none; }
   figure, table { break-inside: avoid; } }
 """

@@ -20,6 +20,9 @@ def layer_drop_figure(sweeps: Mapping[str, Any] | Sequence[Mapping[str, Any]], p
     """Plot ``drop_sweep.json`` dicts (one or several of the same task and metric); write a PNG to ``path``."""
     from matplotlib.figure import Figure
 
+    from mimlens.report.style import use_figure_style
+
+    use_figure_style()
     sweeps = [sweeps] if isinstance(sweeps, Mapping) else list(sweeps)
     labels = list(labels) if labels is not None else [str(s.get("init", "")) for s in sweeps]
     metric, task = sweeps[0]["metric"], sweeps[0]["task"]
