@@ -12,13 +12,14 @@ import sys
 
 from mimlens import __version__
 from mimlens.errors import MimlensError
+from mimlens.tasks.registry import TASKS
 
 COMMANDS = {
     "analyze": "attention statistics (and CKA with --cka) of one model",
     "compare": "side-by-side figures and cross-model CKA of two or more models or runs",
     "masks": "AvgDist of SimMIM masking settings",
     "pretrain": "pre-train with SimMIM, supervised classification or MoCo v3",
-    "finetune": "transfer a backbone to classification, depth, pose or tracking",
+    "finetune": f"transfer a backbone to a downstream task ({', '.join(TASKS)})",
     "demo": "the paper's whole pipeline at tiny scale, with a report",
     "report": "build the HTML report of one or more run directories",
 }

@@ -1,5 +1,8 @@
 """Bad input gives one line on stderr and exit status 2, never a traceback."""
 
+import subprocess
+import sys
+
 import pytest
 
 
@@ -48,3 +51,17 @@ def test_report_of_nothing(cli, tmp_path):
     assert "does not exist" in one_line_error(status, err, "report")
     status, _, err = cli("report", tmp_path)
     assert "holds no mimlens run" in one_line_error(status, err, "report")
+
+
+@pytest.mark.parametrize("argv", [
+    ["analyze", "vit-micro-32", "--data", "synthetic:abc"],
+    ["compare", "vit-micro-32", "vit-micro-32", "--data", "photos:0"],
+    ["pretrain", "simmim", "--data", "no/such/folder"],
+    ["finetune", "depth", "--data", "photos"],
+])
+def test_a_bad_data_spec_is_refused_before_torch_is_imported(argv):
+    code = ("import sys; from mimlens.cli import main; rc = main(sys.argv[1:]); "
+            "sys.exit(10 + rc if 'torch' in sys.modules else rc)")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr  # 12 would mean torch was imported first
+    assert result.stderr.count("\n") == 1 and "data" in result.stderr

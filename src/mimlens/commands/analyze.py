@@ -65,6 +65,10 @@ def data_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mimlens.data.spec import parse_data_spec
+
+    if args.data is not None:  # before torch is imported: a typo costs no start-up time
+        parse_data_spec(args.data)
     from mimlens import distributed
     from mimlens.config import resolve
     from mimlens.probe.analysis import analyze, check_config, slug

@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mimlens.data.spec import parse_data_spec
+
+    if args.data is not None:  # before torch is imported: a typo costs no start-up time
+        parse_data_spec(args.data)
     from mimlens import distributed
     from mimlens.commands.analyze import check_out
     from mimlens.config import resolve

@@ -81,6 +81,10 @@ def task_flags(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mimlens.data.spec import parse_data_spec
+
+    if args.data is not None:  # before torch is imported: a typo costs no start-up time
+        parse_data_spec(args.data, generated=("synthetic",))
     from mimlens import distributed
     from mimlens.tasks.run import finetune, resolve_config
 

@@ -24,10 +24,9 @@ from mimlens.data.synthetic import SyntheticScenes
 from mimlens.data.transforms import eval_transform
 from mimlens.errors import MimlensError
 
-__all__ = ["DEFAULT_NUM_IMAGES", "ImageFiles", "PhotoCrops", "build_dataset", "skipped_message"]
+__all__ = ["ImageFiles", "PhotoCrops", "build_dataset", "skipped_message"]
 
 #: Images in ``synthetic`` and ``photos`` when the spec gives no count.
-DEFAULT_NUM_IMAGES = {"synthetic": 10_000, "photos": 1_000}
 
 
 def _is_image(path: Path) -> bool:
@@ -170,13 +169,10 @@ class PhotoCrops(Dataset):
         return {"image": image, "label": torch.tensor(label), "index": torch.tensor(index)}
 
 
-def _count(spec: str, name: str) -> int:
-    if spec == name:
-        return DEFAULT_NUM_IMAGES[name]
-    text = spec[len(name) + 1 :]
-    if not text.isdigit() or int(text) < 1:
-        raise MimlensError(f"data spec {spec!r}: expected '{name}' or '{name}:N' with N a positive integer")
-    return int(text)
+def _count(spec: str) -> int:
+    from mimlens.data.spec import parse_data_spec
+
+    return parse_data_spec(spec).count
 
 
 def build_dataset(
@@ -190,7 +186,7 @@ def build_dataset(
 ) -> Dataset:
     """The dataset a data spec names.
 
-    - ``synthetic`` / ``synthetic:N``: :class:`SyntheticScenes` (10,000 by default) at ``img_size``; ``options``
+    - ``synthetic`` / ``synthetic:N``: :class:`SyntheticScenes` (2,048 by default) at ``img_size``; ``options``
       are its difficulty settings, e.g. ``num_objects=(1, 2), background_strength=0.5``; each split is its own
       random stream.
     - ``photos`` / ``photos:N``: :class:`PhotoCrops` of the bundled photos (1,000 by default).
@@ -202,11 +198,11 @@ def build_dataset(
     """
     spec = str(spec)
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        return SyntheticScenes(_count(spec, "synthetic"), img_size, seed, split=split, transform=transform, **options)
+        return SyntheticScenes(_count(spec), img_size, seed, split=split, transform=transform, **options)
     if spec == "photos" or spec.startswith("photos:"):
         if options:
             raise MimlensError(f"data spec {spec!r} takes no options, got {sorted(options)}")
-        return PhotoCrops(_count(spec, "photos"), img_size, seed, split=split, transform=transform)
+        return PhotoCrops(_count(spec), img_size, seed, split=split, transform=transform)
     root = Path(spec).expanduser()
     if not root.exists():
         raise MimlensError(f"data {spec!r} is neither 'synthetic[:N]', 'photos[:N]' nor an existing directory")

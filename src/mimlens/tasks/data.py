@@ -26,22 +26,14 @@ from torch.utils.data import Dataset
 from mimlens.errors import MimlensError
 
 SYNTHETIC_OKS_SIGMA = 0.067
-DEFAULT_SYNTHETIC = 2048
 
 
 def synthetic_count(source: str) -> int | None:
-    """N of ``synthetic:N`` (``DEFAULT_SYNTHETIC`` for bare ``synthetic``), None for a folder."""
-    if source == "synthetic":
-        return DEFAULT_SYNTHETIC
-    if source.startswith("synthetic:"):
-        try:
-            count = int(source.split(":", 1)[1])
-        except ValueError:
-            count = 0
-        if count < 1:
-            raise MimlensError(f"data spec {source!r}: expected synthetic:N with a positive integer N")
-        return count
-    return None
+    """N of ``synthetic:N`` (2,048 for bare ``synthetic``), None for a folder."""
+    from mimlens.data.spec import parse_data_spec
+
+    spec = parse_data_spec(source, generated=("synthetic",))
+    return spec.count
 
 
 def split_dir(root: Path, split: str) -> Path:

@@ -79,9 +79,10 @@ def eval_split(cfg: dict[str, Any]) -> str:
 def synthetic_sizes(cfg: dict[str, Any], default_eval: int) -> tuple[int, int]:
     """(training items, evaluation items) of a synthetic source (the training count again for ``eval_split:
     train``)."""
-    from mimlens.tasks.data import DEFAULT_SYNTHETIC, synthetic_count
+    from mimlens.data.spec import DEFAULT_COUNTS
+    from mimlens.tasks.data import synthetic_count
 
-    num = synthetic_count(str(cfg["data"]["source"])) or DEFAULT_SYNTHETIC
+    num = synthetic_count(str(cfg["data"]["source"])) or DEFAULT_COUNTS["synthetic"]
     if eval_split(cfg) == "train":
         return num, num
     return num, int(cfg["data"]["num_eval"] or default_eval)
