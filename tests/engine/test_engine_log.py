@@ -31,3 +31,25 @@ def test_log_lines_state_the_lr_of_each_update_and_window_means(tmp_path, cfg, t
     assert [r["step"] for r in windows] == [2, 3, 4, 6]  # every 3rd step and every epoch end
     assert windows[1]["loss"] == pytest.approx(steps[2]["loss"])
     assert windows[3]["loss"] == pytest.approx((steps[4]["loss"] + steps[5]["loss"]) / 2)
+
+
+def test_without_a_terminal_progress_is_a_plain_line_at_most_once_a_minute(tmp_path, cfg, toy_images, capsys,
+                                                                           monkeypatch):
+    import mimlens.engine.runlog as runlog
+
+    cfg["train"].update(steps=6, log_every=1)
+    cfg["run"]["progress"] = True  # pytest's stderr is no terminal: lines instead of a bar
+    train(Regression(), toy_images(16), identity, cfg, tmp_path / "a")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert lines == [lines[-1]] and lines[-1].startswith("step 6/6 (100 %), loss ")  # only the last, within 60 s
+
+    monkeypatch.setattr(runlog, "LINE_EVERY_S", 0.0)
+    train(Regression(), toy_images(16), identity, cfg, tmp_path / "b")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == [f"{s}/6" for s in range(1, 7)] and "ETA" in lines[0]
+
+
+def test_durations_read_as_people_write_them():
+    from mimlens.engine.runlog import format_duration
+
+    assert [format_duration(s) for s in (45, 720, 7500)] == ["45 s", "12 min", "2 h 05 min"]

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from mimlens.io import save_text
+
+LINE_EVERY_S = 60.0
 
 
 class RunLog:
@@ -31,6 +34,10 @@ class RunLog:
         self._tb = _summary_writer(run_dir / "tensorboard") if enabled and tensorboard else None
         self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
                          disable=not (enabled and progress and sys.stderr.isatty()))
+        # without a terminal (nohup, CI, torchrun logs): a plain line at most once a minute and at the end
+        self._lines = enabled and progress and self._bar.disable
+        self._total, self._start_step = total_steps, initial_step
+        self._start = self._last_line = time.monotonic()
 
     def advance(self) -> None:
         self._bar.update(1)
@@ -47,6 +54,18 @@ class RunLog:
                         self._tb.add_scalar(f"train/{key}", value, record["step"])
             self._bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{record['lr']:.3g}",
                                   img_s=f"{record['images_per_s']:.0f}", refresh=False)
+            self._progress_line(record)
+
+    def _progress_line(self, record: dict[str, Any]) -> None:
+        """``step 120/2800 (4 %), loss 0.4123, lr 3.2e-04, 95 img/s, ETA 21 min`` on stdout, when due."""
+        now, step = time.monotonic(), int(record["step"])
+        if not self._lines or (now - self._last_line < LINE_EVERY_S and step < self._total):
+            return
+        self._last_line = now
+        rate = (step - self._start_step) / max(now - self._start, 1e-9)
+        eta = format_duration((self._total - step) / rate) if rate > 0 else "?"
+        print(f"step {step}/{self._total} ({100 * step / self._total:.0f} %), loss {record['loss']:.4g}, "
+              f"lr {record['lr']:.2g}, {record['images_per_s']:.0f} img/s, ETA {eta}", flush=True)
 
     def close(self) -> None:
         self._bar.close()
@@ -54,6 +73,15 @@ class RunLog:
             self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``2 h 05 min``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def _summary_writer(path: Path):
