@@ -1,6 +1,7 @@
 """``mimlens pretrain`` end to end through ``mimlens.cli.main``: run directory, exported backbone, resume."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +9,8 @@ import yaml
 
 from mimlens.cli import main
 from mimlens.models import load_model
+
+RECIPES = Path(__file__).parents[2] / "configs"
 
 TINY_MOCO = {"moco": {"dim": 16, "mlp_dim": 32}}
 
@@ -49,3 +52,37 @@ def test_bad_settings_are_one_line_errors(tmp_path, capsys):
     assert "mask_patch_size 12" in capsys.readouterr().err
     assert pretrain("--batch-size", "32") == 2
     assert "fewer than one global batch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*_vit-tiny_synthetic64.yaml")))
+def test_every_shipped_tiny_recipe_can_be_shortened(tmp_path, capsys, recipe):
+    args = ["pretrain", recipe.split("_")[0], "--config", str(RECIPES / recipe), "--data", "synthetic:16",
+            "--batch-size", "8", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main([*args, "--steps", "6"]) == 2  # the recipe's 200-step warm-up does not fit in 6 steps
+    err = capsys.readouterr().err
+    assert "optim.warmup_steps (--warmup-steps) gives a warm-up of 200 steps" in err and err.count("\n") == 1
+    assert main([*args, "--steps", "6", "--warmup-steps", "2"]) == 0
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["resolved"]["warmup_steps"] == 2 and cfg["resolved"]["total_steps"] == 6
+
+
+@pytest.mark.parametrize("objective", ["simmim", "supervised", "moco"])
+def test_an_image_size_the_patch_does_not_divide_is_refused(tmp_path, capsys, objective):
+    assert main(["pretrain", objective, "--arch", "vit-micro-32", "--img-size", "30", "--data", "synthetic:16",
+                 "--steps", "2", "--out", str(tmp_path / "run")]) == 2
+    assert "image size 30 px is not a multiple of the 8 px patch" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_flat_folder_is_refused_for_supervised_before_anything_is_written(tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "flat").mkdir()
+    for i in range(4):
+        Image.new("RGB", (40, 40), (i * 60, 0, 0)).save(tmp_path / "flat" / f"{i}.png")
+    for extra in ([], ["--config", str(tmp_path / "classes.yaml")]):
+        (tmp_path / "classes.yaml").write_text("supervised: {num_classes: 3}\n")
+        assert main(["pretrain", "supervised", "--arch", "vit-micro-32", "--data", str(tmp_path / "flat"),
+                     "--steps", "2", "--batch-size", "2", "--out", str(tmp_path / "run"), *extra]) == 2
+        assert "flat folder of images without class labels" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()

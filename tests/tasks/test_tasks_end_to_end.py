@@ -19,7 +19,8 @@ def test_depth_finetune_improves_rmse_and_writes_the_run(tmp_path):
     before = _finetune(tmp_path / "start", "depth", 0, "--batch-size", "8")
     after = _finetune(tmp_path / "run", "depth", 12, "--batch-size", "8", "--lr", "0.032")
     assert after["metrics"]["rmse"] < before["metrics"]["rmse"]
-    assert after["primary"] == {"name": "rmse", "value": after["metrics"]["rmse"], "higher_is_better": False}
+    primary = after["primary"]
+    assert (primary["name"], primary["value"], primary["higher_is_better"]) == ("rmse", after["metrics"]["rmse"], False)
     assert after["variant"]["silog"].startswith("100 * sqrt") and after["variant"]["num_images"] == 16
     run = tmp_path / "run"
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -76,3 +77,27 @@ def test_every_task_improves_over_its_untrained_start(tmp_path):
         after = _finetune(tmp_path / f"{task}1", task, 30, *extra)
         name = after["primary"]["name"]
         assert after["metrics"][name] > before["metrics"][name], (task, before["metrics"], after["metrics"])
+
+
+def test_classification_on_an_image_folder_takes_the_folders_labels_by_default(tmp_path):
+    from PIL import Image
+
+    for split, count in (("train", 8), ("val", 4)):
+        for k, colour in enumerate(((255, 0, 0), (0, 0, 255))):
+            folder = tmp_path / "data" / split / f"class{k}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (40, 40), colour).save(folder / f"{i}.png")
+    result = _finetune(tmp_path / "run", "cls", 2, "--data", str(tmp_path / "data"), "--batch-size", "4")
+    assert result["variant"]["label"] == "label" and result["variant"]["num_classes"] == 2
+    assert result["variant"]["num_images"] == 8
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["cls"]["label"] == "label"  # the resolved default is what the run records
+
+
+def test_an_image_size_the_patch_does_not_divide_is_one_line(tmp_path, capsys):
+    (tmp_path / "odd.yaml").write_text("model: {kwargs: {img_size: 30}}\n")
+    assert main(["finetune", "depth", *TINY, "--steps", "0", "--config", str(tmp_path / "odd.yaml"),
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "image size 30 px is not a multiple of the 8 px patch" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

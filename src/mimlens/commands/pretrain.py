@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="run length in epochs")
     length.add_argument("--steps", type=int, help="run length in optimizer updates")
+    parser.add_argument("--warmup-steps", type=int, help="linear warm-up length (default: the recipe's, else 5 %% "
+                                                         "of the run)")
     parser.add_argument("--batch-size", type=int, help="global batch (all processes and accumulation steps)")
     parser.add_argument("--accum-steps", type=int, help="gradient-accumulation micro-batches per update")
     parser.add_argument("--lr", type=float, help="base learning rate for a batch of 256; lr = base × batch / 256")
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         "train.epochs": args.epochs,
         "train.steps": args.steps,
         "train.seed": args.seed,
+        "optim.warmup_steps": args.warmup_steps,
         "optim.batch_size": args.batch_size,
         "optim.accum_steps": args.accum_steps,
         "optim.base_lr": args.lr,

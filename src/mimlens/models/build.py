@@ -130,9 +130,24 @@ def build_model(
             )
     except (TypeError, ValueError, AssertionError) as err:
         raise MimlensError(f"cannot build {spec!r} with {kwargs}: {err}") from None
+    _check_patch_divides(model, spec)
     if pos_embed == "sincos":
         use_sincos_pos_embed(model)
     return model
+
+
+def _check_patch_divides(model: nn.Module, spec: str) -> None:
+    """timm silently floors a side the patch does not divide (a 30 px image on 8 px patches is a 3×3 grid that
+    drops 6 px); refuse it instead, naming the sizes that work."""
+    embed = getattr(model, "patch_embed", None)
+    if embed is None or getattr(embed, "img_size", None) is None:
+        return
+    for side, patch in zip(_pair(embed.img_size), _pair(embed.patch_size), strict=True):
+        if side % patch:
+            lower, upper = side - side % patch, side - side % patch + patch
+            sizes = f"{lower} or {upper}" if lower else f"{upper}"
+            raise MimlensError(f"image size {side} px is not a multiple of the {patch} px patch of {spec!r}: "
+                               f"use {sizes} px (model.kwargs.img_size / --img-size)")
 
 
 def preprocessing(model: nn.Module) -> dict[str, Any]:

@@ -80,6 +80,10 @@ def resolve_objective(cfg: dict[str, Any], encoder, dataset) -> dict[str, Any]:
     """A copy of ``cfg`` with what the data and the backbone decide filled in: ``supervised.num_classes`` (the
     data set's class count), ``simmim.mask_patch`` (SimMIM's 32 px at 224, scaled) and ``data.crop_scale``."""
     cfg = copy.deepcopy(cfg)
+    if cfg["objective"] == "supervised" and getattr(dataset, "classes", None) == []:
+        raise MimlensError(f"data {cfg['data']['source']!r} is a flat folder of images without class labels: "
+                           "supervised pre-training needs a tree DIR/<class>/*.jpg (ImageFolder layout); SimMIM "
+                           "and MoCo v3 pre-train on flat folders")
     if cfg["objective"] == "supervised" and cfg["supervised"]["num_classes"] is None:
         num_classes = int(getattr(dataset, "num_classes", 0) or 0)
         if num_classes < 2:
@@ -114,6 +118,7 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     Writes ``config.yaml``, ``log.jsonl``, ``checkpoints/last.pt``, ``backbone.safetensors`` and, for SimMIM,
     ``figures/simmim_reconstruction.png``. Rerunning with the same config resumes from the last checkpoint.
     """
+    from mimlens.data.folders import skipped_message
     from mimlens.engine import SeededTransform, seed_everything, train
     from mimlens.models import build_model, preprocessing
     from mimlens.pretrain import save_reconstruction_figure
@@ -125,6 +130,9 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(img_size, int):
         raise MimlensError(f"pre-training needs a square input, {cfg['model']['name']} expects {img_size}")
     dataset = build_dataset(cfg, img_size)
+    skipped = skipped_message(dataset)
+    if skipped and distributed.is_main():
+        print(skipped, flush=True)
     cfg = resolve_objective(cfg, encoder, dataset)
     objective = build_objective(cfg, encoder)
     transform = objective.transform(img_size, cfg["data"]["crop_scale"])

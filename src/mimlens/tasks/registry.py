@@ -18,7 +18,8 @@ class Task:
     """One downstream task.
 
     ``section``: the defaults of the task's own config section (``cfg[name]``); ``recipe``: what the task
-    changes in the shared fine-tuning defaults (:data:`mimlens.tasks.run.COMMON` and the engine's);
+    changes in the shared fine-tuning defaults (:data:`mimlens.tasks.run.COMMON` and the engine's); a ``label``
+    of None follows the data (synthetic: ``fine_label``, shape × texture; image folders: ``label``);
     ``setup``: ``"module:function"`` returning a :class:`mimlens.tasks.setups.TaskSetup`.
     """
 
@@ -40,9 +41,9 @@ _SETUPS = "mimlens.tasks.setups"
 
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("cls", "full fine-tuning for classification (top-1)", "semantic", "top1", True,
-         f"{_SETUPS}:setup_classification", {"label": "fine_label", "label_smoothing": 0.1, "drop_path": 0.1}),
+         f"{_SETUPS}:setup_classification", {"label": None, "label_smoothing": 0.1, "drop_path": 0.1}),
     Task("linear", "linear probe on the frozen backbone (top-1)", "semantic", "top1", True, f"{_SETUPS}:setup_linear",
-         {"label": "fine_label", "block": None, "pool": "cls"},
+         {"label": None, "block": None, "pool": "cls"},
          {"optim": {"base_lr": 0.08, "weight_decay": 0.0, "layer_decay": 1.0}}),
     Task("depth", "monocular depth (RMSE, NYUv2/KITTI metrics)", "geometric", "rmse", False,
          f"{_SETUPS}:setup_depth",

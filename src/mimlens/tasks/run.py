@@ -10,7 +10,9 @@ command-line flags. ``optim.layer_decay`` left unset becomes 0.65 for ViT-family
 Run directory: ``config.yaml`` (with the ``model`` section that ``load_model(RUN)`` rebuilds the fine-tuned
 backbone from and the engine's ``resolved`` section), ``param_groups.json``, ``log.jsonl``,
 ``checkpoints/last.pt``, ``backbone.safetensors``, ``metrics.json`` (every number with the metric variant
-that produced it) and, for a sweep, ``drop_<K>/`` runs, ``drop_sweep.json`` and ``figures/layer_drop.png``.
+that produced it; the primary metric's standard error and per-item values, the trivial baselines and whether
+the run beats the best of them: :func:`evidence`), ``per_item.json`` (every metric per evaluation item, the
+baselines' too) and, for a sweep, ``drop_<K>/`` runs, ``drop_sweep.json`` and ``figures/layer_drop.png``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,18 @@ def resolve_config(config_path: str | Path | None, flags: dict[str, Any]) -> dic
     cfg = resolve(defaults(task(name).name), config_path, flags)
     if cfg["drop_last"] and cfg["sweep_drop"]:
         raise MimlensError("give drop_last or sweep_drop, not both")
+    return _default_labels(cfg)
+
+
+def _default_labels(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Classification labels left unset follow the data: ``fine_label`` (shape × texture) for synthetic scenes,
+    ``label`` (the folder's classes) for an image folder."""
+    from mimlens.tasks.data import synthetic_count
+
+    synthetic = synthetic_count(str(cfg["data"]["source"])) is not None
+    for name in ("cls", "linear"):
+        if cfg[name]["label"] is None:
+            cfg[name]["label"] = "fine_label" if synthetic else "label"
     return cfg
 
 
@@ -147,11 +161,35 @@ def finetune(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
                   "layer_decay": cfg["optim"]["layer_decay"], "processes": distributed.world_size()},
         "eval_seconds": round(time.perf_counter() - start, 2),
     }
+    if setup.evidence:
+        result.update(evidence(setup.evidence, result["primary"]))
     if distributed.is_main():
         save_json(result, run_dir / "metrics.json")
+        if setup.evidence:
+            save_json(setup.evidence, run_dir / "per_item.json")
         setup.write_extras(run_dir)
     distributed.barrier()
     return result
+
+
+def evidence(found: dict[str, Any], primary: dict[str, Any]) -> dict[str, Any]:
+    """What ``metrics.json`` keeps of a task's per-item evidence (:attr:`TaskSetup.evidence`): the primary
+    metric's SE and per-item values (``items``), each baseline's metrics, and ``trained`` with its test."""
+    from mimlens.tasks.uncertainty import summary, trained_check
+
+    name, higher = primary["name"], primary["higher_is_better"]
+    kind = found.get("statistics", {}).get(name, "mean")
+    values = found["per_item"][name]
+    baselines = found["baselines"]
+    check = trained_check(values, {b: v["per_item"][name] for b, v in baselines.items()},
+                          {b: v["metrics"][name] for b, v in baselines.items()}, higher, kind)
+    se = summary(values, kind)
+    return {"primary": {**primary, "se": se["se"], "n": se["n"]},
+            "items": {"unit": found["unit"], "ids": found["ids"], "statistic": kind, "values": values},
+            "baselines": {b: {**{m: v for m, v in doc["metrics"].items() if not isinstance(v, list)},
+                              f"{name}_se": summary(doc["per_item"][name], kind)["se"],
+                              "description": doc["description"]} for b, doc in baselines.items()},
+            "trained": check.pop("trained"), "trained_test": check}
 
 
 def sweep_drop(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
@@ -165,10 +203,14 @@ def sweep_drop(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         if "stopped_at" in result:
             return result
         results.append(result)
-        rows.append({"drop_last": k, **{m: v for m, v in result["metrics"].items() if not isinstance(v, list)}})
+        rows.append({"drop_last": k, **{m: v for m, v in result["metrics"].items() if not isinstance(v, list)},
+                     **({"se": result["primary"]["se"]} if "se" in result["primary"] else {})})
     spec = task(cfg["task"])
     sweep = {"task": cfg["task"], "init": str(cfg["init"]), "metric": spec.primary,
              "higher_is_better": spec.higher_is_better, "variant": results[0]["variant"], "rows": rows}
+    if "items" in results[0]:
+        sweep["baselines"] = results[0]["baselines"]
+        sweep["items"] = {str(r["drop_last"]): r["items"] for r in results}
     if distributed.is_main():
         from mimlens.tasks.figures import layer_drop_figure
 
