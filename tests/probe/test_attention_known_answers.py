@@ -1,4 +1,4 @@
-"""Attention statistics on hand-built attention maps with known answers (SPEC §2)."""
+"""Attention statistics on hand-built attention maps with known answers."""
 
 import io
 import itertools

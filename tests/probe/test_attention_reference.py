@@ -2,7 +2,7 @@
 
 The reference takes the explicit attention maps straight from the model (its own hooks, fused attention
 off), rebuilds Swin's full-map attention from the windows with timm's own roll, pad and partition, and
-applies SPEC §2 query by query in plain Python. Models run in float64 so the comparison is tight.
+applies the definitions of docs/attention.md query by query in plain Python. Models run in float64 so the comparison is tight.
 """
 
 import itertools
@@ -35,7 +35,7 @@ def sharpen(model, factor=4.0):
 
 
 def query_stats(keys, policy):
-    """SPEC §2 for one query. keys: (probability, distance or None for a prefix/padding key) per allowed key."""
+    """The definitions for one query. keys: (probability, distance or None for a prefix/padding key) per allowed key."""
     patch = [(a, d) for a, d in keys if d is not None]
     if policy == "renorm":
         mass = sum(a for a, _ in patch)

@@ -64,7 +64,7 @@ _SPRITE_CELLS = round(2 * _SPRITE_REACH * _SPRITE_RESOLUTION)
 
 @dataclasses.dataclass(frozen=True)
 class Difficulty:
-    """How hard the scenes are. SPEC §7: 1–2 objects and dimmer backgrounds (~0.5) train faster on CPU.
+    """How hard the scenes are. 1–2 objects and dimmer backgrounds (~0.5) train faster on CPU.
 
     Attributes:
         num_objects: inclusive range of objects per scene, the main object included.

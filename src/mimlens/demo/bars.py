@@ -5,7 +5,7 @@
   fixed masks, against two fills of the same masked pixels computed from the visible ones alone:
   *nearest fill* (each masked pixel takes the value of the nearest visible pixel, Euclidean, scipy
   ``distance_transform_edt(return_indices=True)``) and *mean fill* (the per-image, per-channel mean of the
-  visible pixels). A model that does not beat nearest fill has learned nothing local yet (SPEC §7).
+  visible pixels). A model that does not beat nearest fill has learned nothing local yet.
 """
 
 from __future__ import annotations

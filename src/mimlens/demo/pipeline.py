@@ -77,7 +77,7 @@ def _write_yaml(cfg: dict[str, Any], path: Path) -> Path:
 
 
 def pretrain_config(preset: Preset, objective: str, device: str) -> dict[str, Any]:
-    """The ``mimlens pretrain --config`` YAML of one objective (SPEC §7's changed recipe at the preset's size)."""
+    """The ``mimlens pretrain --config`` YAML of one objective (the tiny CPU recipe at the preset's size)."""
     cfg: dict[str, Any] = {
         "objective": objective,
         "model": {"name": preset.arch, "kwargs": dict(preset.arch_kwargs)},

@@ -1,4 +1,4 @@
-"""Dropping the last k blocks of a backbone (SPEC §2; the paper's Fig. 5).
+"""Dropping the last k blocks of a backbone (the paper's Fig. 5).
 
 The same backbone with its last k transformer blocks removed and its final norm kept, then fine-tuned and
 evaluated exactly like the full one. ViT / DeiT / BEiT: the last k entries of ``blocks``. Swin / SwinV2: blocks

@@ -1,6 +1,6 @@
 """Averaged attention distance, attention entropy and head diversity (KL between heads), streamed.
 
-Definitions (SPEC §2), for one head, one image and one query q over the keys k it attends to:
+Definitions, for one head, one image and one query q over the keys k it attends to:
 
 * distance  d_q = Σ_k Â_qk ‖p_q − p_k‖₂ in input pixels (token centres from ``geometry``);
 * entropy   H_q = −Σ_k Â_qk ln Â_qk with 0·ln 0 = 0 (``torch.xlogy``'s convention), and H_q / ln(n_q)
@@ -510,7 +510,8 @@ class AttentionStats:
         )
 
     def to_json(self, model: str | None = None) -> dict:
-        """The ``attention.json`` contract of DESIGN.md, plus per-layer uniform references and counts."""
+        """The ``attention.json`` run-directory contract (docs/attention.md), plus per-layer uniform references and
+        counts."""
         layers = []
         for i, info in enumerate(self.layers):
             layers.append(

@@ -1,6 +1,6 @@
 """Where tokens sit in the input image: token centres, pairwise distances, Swin window layouts.
 
-Convention (SPEC §2): the token in row r, column c of a grid with stride s = (s_h, s_w) pixels has its
+Convention: the token in row r, column c of a grid with stride s = (s_h, s_w) pixels has its
 centre at p = (s_h·(r + ½), s_w·(c + ½)) in input pixels, rows first. Grids may be non-square; nothing
 here assumes a token count.
 
