@@ -2,7 +2,8 @@
 
 The reference takes the explicit attention maps straight from the model (its own hooks, fused attention
 off), rebuilds Swin's full-map attention from the windows with timm's own roll, pad and partition, and
-applies the definitions of docs/attention.md query by query in plain Python. Models run in float64 so the comparison is tight.
+applies the definitions of docs/attention.md query by query in plain Python. Models run in float64 so the
+comparison is tight.
 """
 
 import itertools

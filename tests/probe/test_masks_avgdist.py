@@ -107,7 +107,8 @@ def test_avg_dist_matches_brute_force_on_small_simmim_masks():
 
 
 def test_avg_dist_reference_value_224_32_06():
-    # SimMIM's 224 px, mask patch 32, ratio 0.6: about 15.0 px (mean of 100-200 masks; 15.0-15.1 with 1000). 100 masks: standard error ~0.2 px.
+    # SimMIM's 224 px, mask patch 32, ratio 0.6: about 15.0 px (mean of 100-200 masks; 15.0-15.1 with 1000).
+    # 100 masks: standard error ~0.2 px.
     assert avg_dist(224, 32, 0.6, num_masks=100, seed=0) == pytest.approx(15.0, abs=0.5)
 
 

@@ -2,9 +2,9 @@
 
 Every preset pre-trains SimMIM, supervised and MoCo v3 from one initialisation (same architecture, same
 seed) on the synthetic scenes with the recipe that trains on CPU at tiny scale (1–2 shapes, dimmer
-backgrounds, batch 32, lr 5e-4, frozen 2-D sin-cos position embedding). ``budget`` is the expected wall-clock minutes of each
-stage kind on the machine the preset is meant for; the demo prints it and scales the remaining-time
-estimate by how fast the finished stages actually ran.
+backgrounds, batch 32, lr 5e-4, frozen 2-D sin-cos position embedding). ``budget`` is the expected wall-clock
+minutes of each stage kind on the machine the preset is meant for; the demo prints it and scales the
+remaining-time estimate by how fast the finished stages actually ran.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Fixed 2-D sin-cos position embedding for timm ViTs (MoCo v3 / MAE style).
 
 At tiny scale a frozen sin-cos embedding is what lets SimMIM become local at all (with a learned one it did
-not within 45k images on 2 CPU cores); MoCo v3 uses it for stability. Channel layout for an embedding of width D (D divisible by 4), token at grid row r,
-column c, with ω_i = 10000^(-i / (D/4)), i = 0 … D/4 − 1:
+not within 45k images on 2 CPU cores); MoCo v3 uses it for stability. Channel layout for an embedding of
+width D (D divisible by 4), token at grid row r, column c, with ω_i = 10000^(-i / (D/4)), i = 0 … D/4 − 1:
 
     [sin(r·ω), cos(r·ω), sin(c·ω), cos(c·ω)]
 
