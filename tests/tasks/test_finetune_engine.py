@@ -25,6 +25,22 @@ def _numbers(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, float)}
 
 
+def _same(a, b, where):
+    """Equal nested JSON, floats to rel 1e-4."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _same(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}/{i}")
+    else:
+        assert a == b, where
+
+
 @pytest.mark.slow
 def test_two_processes_equal_one_process_on_every_task_family(tmp_path):
     write_configs(tmp_path)
@@ -43,6 +59,9 @@ def test_two_processes_equal_one_process_on_every_task_family(tmp_path):
         assert two["variant"] == one["variant"], task
         for name, value in _numbers(one["metrics"]).items():
             assert two["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), (task, name)
+        if task != "det":  # per-item values and baselines, gathered in the data set's order
+            _same(*(json.loads((tmp_path / d / task / "per_item.json").read_text()) for d in ("one", "two")), task)
+            _same(one["baselines"], two["baselines"], task)
         if one["train"]["steps"]:
             for a, b in zip(_steps(tmp_path / "two" / task), _steps(tmp_path / "one" / task), strict=True):
                 assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), task

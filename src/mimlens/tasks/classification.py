@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mimlens import distributed
 from mimlens.errors import MimlensError
 from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import pooled_features
@@ -25,18 +26,30 @@ __all__ = ["Classifier", "LinearProbe", "TopKAccuracy", "cross_entropy", "evalua
 
 
 class TopKAccuracy(SumAccumulator):
-    """Streaming top-k accuracy (k = 1 and 5 by default)."""
+    """Streaming top-k accuracy (k = 1 and 5 by default); ``items`` keeps, per image in evaluation order, its
+    label and whether each top-k holds it (0/1)."""
 
     def __init__(self, ks: tuple[int, ...] = (1, 5)) -> None:
         super().__init__(correct=(len(ks),), images=())
         self.ks = tuple(ks)
+        self.items: list[tuple[int, list[int]]] = []
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         top = logits.detach().topk(min(max(self.ks), logits.shape[1]), dim=1).indices
         hit = top == target.view(-1, 1)
-        self.add("correct", torch.stack([hit[:, :k].any(dim=1).sum() for k in self.ks]))
+        per_k = torch.stack([hit[:, :k].any(dim=1) for k in self.ks], dim=1)
+        self.add("correct", per_k.sum(dim=0))
         self.add("images", target.numel())
+        self.items += [(int(y), [int(h) for h in row]) for y, row in zip(target.view(-1), per_k, strict=True)]
         self.num_classes = logits.shape[1]
+
+    def per_item(self) -> dict[str, list[int]]:
+        """Per-image ``label`` and top-k hits (0/1) of every process, in the data set's order
+        (:func:`mimlens.distributed.gather_sharded`)."""
+        items = distributed.gather_sharded(self.items)
+        reported = [k for k in self.ks if k <= getattr(self, "num_classes", k)]
+        return {"label": [y for y, _ in items],
+                **{f"top{k}": [hits[self.ks.index(k)] for _, hits in items] for k in reported}}
 
     def compute(self) -> dict[str, float]:
         images = float(self.sums["images"])

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from mimlens import distributed
 from mimlens.errors import MimlensError
 from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import feature_map, feature_shape
@@ -95,7 +96,8 @@ def per_image_metrics(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor)
 
 
 class DepthMetrics(SumAccumulator):
-    """Streaming NYUv2/KITTI depth metrics: sums of per-image values and the image count."""
+    """Streaming NYUv2/KITTI depth metrics: sums of per-image values and the image count; ``items`` keeps each
+    image's metrics in evaluation order (None for an image without a valid pixel)."""
 
     def __init__(self, min_depth: float, max_depth: float, crop: str = "none") -> None:
         if not 0 <= min_depth < max_depth:
@@ -103,6 +105,7 @@ class DepthMetrics(SumAccumulator):
         crop_mask(1, 1, crop)
         super().__init__(metric_sums=(len(METRICS),), images=())
         self.min_depth, self.max_depth, self.crop = float(min_depth), float(max_depth), crop
+        self.items: list[list[float] | None] = []
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
         """Add a batch: ``pred`` and ``gt`` are (B, H, W) or (B, 1, H, W) depths in metres at gt's resolution."""
@@ -115,6 +118,13 @@ class DepthMetrics(SumAccumulator):
         metrics, has_valid = per_image_metrics(pred, gt.detach(), valid)
         self.add("metric_sums", metrics[has_valid].sum(dim=0))
         self.add("images", has_valid.sum())
+        self.items += [row.tolist() if ok else None for row, ok in zip(metrics, has_valid, strict=True)]
+
+    def per_item(self) -> dict[str, list[float | None]]:
+        """Each metric per image of every process, in the data set's order
+        (:func:`mimlens.distributed.gather_sharded`); None for an image without a valid pixel."""
+        items = distributed.gather_sharded(self.items)
+        return {name: [None if row is None else row[i] for row in items] for i, name in enumerate(METRICS)}
 
     def compute(self) -> dict[str, float]:
         images = float(self.sums["images"])

@@ -86,6 +86,15 @@ def coco_keypoint_eval(coco_gt, results: list[dict], sigmas: np.ndarray | None =
         results: COCO keypoint results (``image_id``, ``category_id``, ``keypoints`` [x, y, s]·K, ``score``).
         sigmas: per-keypoint OKS sigmas (defaults to :func:`keypoint_sigmas`).
     """
+    return coco_keypoint_eval_images(coco_gt, results, sigmas)[0]
+
+
+def coco_keypoint_eval_images(coco_gt, results: list[dict], sigmas: np.ndarray | None = None
+                              ) -> tuple[dict[str, float], list[dict]]:
+    """:func:`coco_keypoint_eval` and one record per ground-truth image (ascending image id) from which
+    :func:`keypoint_ap` recomputes the AP of any resample of the images (area "all", 20 detections):
+    ``image_id``, ``scores`` (the image's kept detections by descending score), ``matched`` and ``ignored``
+    (0/1, one row per OKS threshold, one column per detection) and ``positives`` (non-ignored ground truths)."""
     from pycocotools.cocoeval import COCOeval
 
     if not results:
@@ -98,7 +107,48 @@ def coco_keypoint_eval(coco_gt, results: list[dict], sigmas: np.ndarray | None =
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: float(v) for name, v in zip(AP_NAMES, evaluator.stats, strict=True)}
+    metrics = {name: float(v) for name, v in zip(AP_NAMES, evaluator.stats, strict=True)}
+    params, thresholds = evaluator.params, len(evaluator.params.iouThrs)
+    found = {e["image_id"]: e for e in evaluator.evalImgs
+             if e is not None and e["aRng"] == params.areaRng[0] and e["category_id"] == params.catIds[0]}
+    records = []
+    for image_id in sorted(coco_gt.getImgIds()):
+        e, keep = found.get(image_id), params.maxDets[-1]
+        if e is None:
+            records.append({"image_id": int(image_id), "scores": [], "matched": [[]] * thresholds,
+                            "ignored": [[]] * thresholds, "positives": 0})
+            continue
+        records.append({"image_id": int(image_id), "scores": [float(v) for v in e["dtScores"][:keep]],
+                        "matched": (e["dtMatches"][:, :keep] > 0).astype(int).tolist(),
+                        "ignored": e["dtIgnore"][:, :keep].astype(int).tolist(),
+                        "positives": int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))})
+    return metrics, records
+
+
+def keypoint_ap(records: list[dict]) -> float:
+    """COCO keypoint AP (OKS 0.50:0.95, area "all", 20 detections) of :func:`coco_keypoint_eval_images`
+    records, as ``COCOeval.accumulate`` computes it: detections of all images ranked by score (stable), the
+    precision made monotone and read at the 101 recall points 0, 0.01, ..., 1 (0 beyond the reached recall),
+    averaged over recall points and thresholds; -1 when no ground truth counts."""
+    positives = sum(r["positives"] for r in records)
+    if positives == 0:
+        return -1.0
+    scores = np.concatenate([np.asarray(r["scores"], dtype=np.float64) for r in records])
+    order = np.argsort(-scores, kind="mergesort")
+    thresholds = len(records[0]["matched"])
+    recall_points = np.linspace(0.0, 1.0, 101)
+    total = 0.0
+    for t in range(thresholds):
+        matched = np.concatenate([np.asarray(r["matched"][t], dtype=bool) for r in records])[order]
+        ignored = np.concatenate([np.asarray(r["ignored"][t], dtype=bool) for r in records])[order]
+        tp = np.cumsum(matched & ~ignored).astype(np.float64)
+        fp = np.cumsum(~matched & ~ignored).astype(np.float64)
+        if tp.size == 0:
+            continue
+        precision = np.maximum.accumulate((tp / (tp + fp + np.spacing(1)))[::-1])[::-1]
+        at = np.searchsorted(tp / positives, recall_points, side="left")
+        total += np.where(at < tp.size, precision[np.minimum(at, tp.size - 1)], 0.0).mean()
+    return float(total / thresholds)
 
 
 # ---------------------------------------------------------------------------------------------- targets

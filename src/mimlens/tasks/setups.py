@@ -2,8 +2,10 @@
 
 Every ``setup_<task>(cfg, encoder, prep, run_dir)`` returns a :class:`TaskSetup`. Evaluation runs in every
 ``torchrun`` process on its shard of the evaluation items (:func:`mimlens.distributed.shard`): sum
-accumulators are all-reduced, per-item results (keypoints, boxes) gathered back into the data set's order,
-so N processes report what one process reports.
+accumulators are all-reduced, per-item results (keypoints, boxes, per-item metric values) gathered back into
+the data set's order, so N processes report what one process reports. ``evaluate()`` also fills the setup's
+``evidence``: the per-item values of the metrics and the trivial baselines (:mod:`mimlens.tasks.baselines`)
+on the same items.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ Metrics = tuple[dict[str, Any], dict[str, Any]]  # (metrics, variant)
 @dataclass
 class TaskSetup:
     """A task's objective (engine contract), training set and transform, and ``evaluate() -> Metrics``;
-    ``write_extras(run_dir)`` writes task files after evaluation (main process only)."""
+    ``write_extras(run_dir)`` writes task files after evaluation (main process only). ``evaluate()`` fills
+    ``evidence`` (empty for a task without baselines): ``unit`` and ``ids`` of the evaluation items in order,
+    ``per_item`` ({metric: values}), ``statistics`` ({metric: kind of :func:`mimlens.tasks.uncertainty.statistic`}
+    where not a mean) and ``baselines`` ({name: {"metrics", "description", "per_item"}})."""
 
     objective: torch.nn.Module
     train_set: Dataset
     transform: Callable
     evaluate: Callable[[], Metrics]
     write_extras: Callable[[Path], None] = field(default=lambda run_dir: None)
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 def normalizer(mean, std, keys=("image",), flip: bool = False) -> Callable:
@@ -69,6 +75,12 @@ def eval_loader(dataset: Dataset, transform: Callable, cfg: dict[str, Any]) -> D
                       num_workers=int(cfg["run"]["num_workers"]))
 
 
+def stream_args(cfg: dict[str, Any]) -> dict[str, int]:
+    """Batch size and workers of a pass over a data set shard (the per-process micro-batch)."""
+    return {"batch_size": max(1, int(cfg["optim"]["batch_size"]) // distributed.world_size()),
+            "num_workers": int(cfg["run"]["num_workers"])}
+
+
 def eval_split(cfg: dict[str, Any]) -> str:
     split = cfg["data"]["eval_split"]
     if split not in ("val", "train"):
@@ -104,6 +116,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 def setup_classification(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path,
                          linear: bool = False) -> TaskSetup:
     from mimlens.tasks.backbone import pooled_features
+    from mimlens.tasks.baselines import class_counts, majority_class
     from mimlens.tasks.classification import Classifier, LinearProbe, cross_entropy, evaluate_classification
     from mimlens.tasks.data import classification_set
     from mimlens.tasks.objective import TaskObjective
@@ -125,10 +138,18 @@ def setup_classification(cfg: dict[str, Any], encoder, prep: dict[str, Any], run
         model = Classifier(encoder, num_classes)
         loss = cross_entropy(section["label"], float(section["label_smoothing"]))
     mean, std = prep["mean"], prep["std"]
+    evidence: dict[str, Any] = {}
 
     def evaluate() -> Metrics:
         acc = evaluate_classification(model, eval_loader(eval_set, normalizer(mean, std), cfg), section["label"])
         acc.all_reduce_()
+        items = acc.per_item()
+        labels = items.pop("label")
+        majority = majority_class(class_counts(train_set, section["label"], num_classes, **stream_args(cfg)))
+        hits = [int(y == majority) for y in labels]
+        evidence.update(unit="image", ids=list(range(len(labels))), per_item=items, labels=labels, baselines={
+            "majority class": {"metrics": {"top1": sum(hits) / len(hits)}, "per_item": {"top1": hits},
+                               "description": f"the training set's most frequent class ({majority}) for every image"}})
         variant = {"metric": "top-k accuracy over the evaluation images (top-k only for k <= classes)",
                    "label": section["label"], "num_classes": num_classes, "num_images": int(acc.sums["images"])}
         if linear:
@@ -141,7 +162,8 @@ def setup_classification(cfg: dict[str, Any], encoder, prep: dict[str, Any], run
                                     f"{section['drop_path']}, label smoothing {section['label_smoothing']}")
         return acc.compute(), variant
 
-    return TaskSetup(TaskObjective(model, loss), train_set, normalizer(mean, std, flip=not linear), evaluate)
+    return TaskSetup(TaskObjective(model, loss), train_set, normalizer(mean, std, flip=not linear), evaluate,
+                     evidence=evidence)
 
 
 def setup_linear(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path) -> TaskSetup:
@@ -160,8 +182,9 @@ def _num_classes(dataset: Dataset, label: str) -> int:
 
 
 def setup_depth(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path) -> TaskSetup:
+    from mimlens.tasks.baselines import mean_depth_map, median_depth, resize_depth_map
     from mimlens.tasks.data import depth_set
-    from mimlens.tasks.depth import DepthMetrics, DepthModel, silog_loss
+    from mimlens.tasks.depth import DepthMetrics, DepthModel, crop_mask, silog_loss
     from mimlens.tasks.objective import TaskObjective
 
     section = cfg["depth"]
@@ -178,23 +201,39 @@ def setup_depth(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Pat
         pred = model(batch["image"], gt.shape[-2:])
         return {"loss": silog_loss(pred, gt, (gt > lo) & (gt < hi))}
 
+    evidence: dict[str, Any] = {}
+
     @torch.no_grad()
     def evaluate() -> Metrics:
-        metrics = DepthMetrics(lo, hi, section["crop"])
+        metrics, mean_map, median = (DepthMetrics(lo, hi, section["crop"]) for _ in range(3))
+        depth_map = mean_depth_map(train_set, size, lo, hi, **stream_args(cfg))
         model.eval()
         for batch in eval_loader(eval_set, normalizer(prep["mean"], prep["std"]), cfg):
             gt = batch["depth"]
             metrics.update(model(batch["image"].to(_device(model)), gt.shape[-2:]).cpu(), gt)
+            mean_map.update(resize_depth_map(depth_map, gt.shape[-2:], gt.shape[0]), gt)
+            valid = (gt > lo) & (gt < hi) & crop_mask(*gt.shape[-2:], section["crop"])
+            median.update(median_depth(gt, valid, hi), gt)
+        per_item = metrics.per_item()
+        evidence.update(unit="image", ids=list(range(len(per_item["rmse"]))), per_item=per_item, baselines={
+            "training mean depth map": {
+                "metrics": mean_map.all_reduce_().compute(), "per_item": mean_map.per_item(),
+                "description": "per-pixel mean of the training depths, resized to each image"},
+            "per-image median (oracle)": {
+                "metrics": median.all_reduce_().compute(), "per_item": median.per_item(),
+                "description": "oracle: each image's median valid ground-truth depth, constant over the image"}})
         return metrics.all_reduce_().compute(), metrics.variant()
 
     transform = normalizer(prep["mean"], prep["std"], flip=True)
-    return TaskSetup(TaskObjective(model, loss), train_set, transform, evaluate)
+    return TaskSetup(TaskObjective(model, loss), train_set, transform, evaluate, evidence=evidence)
 
 
 def setup_pose(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path) -> TaskSetup:
+    from mimlens.tasks.baselines import keypoint_template, template_results
     from mimlens.tasks.data import pose_set
     from mimlens.tasks.objective import TaskObjective
-    from mimlens.tasks.pose import CocoKeypointCrops, PoseModel, coco_keypoint_eval, heatmap_loss, keypoint_sigmas
+    from mimlens.tasks.pose import CocoKeypointCrops, PoseModel, heatmap_loss, keypoint_sigmas
+    from mimlens.tasks.pose import coco_keypoint_eval_images as keypoint_eval
     from mimlens.tasks.pose import predict as predict_keypoints
 
     section = cfg["pose"]
@@ -210,6 +249,7 @@ def setup_pose(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path
     train_set = CocoKeypointCrops(train_coco, None, (size, size), heatmap_size, sigma, load=train_load)
     eval_set = CocoKeypointCrops(eval_coco, None, (size, size), heatmap_size, sigma, load=eval_load)
     sigmas = keypoint_sigmas(eval_coco, section["oks_sigmas"])
+    evidence: dict[str, Any] = {}
 
     def loss(model, batch):
         return {"loss": heatmap_loss(model(batch["image"]), batch["target"], batch["weight"])}
@@ -229,12 +269,21 @@ def setup_pose(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path
                        "visibility",
             "num_instances": len(results),
         }
-        return coco_keypoint_eval(eval_coco, results, sigmas), variant
+        metrics, images = keypoint_eval(eval_coco, results, sigmas)
+        template = keypoint_template(train_set.annotations, num_keypoints)
+        base, base_images = keypoint_eval(eval_coco, template_results(template, eval_set.annotations), sigmas)
+        evidence.update(unit="image", ids=[r["image_id"] for r in images], per_item={"ap": images},
+                        statistics={"ap": "keypoint_ap"}, baselines={"mean keypoint template": {
+                            "metrics": base, "per_item": {"ap": base_images},
+                            "description": "the training instances' mean box-normalised keypoints in each box"}})
+        return metrics, variant
 
-    return TaskSetup(TaskObjective(model, loss), train_set, normalizer(prep["mean"], prep["std"]), evaluate)
+    return TaskSetup(TaskObjective(model, loss), train_set, normalizer(prep["mean"], prep["std"]), evaluate,
+                     evidence=evidence)
 
 
 def setup_tracking(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path) -> TaskSetup:
+    from mimlens.tasks.baselines import zero_motion
     from mimlens.tasks.data import tracking_sequences
     from mimlens.tasks.objective import TaskObjective
     from mimlens.tasks.tracking import OneStreamTracker, TrackingMetrics, TrackingPairs, track_sequence, tracking_loss
@@ -257,17 +306,25 @@ def setup_tracking(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: 
         total, parts = tracking_loss(model(batch["template"], batch["search"]), batch["box"])
         return {"loss": total, **{k: torch.tensor(v) for k, v in parts.items()}}
 
+    evidence: dict[str, Any] = {}
+
     def evaluate() -> Metrics:
-        metrics = TrackingMetrics()
+        metrics, still = TrackingMetrics(), TrackingMetrics()
         for seq in distributed.shard(eval_seqs):
             metrics.update(track_sequence(model, seq, prep["mean"], prep["std"], tf, sf), seq.boxes, seq.visible)
+            still.update(zero_motion(seq.boxes), seq.boxes, seq.visible)
         metrics.all_reduce_()
+        still.all_reduce_()
+        evidence.update(unit="sequence", ids=[seq.name for seq in eval_seqs], per_item=metrics.per_item(),
+                        baselines={"zero motion": {
+                            "metrics": {k: v for k, v in still.compute().items() if not isinstance(v, list)},
+                            "per_item": still.per_item(), "description": "the first box held for the whole sequence"}})
         variant = metrics.variant()
         variant["crops"] = f"template {template} px ({tf:g}x the box), search {search} px ({sf:g}x the box)"
         return metrics.compute(), variant
 
     transform = normalizer(prep["mean"], prep["std"], keys=("template", "search"))
-    return TaskSetup(TaskObjective(model, loss), pairs, transform, evaluate)
+    return TaskSetup(TaskObjective(model, loss), pairs, transform, evaluate, evidence=evidence)
 
 
 # ---------------------------------------------------------------------------------------------- combined

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
+from mimlens import distributed
 from mimlens.errors import MimlensError
 from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import token_grid, tokens_to_map
@@ -90,11 +91,13 @@ def sequence_curves(pred: torch.Tensor, gt: torch.Tensor, visible: torch.Tensor 
 
 
 class TrackingMetrics(SumAccumulator):
-    """LaSOT one-pass evaluation accumulated over sequences (curves summed, divided by the sequence count)."""
+    """LaSOT one-pass evaluation accumulated over sequences (curves summed, divided by the sequence count);
+    ``items`` keeps each sequence's (SUC, precision, normalised precision) in evaluation order."""
 
     def __init__(self) -> None:
         super().__init__(success=(len(SUCCESS_THRESHOLDS),), precision=(len(PRECISION_THRESHOLDS),),
                          norm_precision=(len(NORM_PRECISION_THRESHOLDS),), sequences=())
+        self.items: list[tuple[float, float, float]] = []
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor, visible: torch.Tensor | None = None) -> None:
         """Add one sequence."""
@@ -103,6 +106,14 @@ class TrackingMetrics(SumAccumulator):
         self.add("precision", precision)
         self.add("norm_precision", norm_precision)
         self.add("sequences", 1)
+        self.items.append((float(success.mean()), float(precision[PRECISION_AT]),
+                           float(norm_precision[NORM_PRECISION_AT])))
+
+    def per_item(self) -> dict[str, list[float]]:
+        """``suc``, ``precision`` and ``norm_precision`` per sequence of every process, in the data set's order
+        (:func:`mimlens.distributed.gather_sharded`)."""
+        items = distributed.gather_sharded(self.items)
+        return {name: [row[i] for row in items] for i, name in enumerate(("suc", "precision", "norm_precision"))}
 
     def compute(self) -> dict[str, object]:
         n = float(self.sums["sequences"])

@@ -1,0 +1,131 @@
+"""Standard errors of metrics and of differences between two runs evaluated on the same items.
+
+Conventions: a metric that is a mean over items (top-1 over images, depth metrics over images, SUC over
+sequences) has per-item values; two runs on the same items are compared by the paired difference: the mean
+of the per-item differences a - b with standard error SE = sd / sqrt(n) (sample sd, n - 1). A metric that is
+not a per-item mean (keypoint AP) is compared by a paired bootstrap: the same resampled items (with
+replacement, fixed seed) for both runs, SE = the sd of the resampled differences. "Beats" means better by
+more than ``Z`` standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from mimlens.errors import MimlensError
+
+Z = 2.0  # a difference counts when beyond this many standard errors
+RESAMPLES = 1000
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """SE of the mean of per-item ``values``: sample sd / sqrt(n) (0 for one item)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise MimlensError("no per-item value to take a standard error of")
+    return float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Mean of the per-item differences ``a - b`` (same items, same order) and its SE = sd / sqrt(n)."""
+    if len(a) != len(b):
+        raise MimlensError(f"paired values need the same items: {len(a)} and {len(b)} values")
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return {"diff": float(d.mean()), "se": standard_error(d), "n": int(d.size)}
+
+
+def resampled_indices(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """(resamples, n) item indices drawn with replacement by numpy's PCG64 from ``seed``."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def paired_bootstrap(items_a: Sequence[Any], items_b: Sequence[Any], statistic: Callable[[list], float],
+                     resamples: int = RESAMPLES, seed: int = 0) -> dict[str, float]:
+    """``statistic(items_a) - statistic(items_b)`` and its bootstrap SE: the sd (n - 1) of the difference over
+    ``resamples`` draws of the same item indices for both runs."""
+    if len(items_a) != len(items_b):
+        raise MimlensError(f"paired items need the same items: {len(items_a)} and {len(items_b)}")
+    diffs = [statistic([items_a[i] for i in draw]) - statistic([items_b[i] for i in draw])
+             for draw in resampled_indices(len(items_a), resamples, seed)]
+    return {"diff": float(statistic(list(items_a)) - statistic(list(items_b))),
+            "se": float(np.std(diffs, ddof=1)), "n": len(items_a)}
+
+
+def bootstrap_se(items: Sequence[Any], statistic: Callable[[list], float], resamples: int = RESAMPLES,
+                 seed: int = 0) -> float:
+    """Bootstrap SE of ``statistic(items)``: the sd (n - 1) over ``resamples`` draws with replacement."""
+    values = [statistic([items[i] for i in draw]) for draw in resampled_indices(len(items), resamples, seed)]
+    return float(np.std(values, ddof=1))
+
+
+def improves(difference: dict[str, float], higher_is_better: bool, z: float = Z) -> bool:
+    """Whether a difference ``{"diff", "se"}`` (a - b) says a is better than b by more than ``z`` SEs."""
+    diff = difference["diff"] if higher_is_better else -difference["diff"]
+    return diff > z * difference["se"]
+
+
+def beats(a: Sequence[float], b: Sequence[float], higher_is_better: bool) -> bool:
+    """Whether per-item values ``a`` are better than ``b`` on the same items by more than ``Z`` paired SEs."""
+    return improves(paired_difference(a, b), higher_is_better)
+
+
+# ----------------------------------------------------------------------------------- per-item evidence of runs
+
+
+def statistic(kind: str) -> Callable[[list], float]:
+    """The metric as a function of per-item values: ``mean``, or ``keypoint_ap`` of per-image records."""
+    if kind == "mean":
+        return lambda values: float(np.mean(values))
+    if kind == "keypoint_ap":
+        from mimlens.tasks.pose import keypoint_ap
+
+        return keypoint_ap
+    raise MimlensError(f"unknown per-item statistic {kind!r}")
+
+
+def _present(values: Sequence[Any]) -> list:
+    return [v for v in values if v is not None]
+
+
+def summary(values: Sequence[Any], kind: str = "mean") -> dict[str, float]:
+    """``{"value", "se", "n"}`` of per-item ``values`` (None, an item without a value, left out): the mean with
+    sd / sqrt(n), or the statistic with its bootstrap SE."""
+    values = _present(values)
+    if kind == "mean":
+        return {"value": float(np.mean(values)), "se": standard_error(values), "n": len(values)}
+    return {"value": statistic(kind)(values), "se": bootstrap_se(values, statistic(kind)), "n": len(values)}
+
+
+def compare(a: Sequence[Any], b: Sequence[Any], kind: str = "mean") -> dict[str, float]:
+    """Paired ``{"diff", "se", "n"}`` of a - b over the items both have a value for: :func:`paired_difference`
+    for a mean, :func:`paired_bootstrap` otherwise."""
+    if len(a) != len(b):
+        raise MimlensError(f"paired values need the same items: {len(a)} and {len(b)} values")
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    left, right = [x for x, _ in pairs], [y for _, y in pairs]
+    if kind == "mean":
+        return paired_difference(left, right)
+    return paired_bootstrap(left, right, statistic(kind))
+
+
+def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    """:func:`compare` of two ``metrics.json`` ``items`` sections (``ids``, ``statistic``, ``values``), which
+    must hold the same items in the same order."""
+    if a["ids"] != b["ids"] or a["statistic"] != b["statistic"]:
+        raise MimlensError("the two runs were not evaluated on the same items with the same statistic")
+    return compare(a["values"], b["values"], a["statistic"])
+
+
+def trained_check(values: Sequence[Any], baselines: dict[str, Sequence[Any]], baseline_values: dict[str, float],
+                  higher_is_better: bool, kind: str = "mean") -> dict[str, Any]:
+    """Whether per-item ``values`` beat the best baseline (by its metric value, ``baseline_values``) by more than
+    ``Z`` paired SEs: ``{"trained", "baseline", "diff", "se", "n", "rule"}``."""
+    best = (max if higher_is_better else min)(baseline_values, key=baseline_values.get)
+    difference = compare(values, baselines[best], kind)
+    how = "paired SE of per-item differences" if kind == "mean" else f"paired bootstrap SE ({RESAMPLES} resamples)"
+    return {"trained": improves(difference, higher_is_better), "baseline": best, **difference,
+            "rule": f"trained when better than the best trivial baseline by more than {Z:g} SE ({how})"}

@@ -1,0 +1,79 @@
+"""Standard errors and paired comparisons against brute-force bootstraps and hand-made cases."""
+
+import numpy as np
+import pytest
+
+from mimlens.tasks.uncertainty import (
+    beats,
+    bootstrap_se,
+    compare,
+    paired_bootstrap,
+    paired_difference,
+    standard_error,
+    summary,
+    trained_check,
+)
+
+
+def brute_bootstrap_se(a, b, statistic, draws=20000, seed=123):
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(a), np.asarray(b)
+    diffs = []
+    for _ in range(draws):
+        i = rng.integers(0, len(a), len(a))
+        diffs.append(statistic(a[i]) - statistic(b[i]))
+    return float(np.std(diffs))
+
+
+def test_paired_difference_is_the_mean_difference_with_sd_over_root_n():
+    a, b = [3.0, 5.0, 4.0, 8.0], [1.0, 2.0, 4.0, 4.0]
+    d = np.array([2.0, 3.0, 0.0, 4.0])
+    found = paired_difference(a, b)
+    assert found["diff"] == pytest.approx(2.25) and found["n"] == 4
+    assert found["se"] == pytest.approx(np.sqrt(((d - d.mean()) ** 2).sum() / 3) / 2)
+
+
+def test_paired_se_agrees_with_a_brute_force_bootstrap():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=200)
+    b = a + rng.normal(0.1, 0.5, size=200)
+    assert paired_difference(a, b)["se"] == pytest.approx(brute_bootstrap_se(a, b, np.mean), rel=0.05)
+
+
+def test_paired_bootstrap_of_a_median_agrees_with_a_brute_force_bootstrap():
+    rng = np.random.default_rng(1)
+    a = rng.exponential(size=150)
+    b = a * rng.uniform(0.5, 1.5, size=150)
+    found = paired_bootstrap(list(a), list(b), lambda v: float(np.median(v)))
+    assert found["diff"] == pytest.approx(np.median(a) - np.median(b)) and found["n"] == 150
+    assert found["se"] == pytest.approx(brute_bootstrap_se(a, b, np.median), rel=0.1)
+    assert paired_bootstrap(list(a), list(b), lambda v: float(np.median(v)))["se"] == found["se"]  # fixed seed
+
+
+def test_bootstrap_se_of_a_mean_is_about_sd_over_root_n():
+    x = np.random.default_rng(2).normal(size=300)
+    assert bootstrap_se(list(x), lambda v: float(np.mean(v))) == pytest.approx(standard_error(x), rel=0.08)
+
+
+def test_beats_needs_more_than_two_standard_errors():
+    assert beats([1, 1, 1, 1], [0, 0, 0, 0], True)  # SE 0, difference 1
+    assert not beats([0, 0, 0, 0], [1, 1, 1, 1], True)
+    assert beats([0, 0, 0, 0], [1, 1, 1, 1], False)  # lower is better
+    # differences 1, 0, 1, 0: mean 0.5, SE = sqrt(1/3)/2 = 0.289; 0.5 < 2 SE
+    assert not beats([1, 0, 1, 0], [0, 0, 0, 0], True)
+    # differences 2, 1.9, 2.1, 2: mean 2, SE 0.041
+    assert beats([2, 1.9, 2.1, 2], [0, 0, 0, 0], True)
+
+
+def test_missing_items_are_left_out_of_both_sides():
+    found = compare([1.0, None, 3.0], [0.0, 5.0, 1.0])
+    assert found["n"] == 2 and found["diff"] == pytest.approx(1.5)
+    assert summary([2.0, None, 4.0])["value"] == pytest.approx(3.0)
+
+
+def test_trained_compares_with_the_best_baseline():
+    model = [0.9, 0.8, 0.9, 1.0]
+    baselines = {"weak": [0.1, 0.2, 0.1, 0.1], "strong": [0.9, 0.8, 0.9, 0.9]}
+    check = trained_check(model, baselines, {"weak": 0.125, "strong": 0.875}, True)
+    assert check["baseline"] == "strong" and check["diff"] == pytest.approx(0.025) and not check["trained"]
+    assert trained_check(model, {"weak": baselines["weak"]}, {"weak": 0.125}, True)["trained"]
