@@ -11,9 +11,9 @@ resolved config is saved as ``RUN/config.yaml`` and the metrics, with the varian
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
+from mimlens.commands.training import add_training_arguments, default_out, training_flags
 from mimlens.tasks.registry import TASKS
 
 CLASSIFICATION = ("cls", "linear")
@@ -27,18 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", help="the preset or timm model a checkpoint file belongs to")
     parser.add_argument("--data", help="synthetic[:N] (generated, default 2048 items) or a folder in the task's "
                                        "standard layout (see docs/finetune.md)")
-    parser.add_argument("--config", help="YAML recipe; flags override it")
     parser.add_argument("--out", help="run directory (default runs/finetune_<task>_<init>)")
     drop = parser.add_mutually_exclusive_group()
     drop.add_argument("--drop-last", type=int, help="remove the last K blocks before fine-tuning")
     drop.add_argument("--sweep-drop", help="comma-separated K values: one run each, drop_sweep.json and a figure")
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="run length in epochs")
-    length.add_argument("--steps", type=int, help="run length in optimizer updates (0: evaluate the start point)")
-    parser.add_argument("--warmup-steps", type=int, help="linear warm-up length (default 5 %% of the run)")
-    parser.add_argument("--batch-size", type=int, help="global batch (all processes and accumulation steps)")
-    parser.add_argument("--accum-steps", type=int, help="gradient-accumulation micro-batches per update")
-    parser.add_argument("--lr", type=float, help="base learning rate for a batch of 256; lr = base × batch / 256")
+    add_training_arguments(parser, steps_help="run length in optimizer updates (0: evaluate the start point)")
     parser.add_argument("--layer-decay", type=float, help="layer-wise lr decay (default 0.65 ViT, 0.9 Swin)")
     parser.add_argument("--num-eval", type=int, help="synthetic evaluation images (sequences for track)")
     parser.add_argument("--label", choices=("fine_label", "label"),
@@ -46,11 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-block", type=int,
                         help="linear: probe the output of this 0-based block (ViT) or stage (Swin), not the final one")
     parser.add_argument("--pool", choices=("cls", "avg"), help="linear: CLS token or mean of the patch tokens")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--workers", type=int, help="data-loading worker processes per training process")
-    parser.add_argument("--device", help="auto (default), cpu, cuda")
-    parser.add_argument("--resume", help="checkpoint to resume from (default RUN/checkpoints/last.pt if present)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def parse_sweep(text: str | None) -> list[int] | None:
@@ -97,22 +85,11 @@ def run(args: argparse.Namespace) -> int:
         **task_flags(args),
         "drop_last": args.drop_last,
         "sweep_drop": parse_sweep(args.sweep_drop),
-        "train.epochs": args.epochs,
-        "train.steps": args.steps,
-        "train.seed": args.seed,
-        "optim.warmup_steps": args.warmup_steps,
-        "optim.batch_size": args.batch_size,
-        "optim.accum_steps": args.accum_steps,
-        "optim.base_lr": args.lr,
         "optim.layer_decay": args.layer_decay,
-        "run.device": args.device,
-        "run.num_workers": args.workers,
-        "run.resume": args.resume,
-        "run.out": args.out,
-        "run.progress": False if args.no_progress else None,
+        **training_flags(args),
     }
     cfg = resolve_config(args.config, flags)
-    out = Path(cfg["run"]["out"] or Path("runs") / f"finetune_{args.task}_{_slug(str(cfg['init']))}")
+    out = Path(cfg["run"]["out"] or default_out(f"finetune_{args.task}", str(cfg["init"])))
     cfg["run"]["out"] = str(out)
     result = finetune(cfg, out)
     if not distributed.is_main():
@@ -128,7 +105,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"finetune {args.task}: {primary['name']} {primary['value']:.4g} after {result['train']['steps']} "
               f"steps: {out}")
     return 0
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name.removeprefix("timm:")).name)
