@@ -18,6 +18,7 @@ COMMANDS = {
     "analyze": "attention statistics (and CKA with --cka) of one model",
     "compare": "side-by-side figures and cross-model CKA of two or more models or runs",
     "masks": "AvgDist of SimMIM masking settings",
+    "probe": "layer-wise frozen probes (classification, depth, keypoints, tracking) of every block",
     "pretrain": "pre-train with SimMIM, supervised classification or MoCo v3",
     "finetune": f"transfer a backbone to a downstream task ({', '.join(TASKS)})",
     "demo": "the paper's whole pipeline at tiny scale, with a report",
