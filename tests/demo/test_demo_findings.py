@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from mimlens.demo import findings as fd
@@ -172,3 +173,34 @@ def test_every_row_renders_in_the_report_table():
             fd.f5_cka(cka([[1, 0.9], [0.9, 1]]), cka([[1, 0.2], [0.2, 1]]), PASSED, False)]
     html = findings_table(rows)
     assert "reproduced" in html and fd.QUICK_REASON in html
+
+
+def with_items(doc, values):
+    """A metrics.json with per-image values whose mean is the primary value."""
+    return {**doc, "items": {"unit": "image", "ids": list(range(len(values))), "statistic": "mean",
+                             "values": values}}
+
+
+def test_f6_uses_paired_standard_errors_of_per_item_values():
+    # same mean gap 0.25 both times: consistent per-image differences win, noisy ones do not
+    rand = {"cls": with_items(metrics(cls=0.0)["cls"], [0.0] * 8)}
+    sup = {"cls": with_items(metrics(cls=0.5)["cls"], [0.5] * 8)}
+    steady = {"cls": with_items(metrics(cls=0.75)["cls"], [0.75, 0.7, 0.8, 0.75, 0.75, 0.7, 0.8, 0.75])}
+    row = fd.f6_transfer(steady, sup, rand, PASSED, claims=True)
+    d = np.array([0.25, 0.2, 0.3, 0.25, 0.25, 0.2, 0.3, 0.25])
+    assert row["numbers"]["cls SimMIM - supervised"] == pytest.approx(0.25)
+    assert row["numbers"]["cls SimMIM - supervised SE"] == pytest.approx(d.std(ddof=1) / np.sqrt(8))
+    assert row["numbers"]["SimMIM wins"] == 1 and row["verdict"] == "reproduced"
+    noisy = {"cls": with_items(metrics(cls=0.75)["cls"], [1.5, 0.0, 1.5, 0.0, 1.5, 0.0, 1.5, 0.0])}
+    assert fd.f6_transfer(noisy, sup, rand, PASSED, claims=True)["numbers"]["SimMIM wins"] == 0
+
+
+def test_f4_judges_dropping_a_block_by_the_paired_standard_error():
+    rand = {"depth": with_items(metrics(depth=2.0)["depth"], [2.0] * 6)}
+    flat = sweep("depth", "rmse", False, [1.0, 1.1])  # 10 % worse: beyond the fixed tolerance
+    flat["items"] = {"0": with_items({}, [1.0, 1.2, 0.8, 1.0, 1.2, 0.8])["items"],
+                     "1": with_items({}, [1.1, 0.9, 1.3, 1.1, 0.9, 1.3])["items"]}  # noisy: within 2 SE
+    row = fd.f4_drop_last({"depth": flat}, rand, PASSED, claims=True)
+    assert row["verdict"] == "reproduced" and row["numbers"]["depth K=1 - K=0"] == pytest.approx(0.1)
+    steady = dict(flat, items={"0": flat["items"]["0"], "1": with_items({}, [1.1, 1.3, 0.9, 1.1, 1.3, 0.9])["items"]})
+    assert fd.f4_drop_last({"depth": steady}, rand, PASSED, claims=True)["verdict"] == "not reproduced"

@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from mimlens.cli import main
-from mimlens.demo import findings as fd
 from mimlens.demo.pipeline import build_stages
 from mimlens.demo.presets import QUICK
 from mimlens.report.blocks import decimals, fmt
@@ -98,6 +97,19 @@ def layer_distance(doc):
     return [float(np.mean(layer["distance_px"])) for layer in doc["layers"]]
 
 
+def paired(a, b):
+    """(diff, SE) of two runs' items: the mean per-item difference and sd / sqrt(n) over items both have; AP by
+    the library's paired bootstrap (tested against a brute-force one in tests/tasks)."""
+    assert a["ids"] == b["ids"]
+    if a["statistic"] != "mean":
+        from mimlens.tasks.uncertainty import compare_runs
+
+        found = compare_runs(a, b)
+        return found["diff"], found["se"]
+    d = np.array([x - y for x, y in zip(a["values"], b["values"], strict=True) if x is not None and y is not None])
+    return d.mean(), d.std(ddof=1) / np.sqrt(len(d))
+
+
 def expected_numbers(out: Path) -> dict[str, dict]:
     """Every number of the findings table, computed here from the runs' JSON files."""
     att = {m: load(out / "analysis" / m / "attention.json") for m in MODELS}
@@ -125,6 +137,9 @@ def expected_numbers(out: Path) -> dict[str, dict]:
             f4[f"{task} {sweep['metric']} K={row['drop_last']}"] = row[sweep["metric"]]
         random_init = load(out / "finetune" / f"{task}_random_init" / "metrics.json")
         f4[f"{task} {sweep['metric']} random init"] = random_init["metrics"][sweep["metric"]]
+        for key, (a, b) in {"K=0 - random init": (sweep["items"]["0"], random_init["items"]),
+                            "K=1 - K=0": (sweep["items"]["1"], sweep["items"]["0"])}.items():
+            f4[f"{task} {key}"], f4[f"{task} {key} SE"] = paired(a, b)
     f5 = {}
     for m, label in (("simmim", "SimMIM"), ("supervised", "supervised")):
         matrix = load(out / "analysis" / m / "cka.json")["matrix"]
@@ -134,27 +149,22 @@ def expected_numbers(out: Path) -> dict[str, dict]:
     f5["estimator"] = load(out / "analysis" / "simmim" / "cka.json")["estimator"]
     f6, wins, counted = {}, 0, 0
     for task in TASKS:
-        values = {}
+        docs = {}
         for m, label in (("simmim", "SimMIM"), ("supervised", "supervised"), ("random_init", "random init")):
             run = out / "finetune" / f"{task}_{m}"
-            doc = load(run / "drop_0" / "metrics.json" if (run / "drop_sweep.json").is_file() else run / "metrics.json")
-            primary = doc["primary"]
-            values[label] = doc["metrics"][primary["name"]]
-            f6[f"{task} {primary['name']} {label}"] = values[label]
-        name, higher = primary["name"], primary["higher_is_better"]
-        n = doc["variant"]["num_images"] if name == "top1" else None
-        if n is not None:
-            f6[f"{task} evaluation images"] = n
-
-        def better(a, b):
-            margin = fd.WIN_MARGIN[name] * (abs(b) if name == "rmse" else 1.0)  # noqa: B023
-            if n is not None:  # noqa: B023
-                margin = max(margin, 2 * np.sqrt((a * (1 - a) + b * (1 - b)) / n))  # noqa: B023
-            return (a - b > margin) if higher else (b - a > margin)  # noqa: B023
-
-        if better(values["SimMIM"], values["random init"]) or better(values["supervised"], values["random init"]):
+            docs[label] = load(run / "drop_0" / "metrics.json" if (run / "drop_sweep.json").is_file()
+                               else run / "metrics.json")
+            primary = docs[label]["primary"]
+            f6[f"{task} {primary['name']} {label}"] = docs[label]["metrics"][primary["name"]]
+        sign = 1 if primary["higher_is_better"] else -1
+        better = {}
+        for a, b in (("SimMIM", "random init"), ("supervised", "random init"), ("SimMIM", "supervised")):
+            diff, se = paired(docs[a]["items"], docs[b]["items"])
+            f6[f"{task} {a} - {b}"], f6[f"{task} {a} - {b} SE"] = diff, se
+            better[a, b] = sign * diff > 2 * se
+        if better["SimMIM", "random init"] or better["supervised", "random init"]:
             counted += 1
-            wins += better(values["SimMIM"], values["supervised"])
+            wins += better["SimMIM", "supervised"]
     f6.update({"SimMIM wins": wins, "tasks counted": counted})
     return {"F1": f1, "F2": f2, "F3": f3, "F4": f4, "F5": f5, "F6": f6}
 

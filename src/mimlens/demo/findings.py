@@ -7,7 +7,10 @@ Pure functions: each takes the parsed JSON of the runs it needs (``attention.jso
 and one column per model or task: ``{"columns": [...], "rows": [[label, key of numbers or null, ...]]}``.
 A verdict is "reproduced" or "not reproduced" only when the preset claims findings and the training bars
 the finding depends on passed; otherwise it is "inconclusive" and ``numbers["reason"]`` says why. The
-margins below are part of the rules and are printed with them.
+margins below are part of the rules and are printed with them. Transfer comparisons (F4, F6) of two runs
+evaluated on the same items use the paired standard error of their per-item values (``items`` of
+``metrics.json`` or ``drop_sweep.json``; a paired bootstrap for AP, :mod:`mimlens.tasks.uncertainty`): better
+means better by more than 2 SE; the fixed margins serve runs without per-item values.
 """
 
 from __future__ import annotations
@@ -168,6 +171,28 @@ def evaluation_images(doc: Mapping[str, Any]) -> int | None:
     return (doc.get("variant") or {}).get("num_images")
 
 
+def paired(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """Paired ``{"diff", "se", "n"}`` of runs' ``items`` sections a - b, or None when either has none."""
+    if not a or not b:
+        return None
+    from mimlens.tasks.uncertainty import compare_runs
+
+    return compare_runs(a, b)
+
+
+def better(difference: Mapping[str, float], higher: bool) -> bool:
+    """Whether a paired difference a - b says a is better by more than 2 SE."""
+    from mimlens.tasks.uncertainty import improves
+
+    return improves(dict(difference), higher)
+
+
+def _put(numbers: dict[str, Any], key: str, difference: Mapping[str, float] | None) -> None:
+    """``numbers[key]`` = the paired difference and ``numbers[key + " SE"]`` its SE (nothing when None)."""
+    if difference is not None:
+        numbers[key], numbers[f"{key} SE"] = difference["diff"], difference["se"]
+
+
 def _primary(doc: Mapping[str, Any]) -> tuple[str, bool, float]:
     primary = doc["primary"]
     return primary["name"], bool(primary["higher_is_better"]), float(primary["value"])
@@ -176,9 +201,10 @@ def _primary(doc: Mapping[str, Any]) -> tuple[str, bool, float]:
 def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[str, Mapping], bars: Mapping,
                  claims: bool) -> dict:
     """F4 from the supervised model's ``drop_sweep.json`` per task: the metric at K = 1 (one block dropped) is
-    not worse than at K = 0 beyond DROP_TOLERANCE, for every swept task. Judged only where the full model
-    (K = 0) beats the random-init model's fine-tuning (``random_init``: ``metrics.json`` per task) by the
-    WIN_MARGIN: a task fine-tuning learned nothing from cannot show what dropping blocks costs."""
+    not worse than at K = 0 by more than 2 paired SE (DROP_TOLERANCE without per-item values), for every swept
+    task. Judged only where the full model (K = 0) beats the random-init model's fine-tuning (``random_init``:
+    ``metrics.json`` per task) by more than 2 paired SE (the WIN_MARGIN without per-item values): a task
+    fine-tuning learned nothing from cannot show what dropping blocks costs."""
     numbers: dict[str, Any] = {}
     holds = bool(sweeps)
     unlearned = []
@@ -191,15 +217,24 @@ def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[s
         if 0 not in values or 1 not in values:
             holds = False
             continue
-        if not beats(metric, higher, values[0], baseline):
+        items = sweep.get("items") or {}
+        learned = paired(items.get("0"), random_init[task].get("items"))
+        dropped = paired(items.get("1"), items.get("0"))
+        _put(numbers, f"{task} K=0 - random init", learned)
+        _put(numbers, f"{task} K=1 - K=0", dropped)
+        if not (better(learned, higher) if learned is not None else beats(metric, higher, values[0], baseline)):
             unlearned.append(task)
-        slack = DROP_TOLERANCE.get(metric, 0.0) * (abs(values[0]) if metric in RELATIVE else 1.0)
-        worse = values[0] - values[1] if higher else values[1] - values[0]
+        if dropped is not None:
+            worse, slack = (-dropped["diff"] if higher else dropped["diff"]), 2.0 * dropped["se"]
+        else:
+            slack = DROP_TOLERANCE.get(metric, 0.0) * (abs(values[0]) if metric in RELATIVE else 1.0)
+            worse = values[0] - values[1] if higher else values[1] - values[0]
         holds = holds and worse <= slack
     tolerances = ", ".join(f"{m} {t:g}{' relative' if m in RELATIVE else ''}" for m, t in DROP_TOLERANCE.items())
-    rule = (f"reproduced if for every swept task the metric with the last block dropped (K=1) is not worse than "
-            f"the full model (K=0) by more than the tolerance ({tolerances}); needs the supervised bar and, per "
-            "task, the full model beating the random-init model's fine-tuning by the F6 margin")
+    rule = ("reproduced if for every swept task the metric with the last block dropped (K=1) is not worse than "
+            "the full model (K=0) by more than 2 paired SE of the per-item differences (paired bootstrap for AP; "
+            f"without per-item values by more than {tolerances}); needs the supervised bar and, per task, the full "
+            "model beating the random-init model's fine-tuning by more than 2 paired SE")
     reason = _gate(claims, bars, ("supervised",))
     if reason is None and unlearned:
         reason = f"the supervised fine-tuning does not beat the random-init one on {', '.join(unlearned)}"
@@ -208,6 +243,9 @@ def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[s
     dropped = {0: "full model", 1: "last block dropped"}
     layout = [[dropped.get(k, f"last {k} blocks dropped"), *(f"{c} K={k}" for c in columns)] for k in ks]
     layout.append(["random-init fine-tuning", *(f"{c} random init" for c in columns)])
+    for label, key in (("K=1 - K=0 (paired)", "K=1 - K=0"), ("K=0 - random init (paired)", "K=0 - random init")):
+        layout.append([label, *(f"{t} {key}" for t in sweeps)])
+        layout.append([f"{label} SE", *(f"{t} {key} SE" for t in sweeps)])
     return _row("F4", _decide(reason, holds, numbers), numbers, rule, columns, layout)
 
 
@@ -225,12 +263,13 @@ def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) ->
 
 def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping],
                 random_init: Mapping[str, Mapping], bars: Mapping, claims: bool) -> dict:
-    """F6 from ``metrics.json`` per task (SimMIM's, supervised's and the random-init model's fine-tunings): a
-    task counts when SimMIM or supervised beats the random-init model by the margin of :func:`beats`
-    (pre-training made a difference); SimMIM wins a counted task when its primary metric beats supervised's by
-    that margin. Top-1's standard error uses SimMIM's evaluation-image count: the demo evaluates all three
-    fine-tunings on the same images. Reproduced when it wins more than half of the counted tasks, not
-    reproduced when fewer, inconclusive (mixed) at exactly half or when no task counts."""
+    """F6 from ``metrics.json`` per task (SimMIM's, supervised's and the random-init model's fine-tunings, all
+    evaluated on the same items): a task counts when SimMIM or supervised beats the random-init model by more
+    than 2 paired SE of the per-item differences (pre-training made a difference); SimMIM wins a counted task
+    when better than supervised by more than 2 paired SE. Runs without per-item values fall back to the margins
+    of :func:`beats` (top-1: binomial SE on SimMIM's evaluation-image count). Reproduced when SimMIM wins more
+    than half of the counted tasks, not reproduced when fewer, inconclusive (mixed) at exactly half or when no
+    task counts."""
     numbers: dict[str, Any] = {}
     wins = counted = 0
     for task in simmim:
@@ -239,20 +278,30 @@ def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping]
         numbers[f"{task} {name} SimMIM"] = a
         numbers[f"{task} {name} supervised"] = b
         numbers[f"{task} {name} random init"] = r
-        n = evaluation_images(simmim[task]) if name == "top1" else None
-        if n is not None:
-            numbers[f"{task} evaluation images"] = n
-        if beats(name, higher, a, r, n) or beats(name, higher, b, r, n):
+        docs = {"SimMIM": simmim[task], "supervised": supervised[task], "random init": random_init[task]}
+        pairs = {(x, y): paired(docs[x].get("items"), docs[y].get("items"))
+                 for x, y in (("SimMIM", "random init"), ("supervised", "random init"), ("SimMIM", "supervised"))}
+        if all(d is not None for d in pairs.values()):
+            for (x, y), d in pairs.items():
+                _put(numbers, f"{task} {x} - {y}", d)
+            sim_r, sup_r, sim_sup = (better(d, higher) for d in pairs.values())
+        else:
+            n = evaluation_images(simmim[task]) if name == "top1" else None
+            if n is not None:
+                numbers[f"{task} evaluation images"] = n
+            sim_r, sup_r, sim_sup = (beats(name, higher, x, y, n) for x, y in ((a, r), (b, r), (a, b)))
+        if sim_r or sup_r:
             counted += 1
-            wins += beats(name, higher, a, b, n)
+            wins += sim_sup
     numbers["tasks counted"] = counted
     numbers["SimMIM wins"] = wins
     margins = ", ".join(f"{m} {t:g}{' relative' if m in RELATIVE else ''}" for m, t in WIN_MARGIN.items())
-    rule = (f"a task counts when SimMIM or supervised beats the random-init fine-tuning by the margin ({margins}; "
-            "for top-1 at least two standard errors of the difference on the evaluation images); "
-            "SimMIM wins a counted task when better than supervised by the margin; reproduced when it wins more "
-            "than half of the counted tasks, not reproduced when fewer, inconclusive at exactly half; needs both "
-            "training bars")
+    rule = ("better = better by more than 2 paired SE of the per-item differences on the shared evaluation items "
+            "(paired bootstrap, 1000 resamples, for AP); a task counts when SimMIM or supervised is better than the "
+            "random-init fine-tuning; SimMIM wins a counted task when better than supervised; reproduced when it "
+            "wins more than half of the counted tasks, not reproduced when fewer, inconclusive at exactly half; "
+            f"needs both training bars (runs without per-item values: margins {margins}, for top-1 at least 2 "
+            "binomial SE)")
     reason = _gate(claims, bars, ("simmim", "supervised"))
     if reason is None and counted == 0:
         reason = "no task's fine-tuning beats the random-init model's: pre-training made no measurable difference"
@@ -263,6 +312,11 @@ def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping]
         name = _primary(simmim[task])[0]
         layout.append([f"{task} {name}", *(f"{task} {name} {m}" for m in ("SimMIM", "supervised", "random init"))])
         layout.append([f"{task} evaluation images", f"{task} evaluation images"])
+        layout.append([f"{task} paired diff vs random init", f"{task} SimMIM - random init",
+                       f"{task} supervised - random init"])
+        layout.append([f"{task} its SE", f"{task} SimMIM - random init SE", f"{task} supervised - random init SE"])
+        layout.append([f"{task} SimMIM - supervised (paired)", f"{task} SimMIM - supervised"])
+        layout.append([f"{task} SimMIM - supervised SE", f"{task} SimMIM - supervised SE"])
     layout += [["tasks counted", "tasks counted"], ["SimMIM wins", "SimMIM wins"]]
     return _row("F6", _decide(reason, 2 * wins > counted, numbers), numbers, rule,
                 ("SimMIM", "supervised", "random init"), layout)

@@ -84,17 +84,25 @@ def _save_figure(figure, path: Path) -> Path:
 
 
 def transfer_figure(out: Path, path: Path) -> Path:
-    """One panel per task: the primary metric of each model's fine-tuning (F6)."""
+    """One panel per task: the primary metric of each model's fine-tuning (F6) with ±1 standard-error bars,
+    and each trivial baseline as a labelled dashed line."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(3.0 * len(TASKS), 3.2))
+    figure = Figure(figsize=(3.0 * len(TASKS), 3.4))
     for axes, task in zip(figure.subplots(1, len(TASKS), squeeze=False)[0], TASKS, strict=True):
         docs = [task_metrics(out, task, m) for m in MODELS]
         primary = docs[0]["primary"]
         values = [d["primary"]["value"] for d in docs]
-        bars = axes.bar(range(len(MODELS)), values, color=[COLOURS[m] for m in MODELS])
+        errors = [d["primary"].get("se") or 0.0 for d in docs]
+        bars = axes.bar(range(len(MODELS)), values, yerr=errors, capsize=3, color=[COLOURS[m] for m in MODELS])
         axes.bar_label(bars, fmt="%.3g", fontsize=7)
-        axes.set_ylim(0, 1.15 * max(values) or 1.0)
+        baselines = {name: b[primary["name"]] for name, b in (docs[0].get("baselines") or {}).items()}
+        for (name, value), style in zip(baselines.items(), ("--", ":", "-."), strict=False):
+            axes.axhline(value, color="0.3", linestyle=style, linewidth=1, label=f"{name} {value:.3g}")
+        if baselines:
+            axes.legend(fontsize=6, loc="upper right")
+        axes.set_ylim(0, 1.3 * max([v + e for v, e in zip(values, errors, strict=True)] + list(baselines.values()))
+                      or 1.0)
         axes.set_xticks(range(len(MODELS)), [LABELS[m] for m in MODELS], rotation=30, ha="right", fontsize=8)
         arrow = "higher is better" if primary["higher_is_better"] else "lower is better"
         axes.set_title(f"{task}: {primary['name']} ({arrow})", fontsize=9)

@@ -1,6 +1,7 @@
 """The paper's Figure 5: a downstream metric against the number of last blocks dropped before fine-tuning.
 
-One line per sweep (e.g. one per pre-training: supervised, SimMIM), markers at the swept K; the title names
+One line per sweep (e.g. one per pre-training: supervised, SimMIM), markers at the swept K with ±1 standard
+error bars (``se`` of the rows), the first sweep's trivial baselines as labelled dashed lines; the title names
 the task and the y label the metric and whether higher or lower is better.
 """
 
@@ -30,7 +31,11 @@ def layer_drop_figure(sweeps: Mapping[str, Any] | Sequence[Mapping[str, Any]], p
     axes = figure.add_subplot()
     for sweep, label in zip(sweeps, labels, strict=True):
         rows = sorted(sweep["rows"], key=lambda r: r["drop_last"])
-        axes.plot([r["drop_last"] for r in rows], [r[metric] for r in rows], marker="o", label=label)
+        axes.errorbar([r["drop_last"] for r in rows], [r[metric] for r in rows],
+                      yerr=[r.get("se") or 0.0 for r in rows], marker="o", capsize=3, label=label)
+    baselines = {name: b[metric] for name, b in (sweeps[0].get("baselines") or {}).items()}
+    for (name, value), style in zip(baselines.items(), ("--", ":", "-."), strict=False):
+        axes.axhline(value, color="0.3", linestyle=style, linewidth=1, label=f"{name} {value:.3g}")
     ks = sorted({r["drop_last"] for s in sweeps for r in s["rows"]})
     axes.set_xticks(ks)
     axes.set_xlabel("number of last blocks dropped")
@@ -38,7 +43,7 @@ def layer_drop_figure(sweeps: Mapping[str, Any] | Sequence[Mapping[str, Any]], p
     axes.set_ylabel(f"{metric} ({better})")
     axes.set_title(f"{task}: dropping the last blocks", fontsize=10)
     axes.grid(alpha=0.3)
-    if any(labels):
+    if any(labels) or baselines:
         axes.legend(fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
