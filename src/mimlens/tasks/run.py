@@ -204,7 +204,8 @@ def sweep_drop(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             return result
         results.append(result)
         rows.append({"drop_last": k, **{m: v for m, v in result["metrics"].items() if not isinstance(v, list)},
-                     **({"se": result["primary"]["se"]} if "se" in result["primary"] else {})})
+                     **({"se": result["primary"]["se"], "trained": result["trained"]} if "se" in result["primary"]
+                        else {})})
     spec = task(cfg["task"])
     sweep = {"task": cfg["task"], "init": str(cfg["init"]), "metric": spec.primary,
              "higher_is_better": spec.higher_is_better, "variant": results[0]["variant"], "rows": rows}
