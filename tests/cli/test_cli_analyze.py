@@ -48,7 +48,10 @@ def test_analyze_writes_the_run_directory_contract(analysis_run, image_folder, c
     cka = json.loads((out / "cka.json").read_text())
     assert CKA_KEYS <= set(cka) and cka["num_images"] == 5 and cka["unit"] == "image"
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["model"] == {"spec": str(checkpoint), "arch": "vit-micro-32", "seed": 0}
+    assert cfg["model"] == {"spec": str(checkpoint), "arch": "vit-micro-32", "seed": 0, "pretrained": False,
+                            "encoder": "base"}
+    assert cfg["resolved"]["loading"] == doc["loading"]
+    assert (doc["loading"]["format"], doc["loading"]["counts"]) == ("timm", {"dropped": 0, "missing": 0, "resized": 0})
     assert cfg["data"]["source"] == str(image_folder) and cfg["analysis"]["cka"] is True
     with open(out / "attention.csv") as f:
         rows = list(csv.DictReader(f))
@@ -56,9 +59,10 @@ def test_analyze_writes_the_run_directory_contract(analysis_run, image_folder, c
     assert distance == pytest.approx(doc["layers"][1]["distance_px"], rel=1e-12)
 
 
-def test_analyze_reports_the_skipped_file_and_a_per_layer_table(analysis_run):
+def test_analyze_reports_the_skipped_file_and_a_per_layer_table(analysis_run, image_folder):
     printed = analysis_run.stdout
-    assert "skipped 1 unreadable file(s): broken.png" in printed
+    assert printed.count("unreadable") == 1
+    assert f"skipped 1 unreadable file(s) in {image_folder}: broken.png (not an image)" in printed
     assert "on 5 images of" in printed and "random init" not in printed
     doc = json.loads((analysis_run.path / "attention.json").read_text())
     row = next(line.split() for line in printed.splitlines() if line.startswith("blocks.2"))

@@ -12,7 +12,7 @@ from mimlens.probe.cka import cka_matrix
 CKA_KEYS = {"estimator", "unit", "num_images", "layers_a", "layers_b", "matrix"}
 
 
-def test_compare_writes_its_files(compare_run, analysis_run):
+def test_compare_writes_its_files(compare_run, analysis_run, image_folder):
     out = compare_run.path
     for name in ("config.yaml", "compare.json", "cka_across.json", "report.html", "figures/attention_distance.png",
                  "figures/attention_entropy.png", "figures/head_kl.png", "figures/cka_across.png"):
@@ -30,7 +30,10 @@ def test_compare_writes_its_files(compare_run, analysis_run):
     assert [layer["stage"] for layer in swin["layers"]] == [0, 0, 1, 1, 2, 2, 2, 2, 2, 2]
     assert "analysis vs swin-tiny-64: mean diagonal" in compare_run.stdout
     assert [p.rsplit("/", 1)[-1] for p in meta["skipped_files"]] == ["broken.png"]
-    assert "skipped 1 unreadable file(s): broken.png" in compare_run.stdout
+    assert compare_run.stdout.count("unreadable") == 1
+    assert f"skipped 1 unreadable file(s) in {image_folder}: broken.png (not an image)" in compare_run.stdout
+    assert first["loading"] == reused["loading"] and second["loading"]["format"] == "init"
+    assert "analysis (timm checkpoint" in compare_run.stdout and "\n  loaded " in compare_run.stdout
 
 
 def test_cka_across_uses_the_same_raw_images_and_each_models_preprocessing(compare_run, image_folder, checkpoint):

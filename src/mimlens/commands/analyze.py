@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mimlens.probe.analysis import ANALYSIS_DEFAULTS, DATA_DEFAULTS, MODEL_DEFAULTS
+from mimlens.probe.analysis import ANALYSIS_DEFAULTS, DATA_DEFAULTS, ENCODERS, MODEL_DEFAULTS
 from mimlens.probe.choices import PREFIX_POLICIES, UNITS
 
 DEFAULTS: dict[str, Any] = {
@@ -38,11 +38,22 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--pretrained`` and ``--encoder``, shared with ``compare``."""
+    parser.add_argument("--pretrained", action="store_true", default=None,
+                        help="timm:NAME.TAG with timm's pretrained weights, from the Hugging Face cache (downloaded "
+                             "unless HF_HUB_OFFLINE=1)")
+    parser.add_argument("--encoder", choices=ENCODERS,
+                        help="for a MoCo v3 checkpoint: the base (default) or the momentum encoder")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL",
-                        help="timm:NAME or a preset (random init), a checkpoint file (with --arch), a run directory "
-                             "(its latest checkpoint while it trains) or a run's checkpoints/last.pt")
+    parser.add_argument("model", metavar="MODEL", nargs="?",
+                        help="timm:NAME or a preset (random init; timm:NAME.TAG with --pretrained), a checkpoint "
+                             "file (with --arch), a run directory (its latest checkpoint while it trains) or a run's "
+                             "checkpoints/last.pt; optional with --config RUN/config.yaml")
     parser.add_argument("--arch", help="for a foreign checkpoint file: the preset or timm model it belongs to")
+    add_loading_arguments(parser)
     parser.add_argument("--seed", type=int, help="seed of a random initialisation (default 0)")
     parser.add_argument("--cka", action="store_true", default=None, help="also compute CKA between layers")
     parser.add_argument("--every-checkpoint", action="store_true", default=None,
@@ -71,12 +82,14 @@ def run(args: argparse.Namespace) -> int:
         parse_data_spec(args.data)
     from mimlens import distributed
     from mimlens.config import resolve
-    from mimlens.probe.analysis import analyze, check_config, slug
+    from mimlens.probe.analysis import analyze, check_config, check_model, slug
     from mimlens.probe.over_training import analyze_over_training
 
-    flags = {"model.spec": args.model, "model.arch": args.arch, "model.seed": args.seed, "analysis.cka": args.cka,
+    flags = {"model.spec": args.model, "model.arch": args.arch, "model.seed": args.seed,
+             "model.pretrained": args.pretrained, "model.encoder": args.encoder, "analysis.cka": args.cka,
              "analysis.every_checkpoint": args.every_checkpoint, **data_flags(args)}
     cfg = resolve(DEFAULTS, args.config, flags)
+    check_model(cfg["model"])
     check_config(cfg)
     out = Path(cfg["run"]["out"] or Path("runs") / f"analyze_{slug(cfg['model']['spec'])}")
     cfg["run"]["out"] = str(out)

@@ -2,10 +2,12 @@
 
 Each item is an analysis run directory (its ``attention.json`` is reused; its model is loaded again from
 its ``config.yaml`` for CKA, a random initialisation from its recorded seed, so CKA measures the very weights the
-analysis did) or a MODEL spelling (analysed here; random initialisations from ``seed``, default 0). Every pair
-of models gets a CKA matrix on the same raw images in the same order, each model with its own preprocessing.
+analysis did) or a MODEL spelling (analysed here; random initialisations from ``seed``, default 0; with
+``pretrained`` timm's pretrained weights, with ``encoder`` MoCo v3's base or momentum encoder). Every pair of
+models gets a CKA matrix on the same raw images in the same order, each model with its own preprocessing.
 
-Writes: ``config.yaml``, ``compare.json`` (the models and where their statistics came from),
+Writes: ``config.yaml`` (with ``resolved.loading``: what loading did, per label), ``compare.json`` (the models,
+what loading each did and where their statistics came from),
 ``attention/<label>.json``, ``cka_across.json`` (``{"pairs": [cka.json, ...]}``), overlaid
 ``figures/attention_distance.png`` (pixels, or fractions of the image side when the models' input sizes
 differ), ``attention_entropy.png``, ``head_kl.png``, the CKA heat map
@@ -20,13 +22,15 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from mimlens.commands.analyze import add_data_arguments, data_flags
+from mimlens.commands.analyze import add_data_arguments, add_loading_arguments, data_flags
 from mimlens.probe.analysis import DATA_DEFAULTS
 
 DEFAULTS: dict[str, Any] = {
     "items": [],
     "arch": [],
     "seed": 0,
+    "pretrained": False,
+    "encoder": "base",
     "data": DATA_DEFAULTS,
     "analysis": {"batch_size": 64, "prefix_policy": "renorm", "cka_unit": "image"},
     "run": {"device": None, "out": None, "progress": True},
@@ -38,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="analysis run directories or MODEL spellings (as for mimlens analyze); two or more")
     parser.add_argument("--arch", action="append",
                         help="for checkpoint files: once for all of them, or once per item in order ('-' for none)")
+    add_loading_arguments(parser)
     parser.add_argument("--seed", type=int, help="seed of the random initialisations analysed here (default 0)")
     add_data_arguments(parser)
 
@@ -50,10 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from mimlens import distributed
     from mimlens.commands.analyze import check_out
     from mimlens.config import resolve
-    from mimlens.probe.analysis import check_config, slug
+    from mimlens.probe.analysis import check_config, check_loading, slug
 
     cfg = resolve(DEFAULTS, args.config, {"items": args.items, "arch": args.arch, "seed": args.seed,
+                                          "pretrained": args.pretrained, "encoder": args.encoder,
                                           **data_flags(args)})
+    check_loading(cfg["pretrained"], cfg["encoder"])
     check_config(cfg)
     out = Path(cfg["run"]["out"] or Path("runs") / ("compare_" + "_".join(slug(i) for i in cfg["items"])))
     cfg["run"]["out"] = str(out)
@@ -116,6 +123,7 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     from mimlens import distributed
     from mimlens.commands.analyze import layer_table, say
     from mimlens.config import save_config
+    from mimlens.data.folders import skipped_message
     from mimlens.errors import MimlensError
     from mimlens.io import save_json
     from mimlens.models import preprocessing
@@ -126,6 +134,8 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         describe_weights,
         image_dataset,
         load,
+        loading_lines,
+        loading_record,
         progress_enabled,
         skipped_files,
     )
@@ -143,18 +153,22 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     entries = []
     for item, arch, label in zip(items, archs_for(items, cfg["arch"]), labels_for(items), strict=True):
         reused = analysis_run(item)
-        if reused:
-            spec, arch, seed = reused[1]["spec"], reused[1].get("arch"), reused[1].get("seed")
-        else:
-            spec, seed = item, cfg["seed"]
-        model, info = load(spec, arch, seed)
-        entries.append({"label": label, "item": item, "spec": spec, "model": model, "info": info,
-                        "weights": describe_weights(info), "doc": reused[0] if reused else None})
+        section = reused[1] if reused else {"spec": item, "arch": arch, "seed": cfg["seed"],
+                                            "pretrained": cfg["pretrained"], "encoder": cfg["encoder"]}
+        model, info = load(section["spec"], section.get("arch"), section.get("seed"),
+                           pretrained=section.get("pretrained", False), encoder=section.get("encoder", "base"))
+        entries.append({"label": label, "item": item, "spec": section["spec"], "model": model, "info": info,
+                        "weights": describe_weights(info), "loading": loading_record(info, model),
+                        "doc": reused[0] if reused else None})
     sizes = [preprocessing(e["model"])["img_size"] for e in entries]
     side = max(max(s) if isinstance(s, tuple) else s for s in sizes)
     dataset = image_dataset(data, side)
     if main:
         say(f"compare {', '.join(e['label'] for e in entries)} on {len(dataset)} images of {data['source']}")
+        for e in entries:
+            say(f"{e['label']} ({e['weights']}):")
+            for line in loading_lines(e["info"], e["loading"]):
+                say(f"  {line}")
     for e in entries:
         if e["doc"] is None:
             stats = attention_pass(e["model"], dataset, cfg["analysis"], device, progress)
@@ -170,11 +184,11 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         pairs.append(result)
     meta = {
         "data": data["source"], "num_images": len(dataset), "skipped_files": skipped_files(dataset),
-        "models": [{"label": e["label"], "model": e["spec"], "weights": e["weights"], "attention_from": e["from"],
-                    "attention": f"attention/{e['label']}.json"} for e in entries],
+        "models": [{"label": e["label"], "model": e["spec"], "weights": e["weights"], "loading": e["loading"],
+                    "attention_from": e["from"], "attention": f"attention/{e['label']}.json"} for e in entries],
     }
     if main:
-        save_config(cfg, out)
+        save_config({**cfg, "resolved": {"loading": {e["label"]: e["loading"] for e in entries}}}, out)
         save_json(meta, out / "compare.json")
         for e in entries:
             save_json(e["doc"], out / "attention" / f"{e['label']}.json")
@@ -193,9 +207,9 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
             n = min(p.matrix.shape)
             say(f"  {p.model_a} vs {p.model_b}: mean diagonal {p.matrix.diagonal()[:n].nanmean().item():.3f}, "
                 f"last blocks {p.matrix[-1, -1].item():.3f}")
-        if meta["skipped_files"]:
-            say(f"skipped {len(meta['skipped_files'])} unreadable file(s): "
-                + ", ".join(Path(p).name for p in meta["skipped_files"]))
+        message = skipped_message(dataset)
+        if message:
+            say(message)
         if any(e["weights"] == "random init" for e in entries):
             say("note: random-init models are untrained references, not pre-trained models")
         say(f"run directory: {out}  (compare.json, attention/, cka_across.json, figures/, report.html)")

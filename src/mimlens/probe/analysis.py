@@ -1,9 +1,10 @@
 """The analysis of one model: its images, the attention and CKA passes, and the run directory they fill.
 
-Run directory: ``config.yaml``, ``attention.json`` (:meth:`AttentionStats.to_json` plus the MODEL spelling,
-its timm ``architecture``, the ``weights``, the ``data``, the ``skipped_files``, and the ``seed`` of a random
-initialisation or the training ``step`` of a run's weights when known), ``attention.csv``, ``cka.json`` (with
-``analysis.cka``), ``figures/*.png`` and ``report.html``.
+Run directory: ``config.yaml`` (with ``resolved.loading``), ``attention.json`` (:meth:`AttentionStats.to_json`
+plus the MODEL spelling, its timm ``architecture``, the ``weights``, the ``loading`` record of
+:func:`loading_record`, the ``data``, the ``skipped_files``, and the ``seed`` of a random initialisation or the
+training ``step`` of a run's weights when known), ``attention.csv``, ``cka.json`` (with ``analysis.cka``),
+``figures/*.png`` and ``report.html``.
 
 Random initialisations are seeded (``model.seed``, default 0): the same config gives the same weights, so an
 analysis can be repeated exactly and ``mimlens compare`` rebuilds the very model an analysis measured.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import re
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,15 +31,20 @@ from mimlens.probe.choices import PREFIX_POLICIES, UNITS
 __all__ = [
     "ANALYSIS_DEFAULTS",
     "DATA_DEFAULTS",
+    "ENCODERS",
     "MODEL_DEFAULTS",
     "analyze",
     "attention_document",
     "attention_pass",
     "check_config",
+    "check_loading",
+    "check_model",
     "cka_pass",
     "describe_weights",
     "image_dataset",
     "load",
+    "loading_lines",
+    "loading_record",
     "progress_enabled",
     "raw_batches",
     "skipped_files",
@@ -54,7 +59,11 @@ DATA_DEFAULTS: dict[str, Any] = {
 }
 ANALYSIS_DEFAULTS: dict[str, Any] = {"batch_size": 64, "prefix_policy": "renorm", "cka": False, "cka_unit": "image",
                                      "every_checkpoint": False}
-MODEL_DEFAULTS: dict[str, Any] = {"spec": None, "arch": None, "seed": 0}
+MODEL_DEFAULTS: dict[str, Any] = {"spec": None, "arch": None, "seed": 0, "pretrained": False, "encoder": "base"}
+ENCODERS = ("base", "momentum")  # MoCo v3's two encoders
+# The key lists of a load, as ``loading_record`` counts and lists them.
+KEY_LISTS = {"dropped": ("dropped_keys", "dropped_head_keys"), "missing": ("missing_keys",),
+             "resized": ("resized_keys",)}
 
 
 def check_config(cfg: dict[str, Any]) -> None:
@@ -75,6 +84,23 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise MimlensError(f"analysis.cka_unit={analysis['cka_unit']!r}: expected one of {UNITS}")
 
 
+def check_model(model: dict[str, Any]) -> None:
+    """Value checks of the ``model`` section: a ``spec`` is given; ``pretrained`` and ``encoder`` as
+    :func:`check_loading` wants them."""
+    if not model.get("spec"):
+        raise MimlensError("no MODEL: give it on the command line, or --config a YAML with model.spec "
+                           "(e.g. a run's config.yaml)")
+    check_loading(model["pretrained"], model["encoder"], "model.")
+
+
+def check_loading(pretrained: Any, encoder: Any, prefix: str = "") -> None:
+    """``pretrained`` is a boolean and ``encoder`` one of :data:`ENCODERS` (keys named with ``prefix``)."""
+    if not isinstance(pretrained, bool):
+        raise MimlensError(f"{prefix}pretrained={pretrained!r}: expected true or false")
+    if encoder not in ENCODERS:
+        raise MimlensError(f"{prefix}encoder={encoder!r}: expected one of {', '.join(ENCODERS)}")
+
+
 def slug(text: str) -> str:
     """A file-name-safe short form of a MODEL spelling (``timm:vit_small`` → ``vit_small``)."""
     name = Path(str(text).removeprefix("timm:").rstrip("/")).name or str(text)
@@ -91,37 +117,69 @@ def describe_weights(info: dict[str, Any]) -> str:
     of a run's weights, with the file when it is not the finished run's backbone)."""
     if info.get("format") == "init":
         return "random init"
+    if info.get("format") == "timm-pretrained":
+        return f"pretrained {info.get('hub') or info['source']}"
     if "run" not in info:
-        return f"{info.get('format', 'checkpoint')} checkpoint {info.get('source', '')}".strip()
+        encoder = f" ({info['encoder']} encoder)" if info.get("encoder") else ""
+        return f"{info.get('format', 'checkpoint')} checkpoint {info.get('source', '')}".strip() + encoder
     text = f"run {info['source']}" + (f" at step {info['step']}" if "step" in info else "")
     if info.get("finished") is False:
         text += f" ({Path(info['weights_file']).name}; training has not finished)"
     return text
 
 
-def load(spec: str, arch: str | None, seed: int | None = None):
-    """``(model, info)`` for a MODEL spelling, in eval mode; ``seed`` fixes a random initialisation."""
+def load(spec: str, arch: str | None, seed: int | None = None, *, pretrained: bool = False, encoder: str = "base"):
+    """``(model, info)`` for a MODEL spelling, in eval mode; ``seed`` fixes a random initialisation, ``pretrained``
+    reads timm's pretrained weights of a ``timm:NAME.TAG``, ``encoder`` picks MoCo v3's base or momentum encoder."""
     from mimlens.models import load_model
 
-    model, info = load_model(spec, arch, seed=seed)
+    model, info = load_model(spec, arch, pretrained=pretrained, moco_encoder=encoder, seed=seed)
+    if encoder != "base" and info.get("encoder") != encoder:
+        raise MimlensError(f"encoder {encoder!r} is for MoCo v3 checkpoints, and {spec} is "
+                           f"{describe_weights(info)}")
     if info.get("format") == "init":
         info["seed"] = seed
     return model.eval(), info
+
+
+def loading_record(info: dict[str, Any], model) -> dict[str, Any]:
+    """What loading did, as ``config.yaml`` and ``attention.json`` record it: the format (with the hub id and
+    cache of pretrained weights, the MoCo v3 encoder), the number and full list of dropped, missing and
+    resized keys, the classifier's handling, and the mean and std the images are normalised with, and why."""
+    from mimlens.models import preprocessing
+
+    prep = preprocessing(model)
+    record = {key: info[key] for key in ("format", "format_description", "hub", "cache", "encoder", "wrapper")
+              if info.get(key)}
+    if info.get("format") != "init":
+        lists = {key: list(info.get(key) or []) for keys in KEY_LISTS.values() for key in keys}
+        record["counts"] = {kind: sum(len(lists[k]) for k in keys) for kind, keys in KEY_LISTS.items()}
+        record.update(lists, head=info.get("head", "as the weights hold it"))
+    why = "the architecture's own (random init)" if info.get("format") == "init" else "the model's own configuration"
+    return {**record, "mean": list(prep["mean"]), "std": list(prep["std"]),
+            "normalisation": info.get("normalisation", why)}
+
+
+def loading_lines(info: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """What loading did, to print: the loader's own summary, else the mean and std used and why."""
+    if info.get("summary"):
+        return list(info["summary"])
+    mean, std = (", ".join(f"{v:.3g}" for v in record[key]) for key in ("mean", "std"))
+    return [f"normalisation: mean ({mean}), std ({std}): {record['normalisation']}"]
 
 
 def image_dataset(data: dict[str, Any], img_size: int | tuple[int, int]):
     """The first ``data["num_images"]`` raw images (float RGB in [0, 1], ``img_size``) of a config's ``data``
     section: ``source``, ``split`` and ``synthetic`` (see :data:`DATA_DEFAULTS`).
 
-    Unreadable files are left out by the dataset and named by :func:`skipped_files` (not warned about)."""
+    Unreadable files are left out by the dataset, listed by :func:`skipped_files` and reported in the one line of
+    :func:`mimlens.data.folders.skipped_message`."""
     from torch.utils.data import Subset
 
     from mimlens.data import build_dataset
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*unreadable", category=UserWarning)
-        scenes = data["synthetic"] if str(data["source"]).startswith("synthetic") else {}
-        dataset = build_dataset(data["source"], img_size=img_size, seed=data["seed"], split=data["split"], **scenes)
+    scenes = data["synthetic"] if str(data["source"]).startswith("synthetic") else {}
+    dataset = build_dataset(data["source"], img_size=img_size, seed=data["seed"], split=data["split"], **scenes)
     return Subset(dataset, range(min(data["num_images"], len(dataset))))
 
 
@@ -135,10 +193,8 @@ def raw_batches(dataset, batch_size: int, rank: int = 0, world: int = 1):
     from torch.utils.data import DataLoader, Subset
 
     indices = range(rank, len(dataset), world)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*unreadable", category=UserWarning)
-        for batch in DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False):
-            yield batch["image"]
+    for batch in DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False):
+        yield batch["image"]
 
 
 def attention_pass(model, dataset, analysis: dict[str, Any], device, progress: bool):
@@ -162,21 +218,23 @@ def cka_pass(model_a, dataset, analysis: dict[str, Any], device, progress: bool,
 
 def attention_document(stats, spec: str, model, info: dict[str, Any], dataset, source: str) -> dict[str, Any]:
     """``attention.json``: the statistics' own JSON plus the MODEL spelling, its timm architecture, the weights
-    (with the seed of a random initialisation, the step of a run's weights) and the data used (with the files
-    skipped as unreadable)."""
+    (with the seed of a random initialisation, the step of a run's weights), what loading did (``loading``) and
+    the data used (with the files skipped as unreadable)."""
     doc = stats.to_json(spec)
     doc.update(architecture=getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__),
-               weights=describe_weights(info), data=source, skipped_files=skipped_files(dataset))
+               weights=describe_weights(info), loading=loading_record(info, model), data=source,
+               skipped_files=skipped_files(dataset))
     doc.update({key: info[key] for key in ("seed", "step") if info.get(key) is not None})
     return doc
 
 
 def analyze(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the analysis ``cfg`` describes (sections ``model: {spec, arch}``, ``data``, ``analysis``, ``run``) and
-    write the run directory ``out`` (rank 0); returns the ``attention.json`` document. ``log`` gets what rank 0
-    reports while it works (the model and images, skipped files)."""
+    """Run the analysis ``cfg`` describes (sections ``model: {spec, arch, seed, pretrained, encoder}``, ``data``,
+    ``analysis``, ``run``) and write the run directory ``out`` (rank 0); returns the ``attention.json`` document.
+    ``log`` gets what rank 0 reports while it works (the model and images, what loading did, skipped files)."""
     from mimlens import distributed
     from mimlens.config import save_config
+    from mimlens.data.folders import skipped_message
     from mimlens.io import save_json
     from mimlens.models import preprocessing
     from mimlens.report.figures_attention import save_attention_figures
@@ -186,21 +244,24 @@ def analyze(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print) 
     device = distributed.init(cfg["run"]["device"])
     main = distributed.is_main()
     spec, progress = cfg["model"]["spec"], progress_enabled(cfg) and main
-    model, info = load(spec, cfg["model"]["arch"], cfg["model"]["seed"])
+    model, info = load(spec, cfg["model"]["arch"], cfg["model"]["seed"], pretrained=cfg["model"]["pretrained"],
+                       encoder=cfg["model"]["encoder"])
     weights = describe_weights(info)
     data, analysis = cfg["data"], cfg["analysis"]
     dataset = image_dataset(data, preprocessing(model)["img_size"])
     if main:
         log(f"analyze {spec} ({weights}) on {len(dataset)} images of {data['source']}")
+        for line in loading_lines(info, loading_record(info, model)):
+            log(f"  {line}")
     stats = attention_pass(model, dataset, analysis, device, progress)
     cka = cka_pass(model, dataset, analysis, device, progress) if analysis["cka"] else None
     doc = attention_document(stats, spec, model, info, dataset, data["source"])
     if main:
-        if doc["skipped_files"]:
-            log(f"skipped {len(doc['skipped_files'])} unreadable file(s): "
-                + ", ".join(Path(p).name for p in doc["skipped_files"]))
+        message = skipped_message(dataset)
+        if message:
+            log(message)
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out)
+        save_config({**cfg, "resolved": {"loading": doc["loading"]}}, out)
         stats.save(out, spec, extra=doc)
         save_attention_figures(stats, out / "figures", labels=[slug(spec)], title=f"{spec} ({weights})")
         if cka is not None:

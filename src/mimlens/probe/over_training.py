@@ -61,6 +61,7 @@ def analyze_over_training(cfg: dict[str, Any], out: Path, log: Callable[[str], N
     :func:`mimlens.probe.analysis.analyze`) and write ``out`` (rank 0); returns the summary document."""
     from mimlens import distributed
     from mimlens.config import save_config
+    from mimlens.data.folders import skipped_message
     from mimlens.io import save_json
     from mimlens.models import load_model, preprocessing
     from mimlens.probe.analysis import attention_document, attention_pass, image_dataset, progress_enabled
@@ -70,6 +71,9 @@ def analyze_over_training(cfg: dict[str, Any], out: Path, log: Callable[[str], N
     if not run.is_dir() or cfg["model"]["arch"] is not None:
         raise MimlensError(f"every checkpoint: {run} must be a training run directory (and --arch is not used), "
                            "one with checkpoints/step_<N>.safetensors snapshots")
+    if cfg["model"]["pretrained"] or cfg["model"]["encoder"] != "base":
+        raise MimlensError("every checkpoint: a run's snapshots are its own weights; --pretrained and --encoder "
+                           "are not used")
     if cfg["analysis"]["cka"]:
         raise MimlensError("every checkpoint: CKA is not computed per checkpoint; analyse one checkpoint with --cka")
     device = distributed.init(cfg["run"]["device"])
@@ -94,6 +98,9 @@ def analyze_over_training(cfg: dict[str, Any], out: Path, log: Callable[[str], N
                "files": [str(p) for _, p in points],
                **{key: [m[key] for m in means] for key in ("distance_px", "entropy", "head_kl_mean")}}
     if main:
+        message = skipped_message(dataset)
+        if message:
+            log(message)
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out)
         for (step, _), doc in zip(points, docs, strict=True):

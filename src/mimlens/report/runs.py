@@ -224,6 +224,15 @@ def _weights_notice(weights: str | None) -> str:
     return ""
 
 
+def _loading_facts(loading: Mapping[str, Any]) -> dict[str, Any]:
+    """What loading did (an ``attention.json``'s ``loading``): the format, the key counts, the mean and std."""
+    counts = loading.get("counts")
+    triple = ", ".join(f"{k} {counts[k]}" for k in ("dropped", "missing", "resized")) if counts else None
+    stats = [", ".join(f"{v:.3g}" for v in loading.get(k) or []) for k in ("mean", "std")]
+    return {"weights format": loading.get("format_description") or loading.get("format"), "keys": triple,
+            "mean, std": f"({stats[0]}), ({stats[1]}): {loading.get('normalisation')}" if loading else None}
+
+
 def _analysis(run: Run, assets: Assets) -> Section:
     doc = read_json(run.path / "attention.json")
     model = run.show(doc.get("model", run.title))
@@ -232,7 +241,7 @@ def _analysis(run: Run, assets: Assets) -> Section:
         "run": run.title, "model": model, "weights": run.show(doc.get("weights")),
         "data": run.show(doc.get("data")), "images": doc.get("num_images"), "image size": doc.get("image_size"),
         "prefix tokens as keys": doc.get("prefix_policy"), "dtype": doc.get("dtype"),
-        "layers": len(doc.get("layers", [])),
+        "layers": len(doc.get("layers", [])), **_loading_facts(doc.get("loading") or {}),
     }) + _weights_notice(doc.get("weights"))
     for stem, title in (("attention_distance", "Attention distance (F1)"),
                         ("attention_entropy", "Attention entropy (F3)"), ("head_kl", "Head diversity (F3)")):

@@ -68,7 +68,19 @@ def classification_set(source: str, split: str, img_size: int, seed: int, num: i
     if label != "label":
         raise MimlensError(f"label {label!r} exists only for synthetic data; image folders give 'label'")
     root = split_dir(Path(source).expanduser(), split)
-    return build_dataset(root, img_size=img_size, seed=seed)
+    dataset = build_dataset(root, img_size=img_size, seed=seed)
+    report_skipped(dataset)
+    return dataset
+
+
+def report_skipped(dataset: Dataset) -> None:
+    """Print the one line about the unreadable files an image folder left out (main process only)."""
+    from mimlens import distributed
+    from mimlens.data.folders import skipped_message
+
+    message = skipped_message(dataset)
+    if message and distributed.is_main():
+        print(message, flush=True)
 
 
 def depth_set(source: str, split: str, img_size: tuple[int, int], seed: int, num: int,
