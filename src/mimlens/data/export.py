@@ -4,7 +4,8 @@
 Layouts (``split`` names the subset, as in COCO's ``train2017``):
 - COCO keypoints: ``OUT/annotations/person_keypoints_<split>.json`` + ``OUT/<split>/<id:06d>.png``; one
   instance per image (the main object) with its amodal box, area = its visible pixel count, 5 keypoints
-  ``x, y, v`` (``v = 0`` written as ``0, 0, 0``, COCO's rule) and per-keypoint OKS ``sigmas`` in the
+  ``x, y, v`` (``v = 0`` written as ``0, 0, 0``, COCO's rule), a skeleton joining them round the outline
+  (top, upper right, lower right, lower left, upper left) and per-keypoint OKS ``sigmas`` in the
   category (COCO's defaults are for 17 person keypoints; give these to ``COCOeval.params.kpt_oks_sigmas``).
 - COCO instances: ``OUT/annotations/instances_<split>.json`` + the same images; every visible object with
   its visible box, area and (optionally) its visible mask as compressed RLE; categories = the 8 shapes.
@@ -85,7 +86,7 @@ def export_coco_keypoints(
         })
     category = {
         "id": 1, "name": "object", "supercategory": "shape", "keypoints": list(KEYPOINT_NAMES),
-        "skeleton": [[1, k] for k in range(2, len(KEYPOINT_NAMES) + 1)],
+        "skeleton": [[k, k % len(KEYPOINT_NAMES) + 1] for k in range(1, len(KEYPOINT_NAMES) + 1)],  # the outline
         "sigmas": [oks_sigma] * len(KEYPOINT_NAMES),
     }
     path = out_dir / "annotations" / f"person_keypoints_{split}.json"

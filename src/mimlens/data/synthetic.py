@@ -1,7 +1,7 @@
 """Deterministic synthetic scenes and sequences that carry a label for every task family of the paper.
 
 A scene is 1–3 textured shapes over a background cropped from a bundled photo (or a procedural
-texture), standing in front of a tilted ground plane. Everything is drawn from ``(seed, split, index)``
+texture), standing on a tilted ground plane. Everything is drawn from ``(seed, split, index)``
 alone, so item ``i`` is the same image with the same labels on every machine, in every worker and in
 every epoch, and any size can be generated on the fly (default 64 px).
 
@@ -12,16 +12,31 @@ Conventions:
 - ``label``: the main object's shape (8 classes, :data:`SHAPES`); ``fine_label``: shape × texture
   (``label * 4 + texture``, 32 classes);
 - ``depth``: float32 ``(1, H, W)``, positive, in metres: a ground plane whose depth grows towards the top
-  of the image, and each object flat at its own depth, painted far to near (painter's order);
+  of the image, and each object flat at the ground's depth at its contact point, the bottom centre of its
+  amodal box (clipped to the image): the centre of its lowest pixel row, halfway across its columns. An
+  object's depth therefore follows from where its footprint ends in the frame, and objects are painted far
+  to near, so the one lower in the frame covers the other where they overlap;
 - ``segmentation``: int64 ``(H, W)``, 0 = background, ``k + 1`` = object slot ``k`` (slot 0 is the main object);
-- ``keypoints``: float32 ``(5, 3)`` rows ``(x, y, v)`` of :data:`KEYPOINT_NAMES`, fixed in the main
-  object's frame so they turn with it; COCO visibility: 2 visible, 1 inside the image but behind a nearer
-  object, 0 outside the image;
+- ``keypoints``: float32 ``(5, 3)`` rows ``(x, y, v)``: landmarks of the main object's outline in the slots
+  of :data:`KEYPOINT_NAMES`, nominally 0°, 72°, 144°, 216° and 288° clockwise from up (see
+  :data:`_LANDMARKS`); a slot the shape has no landmark for is ``(0, 0, 0)``. COCO visibility, read at the
+  object's own pixel nearest to the landmark: 2 painted with the object, 1 covered by a nearer object,
+  0 outside the image or no landmark;
 - ``box``: the main object's full (amodal) box, clipped to the image; ``boxes``/``classes``: the box of the
   *visible* pixels of every object and its shape, padded to ``max(num_objects)`` slots with class -1.
 
-Rotation of a shape with rotational symmetry is only observable through its texture; ``max_rotation``
-(default 45°) keeps the keypoints of most shapes unambiguous.
+Landmarks are labelled from the silhouette alone: a shape with n-fold symmetry is labelled as if turned by
+its angle reduced to ``[-180°/n, 180°/n)``, so two rotations that draw the same outline give the same
+keypoints; the circle and the ring, with no landmark that turns, have theirs fixed in the image frame. A
+horizontal mirror swaps ``upper_right``/``upper_left`` and ``lower_right``/``lower_left`` for every shape
+but the crescent, whose mirror image opens the other way and is never drawn (rotations stay within
+±``max_rotation``, 45° by default).
+
+The labels of a scene were once drawn differently: each object sat at the ground's depth below its centre
+times a random factor in [0.5, 0.9] that nothing in the image revealed, and the keypoints were the centre
+and four points at 0.4 radii, marked by no feature of the shape. The random draws are unchanged (the factor
+is still drawn and only orders sequence objects), so scene ``i`` keeps its background, shapes, colours and
+layout; only the painting order where objects overlap changed with the depths.
 """
 
 from __future__ import annotations
@@ -51,10 +66,8 @@ __all__ = [
 
 SHAPES = ("circle", "ring", "crescent", "triangle", "square", "pentagon", "star", "cross")
 TEXTURES = ("solid", "stripes", "checker", "dots")
-KEYPOINT_NAMES = ("centre", "top", "right", "bottom", "left")
-#: Keypoints in the object's own frame, in units of its radius (y points down). A radius of 0.4 keeps them
-#: inside the convex hull of every shape (the triangle's inradius, 0.5, is the tightest).
-_KEYPOINT_UV = np.array([[0.0, 0.0], [0.0, -0.4], [0.4, 0.0], [0.0, 0.4], [-0.4, 0.0]], np.float32)
+KEYPOINT_NAMES = ("top", "upper_right", "lower_right", "lower_left", "upper_left")
+TWIN_FRACTION = 0.5  # of sequences with a distractor: the first distractor looks like the main object
 _SPLITS = {"train": 0, "val": 1, "test": 2}
 _SCENE_STREAM, _SEQUENCE_STREAM = 0, 1
 _EXTENT = 1.05  # every shape lies within this many radii of its centre (the cross's corners reach 1.044)
@@ -169,6 +182,30 @@ def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return outside <= allowed
 
 
+def _polar(*degrees_from_up: float) -> list[tuple[float, float]]:
+    """Points of the unit circle at the given angles clockwise from up, as (u, v) with v down."""
+    return [(math.sin(math.radians(a)), -math.cos(math.radians(a))) for a in degrees_from_up]
+
+
+_NONE = (math.nan, math.nan)
+_HORN = (0.6875, math.sqrt(1 - 0.6875**2))  # where the crescent's outer and inner circles meet
+#: Per shape: the landmark of each keypoint slot in the object's frame at angle 0 (radius units, v down; NaN
+#: where the shape has none) and the angle of its rotational symmetry in radians (0: the landmarks stay in
+#: the image frame). Polygons and the star: their vertices; cross: the tip of the upward arm and the four
+#: corners where the arms meet; crescent: its two horns, the deepest point of its inner arc and the middle of
+#: its outer arc; circle and ring: the outline's points in the five slot directions.
+_LANDMARKS = {name: (np.array(points, np.float64), symmetry) for name, (points, symmetry) in (
+    ("circle", (_polar(0, 72, 144, 216, 288), 0.0)),
+    ("ring", (_polar(0, 72, 144, 216, 288), 0.0)),
+    ("crescent", ([_NONE, (_HORN[0], -_HORN[1]), _HORN, (-0.25, 0.0), (-1.0, 0.0)], 2 * math.pi)),
+    ("triangle", ([*_polar(0), _NONE, *_polar(120, 240), _NONE], 2 * math.pi / 3)),
+    ("square", ([_NONE, *_polar(45, 135, 225, 315)], math.pi / 2)),
+    ("pentagon", (_polar(0, 72, 144, 216, 288), 2 * math.pi / 5)),
+    ("star", (_polar(0, 72, 144, 216, 288), 2 * math.pi / 5)),
+    ("cross", ([(0.0, -1.0), (0.3, -0.3), (0.3, 0.3), (-0.3, 0.3), (-0.3, -0.3)], math.pi / 2)),
+)}
+
+
 def _texture_mask(texture: int, u: np.ndarray, v: np.ndarray, frequency: float = 2.0) -> np.ndarray:
     """Where the texture shows its second colour (never for a solid object); ``frequency`` in cycles per radius."""
     name = TEXTURES[texture]
@@ -216,40 +253,76 @@ def _box(mask: np.ndarray, y0: int = 0, x0: int = 0) -> np.ndarray | None:
     return np.array([x0 + left, y0 + top, right - left, bottom - top], np.float32)
 
 
+@dataclasses.dataclass
+class _Footprint:
+    """An object's pixels before occlusion: ``cells`` (sprite value per pixel of its window, 0 outside the
+    shape) with top-left pixel ``(x0, y0)``, and its amodal box clipped to the image."""
+
+    y0: int
+    x0: int
+    cells: np.ndarray
+    box: np.ndarray
+
+
+def _footprint(obj: SceneObject, height: int, width: int) -> _Footprint | None:
+    """Each pixel takes the object's sprite cell under its centre; None when no pixel of the shape is inside."""
+    y0, y1, x0, x1 = _window(obj, height, width)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - obj.cy)[:, None]
+    dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - obj.cx)[None, :]
+    scale, last = _SPRITE_RESOLUTION / obj.radius, _SPRITE_CELLS - 1
+    cos, sin, shift = math.cos(obj.angle) * scale, math.sin(obj.angle) * scale, _SPRITE_REACH * _SPRITE_RESOLUTION
+    column = np.clip(dx * cos + dy * sin + shift, 0, last).astype(np.intp)  # u = (x cos + y sin) / radius
+    row = np.clip(dy * cos - dx * sin + shift, 0, last).astype(np.intp)  # v = (y cos - x sin) / radius
+    cells = _sprites()[obj.shape, obj.texture][row, column]
+    box = _box(cells.astype(bool), y0, x0)
+    return None if box is None else _Footprint(y0, x0, cells, box)
+
+
+def contact_depth(box: np.ndarray, ground_at: Callable[[float, float], float]) -> float:
+    """Depth of the ground where an object with amodal box ``(x, y, w, h)`` stands: at the centre of its
+    lowest pixel row, halfway across its columns."""
+    x, y, w, h = (float(v) for v in box)
+    return float(ground_at(x + w / 2, y + h - 0.5))
+
+
+def _render(
+    background: np.ndarray, ground: np.ndarray, objects: list[SceneObject], ground_at=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[_Footprint | None]]:
+    """:func:`render` with each object's footprint in place of its box."""
+    height, width = ground.shape
+    footprints = [_footprint(obj, height, width) for obj in objects]
+    if ground_at is not None:
+        for obj, foot in zip(objects, footprints, strict=True):
+            if foot is not None:
+                obj.depth = contact_depth(foot.box, ground_at)
+    image, depth = background.copy(), ground.copy()
+    segmentation = np.zeros((height, width), np.int64)
+    for slot in sorted(range(len(objects)), key=lambda k: -objects[k].depth):
+        obj, foot = objects[slot], footprints[slot]
+        if foot is None:
+            continue
+        inside = foot.cells.astype(bool)
+        where = (slice(foot.y0, foot.y0 + inside.shape[0]), slice(foot.x0, foot.x0 + inside.shape[1]))
+        np.copyto(image[where], obj.palette[foot.cells], where=inside[..., None])
+        np.copyto(depth[where], np.float32(obj.depth), where=inside)
+        np.copyto(segmentation[where], slot + 1, where=inside)
+    return image, depth, segmentation, footprints
+
+
 def render(
-    background: np.ndarray, ground: np.ndarray, objects: list[SceneObject]
+    background: np.ndarray, ground: np.ndarray, objects: list[SceneObject], ground_at=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray | None]]:
     """Paint ``objects`` far to near over ``background`` (H, W, 3) and ``ground`` depth (H, W).
 
-    Each pixel takes the colour of the object's sprite cell under its centre. Returns the image (H, W, 3),
-    the depth (H, W), the segmentation (H, W; slot + 1 per object) and each object's amodal box clipped to
-    the image (None when it lies outside).
+    Each pixel takes the colour of the object's sprite cell under its centre. With ``ground_at(x, y)`` (the
+    ground's depth at a point, in pixels), each object's depth is first set to :func:`contact_depth`.
+    Returns the image (H, W, 3), the depth (H, W), the segmentation (H, W; slot + 1 per object) and each
+    object's amodal box clipped to the image (None when it lies outside).
     """
-    image, depth = background.copy(), ground.copy()
-    height, width = depth.shape
-    segmentation = np.zeros((height, width), np.int64)
-    amodal: list[np.ndarray | None] = [None] * len(objects)
-    sprites, last = _sprites(), _SPRITE_CELLS - 1
-    for slot in sorted(range(len(objects)), key=lambda k: -objects[k].depth):
-        obj = objects[slot]
-        y0, y1, x0, x1 = _window(obj, height, width)
-        if y0 >= y1 or x0 >= x1:
-            continue
-        dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - obj.cy)[:, None]
-        dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - obj.cx)[None, :]
-        scale = _SPRITE_RESOLUTION / obj.radius
-        cos, sin, shift = math.cos(obj.angle) * scale, math.sin(obj.angle) * scale, _SPRITE_REACH * _SPRITE_RESOLUTION
-        column = np.clip(dx * cos + dy * sin + shift, 0, last).astype(np.intp)  # u = (x cos + y sin) / radius
-        row = np.clip(dy * cos - dx * sin + shift, 0, last).astype(np.intp)  # v = (y cos - x sin) / radius
-        cell = sprites[obj.shape, obj.texture][row, column]
-        inside = cell.astype(bool)
-        amodal[slot] = _box(inside, y0, x0)
-        if amodal[slot] is None:
-            continue
-        np.copyto(image[y0:y1, x0:x1], obj.palette[cell], where=inside[..., None])
-        np.copyto(depth[y0:y1, x0:x1], np.float32(obj.depth), where=inside)
-        np.copyto(segmentation[y0:y1, x0:x1], slot + 1, where=inside)
-    return image, depth, segmentation, amodal
+    image, depth, segmentation, footprints = _render(background, ground, objects, ground_at)
+    return image, depth, segmentation, [None if foot is None else foot.box for foot in footprints]
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -325,7 +398,9 @@ def _object(draw: _Draws, size: tuple[float, float], side: int, max_rotation: fl
 
 
 def _layout(draw: _Draws, height: int, width: int, difficulty: Difficulty, ground_at) -> list[SceneObject]:
-    """The main object (slot 0) fully inside the image, the distractors anywhere, each in front of the ground."""
+    """The main object (slot 0) fully inside the image, the distractors anywhere. The depth set here, the
+    ground's below the centre times a random factor, only orders the objects of a sequence; a scene's stand on
+    the ground (:func:`contact_depth`)."""
     side = min(height, width)
     low, high = difficulty.num_objects
     count = low + draw.integer(high - low + 1)
@@ -339,18 +414,31 @@ def _layout(draw: _Draws, height: int, width: int, difficulty: Difficulty, groun
     return objects
 
 
-def _keypoints(obj: SceneObject, depth: np.ndarray) -> np.ndarray:
-    """The 5 keypoints of ``obj`` as (x, y, v) with COCO visibility against the painted depth map."""
-    cos, sin = math.cos(obj.angle) * obj.radius, math.sin(obj.angle) * obj.radius
-    height, width = depth.shape
-    out = np.empty((len(_KEYPOINT_UV), 3), np.float32)
-    for k, (u, v) in enumerate(_KEYPOINT_UV.tolist()):
+def _keypoints(obj: SceneObject, foot: _Footprint | None, segmentation: np.ndarray, slot: int) -> np.ndarray:
+    """The 5 keypoints of ``obj`` (object ``slot``) as (x, y, v), conventions in the module docstring."""
+    points, symmetry = _LANDMARKS[SHAPES[obj.shape]]
+    angle = obj.angle - symmetry * round(obj.angle / symmetry) if symmetry else 0.0
+    cos, sin = math.cos(angle) * obj.radius, math.sin(angle) * obj.radius
+    height, width = segmentation.shape
+    out = np.zeros((len(points), 3), np.float32)
+    slots, targets = [], []
+    for k, (u, v) in enumerate(points.tolist()):
         x, y = obj.cx + u * cos - v * sin, obj.cy + u * sin + v * cos
-        if 0 <= x < width and 0 <= y < height:
-            visibility = 1 if depth[int(y), int(x)] < obj.depth - 1e-4 else 2
-        else:
-            visibility = 0
-        out[k] = x, y, visibility
+        if 0 <= x < width and 0 <= y < height:  # never for NaN (no landmark)
+            slots.append(k)
+            targets.append(complex(x, y))
+    if foot is None or not slots:
+        return out
+    height, width = foot.cells.shape
+    covered = (segmentation[foot.y0 : foot.y0 + height, foot.x0 : foot.x0 + width] != slot + 1) & (foot.cells > 0)
+    visible = [True] * len(slots)
+    if covered.any():  # else every landmark is visible: a shortcut for the common case
+        rows, cols = np.nonzero(foot.cells)
+        centres = (cols + (foot.x0 + 0.5)) + 1j * (rows + (foot.y0 + 0.5))
+        nearest = np.abs(centres - np.array(targets)[:, None]).argmin(1)
+        visible = (~covered[rows[nearest], cols[nearest]]).tolist()
+    for k, target, seen in zip(slots, targets, visible, strict=True):
+        out[k] = target.real, target.imag, 2 if seen else 1
     return out
 
 
@@ -371,11 +459,11 @@ def generate_scene(
     background = _background(draw, height, width, difficulty)
     ground, ground_at = _ground(draw, height, width)
     objects = _layout(draw, height, width, difficulty, ground_at)
-    image, depth, segmentation, amodal = render(background, ground, objects)
+    image, depth, segmentation, footprints = _render(background, ground, objects, ground_at)
     slots = difficulty.num_objects[1]
     boxes, classes = np.zeros((slots, 4), np.float32), np.full(slots, -1, np.int64)
     for k, obj in enumerate(objects):
-        if amodal[k] is None:
+        if footprints[k] is None:
             continue
         y0, y1, x0, x1 = _window(obj, height, width)
         visible = _box(segmentation[y0:y1, x0:x1] == k + 1, y0, x0)
@@ -388,8 +476,8 @@ def generate_scene(
         "fine_label": np.int64(main.shape * len(TEXTURES) + main.texture),
         "depth": depth,
         "segmentation": segmentation,
-        "keypoints": _keypoints(main, depth),
-        "box": amodal[0],
+        "keypoints": _keypoints(main, footprints[0], segmentation, 0),
+        "box": footprints[0].box,
         "boxes": boxes,
         "classes": classes,
     }
@@ -456,8 +544,16 @@ def generate_sequence(
     """Sequence ``index``: the main object moves, turns and scales over ``length`` frames while distractors
     move in front of or behind it and the background pans.
 
+    Objects move 1–3 px per frame at 64 px (scaled with the image side): over 16 frames the slowest main
+    object travels 15 px, about 40 % of the widest first box, so that a box held still loses it. In
+    :data:`TWIN_FRACTION` of the sequences with a distractor, the first distractor is the main object's twin:
+    same shape, texture, colours and starting size (its own position, angle, motion and depth), so that
+    appearance alone cannot tell the target from it. Objects keep one depth each through a sequence (they do
+    not stand on the ground).
+
     Returns ``frames`` (T, H, W, 3), ``boxes`` (T, 4) amodal ``(x, y, w, h)`` clipped to the image (zeros when
-    out of view), ``full_occlusion`` and ``out_of_view`` (T,) bool, ``label`` and ``fine_label``.
+    out of view), ``segmentation`` (T, H, W) as for scenes, ``full_occlusion`` and ``out_of_view`` (T,) bool,
+    ``twin`` (bool), ``label`` and ``fine_label``.
     """
     difficulty = difficulty or Difficulty()
     height, width = _size(img_size)
@@ -469,15 +565,21 @@ def generate_sequence(
     pan = background.shape[1] - width
     ground, ground_at = _ground(draw, height, width)
     objects = _layout(draw, height, width, difficulty, ground_at)
-    velocity = [draw.uniform(0.5, 2.0) * speed for _ in objects]
+    velocity = [draw.uniform(1.0, 3.0) * speed for _ in objects]  # 15–45 px over 16 frames at 64 px
     heading = [draw.uniform(0, 2 * math.pi) for _ in objects]
     spin = [math.radians(draw.uniform(-3, 3)) for _ in objects]
     amplitude, period, phase = draw.uniform(0, 0.3), draw.uniform(length, 3 * length), draw.uniform(0, 2 * math.pi)
     for obj in objects[1:]:  # distractors in front of or behind the main object, never at its depth
         nearer = draw.uniform() < 0.5
         obj.depth = objects[0].depth * (draw.uniform(0.6, 0.9) if nearer else draw.uniform(1.1, 1.4))
+    main = objects[0]
+    twin = len(objects) > 1 and draw.uniform() < TWIN_FRACTION  # drawn last: the draws above keep their values
+    if twin:
+        objects[1].shape, objects[1].texture, objects[1].radius = main.shape, main.texture, main.radius
+        objects[1].palette = main.palette
     start = [dataclasses.replace(obj) for obj in objects]
     frames, boxes = np.empty((length, height, width, 3), np.float32), np.zeros((length, 4), np.float32)
+    segmentations = np.empty((length, height, width), np.int64)
     full_occlusion, out_of_view = np.zeros(length, bool), np.zeros(length, bool)
     for t in range(length):
         for k, (obj, first) in enumerate(zip(objects, start, strict=True)):
@@ -487,18 +589,19 @@ def generate_sequence(
         growth = math.sin(2 * math.pi * t / period + phase) - math.sin(phase)  # 0 at frame 0
         objects[0].radius = start[0].radius * (1 + amplitude * growth)
         shift = round(t * pan / max(1, length - 1))
-        frames[t], _, segmentation, amodal = render(background[:, shift : shift + width], ground, objects)
+        frames[t], _, segmentations[t], amodal = render(background[:, shift : shift + width], ground, objects)
         if amodal[0] is None:
             out_of_view[t] = True
         else:
             boxes[t] = amodal[0]
-            full_occlusion[t] = not (segmentation == 1).any()
-    main = objects[0]
+            full_occlusion[t] = not (segmentations[t] == 1).any()
     return {
         "frames": frames,
         "boxes": boxes,
+        "segmentation": segmentations,
         "full_occlusion": full_occlusion,
         "out_of_view": out_of_view,
+        "twin": np.bool_(twin),
         "label": np.int64(main.shape),
         "fine_label": np.int64(main.shape * len(TEXTURES) + main.texture),
     }
@@ -507,9 +610,10 @@ def generate_sequence(
 class SyntheticSequences(Dataset):
     """``num_sequences`` tracking sequences of ``length`` frames, item ``i`` determined by (seed, split, i).
 
-    Keys: ``frames`` float32 (T, 3, H, W) in [0, 1], ``boxes`` (T, 4) ``(x, y, w, h)``, ``full_occlusion`` and
-    ``out_of_view`` (T,) bool, ``label``, ``fine_label``, ``index``. Frame 0 always shows the main object
-    inside the image (though perhaps hidden). ``difficulty`` keywords as for :class:`SyntheticScenes`.
+    Keys: ``frames`` float32 (T, 3, H, W) in [0, 1], ``boxes`` (T, 4) ``(x, y, w, h)``, ``segmentation``
+    (T, H, W), ``full_occlusion`` and ``out_of_view`` (T,) bool, ``twin``, ``label``, ``fine_label``, ``index``.
+    Frame 0 always shows the main object inside the image (though perhaps hidden). ``difficulty`` keywords as for
+    :class:`SyntheticScenes`.
     """
 
     def __init__(
