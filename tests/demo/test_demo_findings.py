@@ -204,3 +204,115 @@ def test_f4_judges_dropping_a_block_by_the_paired_standard_error():
     assert row["verdict"] == "reproduced" and row["numbers"]["depth K=1 - K=0"] == pytest.approx(0.1)
     steady = dict(flat, items={"0": flat["items"]["0"], "1": with_items({}, [1.1, 1.3, 0.9, 1.1, 1.3, 0.9])["items"]})
     assert fd.f4_drop_last({"depth": steady}, rand, PASSED, claims=True)["verdict"] == "not reproduced"
+
+
+def test_f6_counts_a_task_only_when_both_fine_tunings_are_trained():
+    sup = metrics(cls=0.30, depth=1.00)
+    rand = metrics(cls=0.05, depth=1.50)
+    sim = metrics(cls=0.35, depth=0.50)
+    sim["cls"]["trained"], sup["cls"]["trained"] = True, True
+    sim["depth"]["trained"], sup["depth"]["trained"] = True, False  # depth: supervised no better than its baseline
+    row = fd.f6_transfer(sim, sup, rand, PASSED, claims=True)
+    n = row["numbers"]
+    assert n["tasks counted"] == 1 and n["SimMIM wins"] == 1 and row["verdict"] == "reproduced"
+    assert n["depth supervised trained"] is False and n["cls SimMIM trained"] is True
+    assert ["depth trained", "depth SimMIM trained", "depth supervised trained"] in row["table"]["rows"]
+    sim["cls"]["trained"] = False
+    row = fd.f6_transfer(sim, sup, rand, PASSED, claims=True)
+    assert row["verdict"] == "inconclusive"
+    assert row["numbers"]["reason"] == ("no fine-tuning beats its trivial baseline by 2 SE: cls (SimMIM); "
+                                        "depth (supervised)")
+    assert "both trained" in row["rule"]
+    # runs without the field: judged as before
+    assert fd.f6_transfer(metrics(cls=0.35, depth=0.5), metrics(cls=0.3, depth=1.0), rand, PASSED,
+                          True)["numbers"]["tasks counted"] == 2
+
+
+def test_f4_judges_only_tasks_whose_full_model_is_trained():
+    random_init = metrics(depth=1.2, pose=0.1)
+    ok_depth = sweep("depth", "rmse", False, [1.00, 1.04])
+    bad_pose = sweep("pose", "ap", True, [0.5, 0.40])  # far worse with a block dropped
+    ok_depth["rows"][0]["trained"] = True
+    bad_pose["rows"][0]["trained"] = False
+    row = fd.f4_drop_last({"depth": ok_depth, "pose": bad_pose}, random_init, PASSED, claims=True)
+    assert row["verdict"] == "reproduced"  # pose, untrained, is not judged
+    assert row["numbers"]["pose K=0 trained"] is False and row["numbers"]["depth K=0 trained"] is True
+    ok_depth["rows"][0]["trained"] = False
+    row = fd.f4_drop_last({"depth": ok_depth, "pose": bad_pose}, random_init, PASSED, claims=True)
+    assert row["verdict"] == "inconclusive"
+    assert row["numbers"]["reason"] == ("no fine-tuning beats its trivial baseline by 2 SE: supervised K=0 on "
+                                        "depth, pose")
+    del bad_pose["rows"][0]["trained"]  # no field: judged as before
+    assert fd.f4_drop_last({"pose": bad_pose}, random_init, PASSED, True)["verdict"] == "not reproduced"
+
+
+PROBE_SPEC = {"depth": ("rmse", False), "pose": ("ap", True), "track": ("suc", True)}
+
+
+def probe_doc(curves, noise=0.0, items=8):
+    """A probe.json: per task, one row per block whose per-item values are the curve's value plus noise
+    (0: the same offsets for every block, so paired differences have SE 0; else independent per block)."""
+    shared = np.linspace(-0.05, 0.05, items)
+    tasks = {}
+    for task, curve in curves.items():
+        metric, higher = PROBE_SPEC[task]
+        rows = []
+        for block, value in enumerate(curve):
+            offsets = np.random.default_rng(block).normal(0, noise, items) if noise else shared
+            offsets = offsets - offsets.mean()
+            rows.append({"block": block, "name": f"blocks.{block}", "stage": 0, metric: value,
+                         "values": (value + offsets).tolist()})
+        tasks[task] = {"primary": metric, "higher_is_better": higher, "rows": rows,
+                       "items": {"unit": "image", "ids": list(range(items)), "statistic": "mean"}}
+    return {"tasks": tasks}
+
+
+PEAKED = {"depth": [1.2, 1.0, 1.1, 1.4], "pose": [0.2, 0.5, 0.4, 0.3], "track": [0.3, 0.5, 0.45, 0.35]}
+RISING = {"depth": [1.2, 1.0, 0.9, 0.8], "pose": [0.2, 0.4, 0.5, 0.6], "track": [0.3, 0.5, 0.6, 0.7]}
+
+
+def test_probe_findings_reproduced_when_supervised_peaks_early_and_simmim_keeps_rising():
+    sim, sup = probe_doc(RISING), probe_doc(PEAKED)
+    row = fd.f4_probe(sim, sup, PASSED, claims=True)
+    n = row["numbers"]
+    assert row["verdict"] == "reproduced" and n["tasks holding"] == 3
+    assert n["depth supervised best block"] == 1 and n["depth supervised best rmse"] == 1.0
+    assert n["depth supervised last rmse"] == 1.4
+    assert n["depth supervised best - last"] == pytest.approx(-0.4) and n["depth supervised best - last SE"] < 1e-12
+    assert n["pose SimMIM best block"] == 3 and n["pose SimMIM best - last"] == 0.0
+    assert row["table"]["columns"] == ["depth rmse", "pose ap", "track suc"]
+    row = fd.f6_probe(sim, sup, PASSED, claims=True)
+    n = row["numbers"]
+    assert row["verdict"] == "reproduced" and n["tasks holding"] == 3
+    assert n["depth SimMIM - supervised at best"] == pytest.approx(0.8 - 1.0)
+    assert n["track SimMIM - supervised at last"] == pytest.approx(0.7 - 0.35)
+    assert n["pose supervised best ap"] == 0.5 and n["pose SimMIM last ap"] == 0.6
+
+
+def test_probe_findings_not_reproduced_when_the_roles_swap():
+    sim, sup = probe_doc(PEAKED), probe_doc(RISING)
+    row = fd.f4_probe(sim, sup, PASSED, claims=True)
+    assert row["verdict"] == "not reproduced" and row["numbers"]["depth outcome"] == "fails"
+    row = fd.f6_probe(sim, sup, PASSED, claims=True)
+    assert row["verdict"] == "not reproduced" and row["numbers"]["tasks holding"] == 0
+
+
+def test_probe_findings_within_errors_are_inconclusive_and_bars_gate_them():
+    sim, sup = probe_doc(RISING), probe_doc(PEAKED, noise=2.0)  # supervised's peak drowned in per-image noise
+    row = fd.f4_probe(sim, sup, PASSED, claims=True)
+    assert row["numbers"]["depth outcome"] == "within errors" and row["numbers"]["tasks within errors"] == 3
+    assert row["verdict"] == "inconclusive" and row["numbers"]["reason"] == "within errors: depth, pose, track"
+    row = fd.f6_probe(probe_doc(RISING, noise=2.0), sup, PASSED, claims=True)
+    assert row["verdict"] == "inconclusive" and row["numbers"]["reason"].startswith("within errors")
+    gated = fd.f4_probe(probe_doc(RISING), probe_doc(PEAKED), FAILED_SIMMIM, claims=True)
+    assert gated["verdict"] == "inconclusive" and gated["numbers"]["reason"] == "training bar not passed: simmim"
+    assert "depth supervised best block" in gated["numbers"]  # the numbers are still shown
+
+
+def test_probe_rows_render_in_the_report_table():
+    from mimlens.report.html import findings_table
+
+    rows = [fd.f4_probe(probe_doc(RISING), probe_doc(PEAKED), PASSED, True),
+            fd.f6_probe(probe_doc(RISING), probe_doc(PEAKED), PASSED, True)]
+    page = findings_table(rows)
+    assert "F4-probe" in page and "F6-probe" in page and "supervised best - last SE" in page

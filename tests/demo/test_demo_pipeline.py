@@ -86,7 +86,7 @@ def test_a_longer_pretraining_redoes_what_reads_it(tmp_path):
     before = {s.name: s.key for s in build_stages(QUICK, tmp_path)}
     after = {s.name: s.key for s in build_stages(longer, tmp_path)}
     changed = {name for name in before if before[name] != after[name]}
-    assert changed == {"pretrain_simmim", "bars", "analyze_simmim", "compare",
+    assert changed == {"pretrain_simmim", "bars", "analyze_simmim", "compare", "probe_simmim",
                        *(f"finetune_{t}_simmim" for t in ("cls", "depth", "pose", "track"))}
     # what reads a stage's output (its key embeds that stage's key) waits for it when stages run in parallel
     needs = {s.name: set(s.needs) for s in build_stages(QUICK, tmp_path)}

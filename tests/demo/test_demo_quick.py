@@ -53,6 +53,8 @@ def test_every_promised_file_exists(demo):
         expected += [f"pretrain/{m}/config.yaml", f"pretrain/{m}/backbone.safetensors",
                      f"analysis/{m}/attention.json", f"analysis/{m}/cka.json",
                      f"analysis/{m}/figures/attention_distance.png", f"analysis/{m}/figures/cka_within.png"]
+    expected += [f"probe/{m}/{f}" for m in MODELS for f in ("probe.json", "figures/probe_by_layer.png")]
+    expected.append("figures/probe_by_layer.png")
     for m in ("simmim", "supervised", "moco"):
         expected += [f"pretrain/{m}/log.jsonl", f"pretrain/{m}/checkpoints/last.pt"]
     expected.append("pretrain/simmim/figures/simmim_reconstruction.png")
@@ -79,14 +81,14 @@ def test_the_same_initialisation_starts_every_pretraining(demo):
 def test_progress_names_every_stage_with_time_left(demo):
     lines = [line for line in demo.stdout.splitlines() if line.startswith("[")]
     starts = [line for line in lines if "min left" in line]
-    assert len(starts) == 27 and all("expected" in line for line in starts)
-    assert lines[-1].startswith("[28/28] findings and report")
+    assert len(starts) == 31 and all("expected" in line for line in starts)
+    assert lines[-1].startswith("[32/32] findings and report")
 
 
 def test_quick_findings_all_inconclusive_with_the_reason(demo):
     doc = load(demo.path / "findings.json")
     assert doc["preset"] == "quick" and doc["claims_findings"] is False
-    assert [r["id"] for r in doc["findings"]] == ["F1", "F2", "F3", "F4", "F5", "F6"]
+    assert [r["id"] for r in doc["findings"]] == ["F1", "F2", "F3", "F4", "F5", "F6", "F4-probe", "F6-probe"]
     for row in doc["findings"]:
         assert row["verdict"] == "inconclusive"
         assert row["numbers"]["reason"] == "quick preset: models not trained enough"
@@ -140,6 +142,7 @@ def expected_numbers(out: Path) -> dict[str, dict]:
         for key, (a, b) in {"K=0 - random init": (sweep["items"]["0"], random_init["items"]),
                             "K=1 - K=0": (sweep["items"]["1"], sweep["items"]["0"])}.items():
             f4[f"{task} {key}"], f4[f"{task} {key} SE"] = paired(a, b)
+        f4[f"{task} K=0 trained"] = sweep["rows"][0]["trained"]
     f5 = {}
     for m, label in (("simmim", "SimMIM"), ("supervised", "supervised")):
         matrix = load(out / "analysis" / m / "cka.json")["matrix"]
@@ -156,17 +159,60 @@ def expected_numbers(out: Path) -> dict[str, dict]:
                                else run / "metrics.json")
             primary = docs[label]["primary"]
             f6[f"{task} {primary['name']} {label}"] = docs[label]["metrics"][primary["name"]]
+            if label != "random init":
+                f6[f"{task} {label} trained"] = docs[label]["trained"]
         sign = 1 if primary["higher_is_better"] else -1
         better = {}
         for a, b in (("SimMIM", "random init"), ("supervised", "random init"), ("SimMIM", "supervised")):
             diff, se = paired(docs[a]["items"], docs[b]["items"])
             f6[f"{task} {a} - {b}"], f6[f"{task} {a} - {b} SE"] = diff, se
             better[a, b] = sign * diff > 2 * se
-        if better["SimMIM", "random init"] or better["supervised", "random init"]:
+        trained = docs["SimMIM"]["trained"] and docs["supervised"]["trained"]
+        if trained and (better["SimMIM", "random init"] or better["supervised", "random init"]):
             counted += 1
             wins += better["SimMIM", "supervised"]
     f6.update({"SimMIM wins": wins, "tasks counted": counted})
-    return {"F1": f1, "F2": f2, "F3": f3, "F4": f4, "F5": f5, "F6": f6}
+    return {"F1": f1, "F2": f2, "F3": f3, "F4": f4, "F5": f5, "F6": f6, **probe_numbers(out)}
+
+
+def probe_numbers(out: Path) -> dict[str, dict]:
+    """The F4-probe and F6-probe numbers from the two models' probe.json."""
+    docs = {label: load(out / "probe" / m / "probe.json") for m, label in (("simmim", "SimMIM"),
+                                                                           ("supervised", "supervised"))}
+    f4, f6 = {}, {}
+    holds4 = holds6 = within4 = within6 = 0
+    for task in ("depth", "pose", "track"):
+        rows = {}
+        for label, doc in docs.items():
+            spec = doc["tasks"][task]
+            metric, sign = spec["primary"], 1 if spec["higher_is_better"] else -1
+            best = max(spec["rows"], key=lambda r: (sign * r[metric], -r["block"]))
+            last = spec["rows"][-1]
+            rows[label] = (spec, best, last)
+            f4[f"{task} {label} best block"] = best["block"]
+            f4[f"{task} {label} best {metric}"] = best[metric]
+            f4[f"{task} {label} last {metric}"] = last[metric]
+            diff, se = paired({**spec["items"], "values": best["values"]}, {**spec["items"], "values": last["values"]})
+            f4[f"{task} {label} best - last"], f4[f"{task} {label} best - last SE"] = diff, se
+            rows[label] += (best["block"] != last["block"], sign * diff > 2 * se)
+        sup, sim = rows["supervised"], rows["SimMIM"]
+        outcome = "fails" if sim[4] or not sup[3] else ("holds" if sup[4] else "within errors")
+        f4[f"{task} outcome"] = outcome
+        holds4, within4 = holds4 + (outcome == "holds"), within4 + (outcome == "within errors")
+        won, lost = [], []
+        for where, pick in (("best", 1), ("last", 2)):
+            a, b = sim[pick], sup[pick]
+            f6[f"{task} SimMIM {where} {metric}"], f6[f"{task} supervised {where} {metric}"] = a[metric], b[metric]
+            diff, se = paired({**sim[0]["items"], "values": a["values"]}, {**sup[0]["items"], "values": b["values"]})
+            f6[f"{task} SimMIM - supervised at {where}"], f6[f"{task} SimMIM - supervised at {where} SE"] = diff, se
+            won.append(sign * diff > 2 * se)
+            lost.append(-sign * diff > 2 * se)
+        outcome = "fails" if any(lost) else ("holds" if all(won) else "within errors")
+        f6[f"{task} outcome"] = outcome
+        holds6, within6 = holds6 + (outcome == "holds"), within6 + (outcome == "within errors")
+    f4.update({"tasks": 3, "tasks holding": holds4, "tasks within errors": within4})
+    f6.update({"tasks": 3, "tasks holding": holds6, "tasks within errors": within6})
+    return {"F4-probe": f4, "F6-probe": f6}
 
 
 def findings_cells(page: str) -> dict[str, dict[str, list[str]]]:
@@ -175,9 +221,9 @@ def findings_cells(page: str) -> dict[str, dict[str, list[str]]]:
     found = {}
     for part in table.split('<tr id="finding-')[1:]:
         rows = re.findall(r"<tr><th>([^<]*)</th>((?:<td[^>]*>[^<]*</td>)+)</tr>", part)
-        found[part[:part.index('"')].upper()] = {html.unescape(label): [html.unescape(c) for c in
-                                                                       re.findall(r"<td[^>]*>([^<]*)</td>", cells)]
-                                                 for label, cells in rows}
+        fid = part[:part.index('"')].upper().replace("-PROBE", "-probe")
+        found[fid] = {html.unescape(label): [html.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", cells)]
+                      for label, cells in rows}
     return found
 
 
@@ -207,7 +253,7 @@ def test_rerun_reuses_every_stage(demo):
     before = {p: p.stat().st_mtime_ns for p in (demo.path / "pretrain").rglob("backbone.safetensors")}
     status, printed = run_cli("demo", "--preset", "quick", "--out", demo.path)
     assert status == 0
-    assert printed.count("done before, reused") == 27
+    assert printed.count("done before, reused") == 31
     assert before == {p: p.stat().st_mtime_ns for p in (demo.path / "pretrain").rglob("backbone.safetensors")}
 
 

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -145,3 +146,37 @@ def test_probe_command_errors_name_the_value(tmp_path, capsys, flags, words):
 
     assert main(["probe", "vit-micro-32", "--num-eval", "4", "--out", str(tmp_path / "x"), *flags]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_rows_and_baselines_keep_per_item_values_whose_statistic_is_the_metric(tmp_path, capsys):
+    from mimlens.cli import main
+    from mimlens.tasks.pose import keypoint_ap
+
+    config = tmp_path / "probe.yaml"
+    config.write_text("probe:\n  synthetic: {num_objects: [1, 1], background_strength: 0.0}\n")
+    out = tmp_path / "probe"
+    status = main(["probe", "vit-micro-32", "--num-train", "10", "--num-eval", "16", "--batch-size", "8",
+                   "--blocks", "0,2", "--config", str(config), "--out", str(out), "--no-progress"])
+    assert status == 0
+    doc = json.loads((out / "probe.json").read_text())
+    assert doc["synthetic"] == {"num_objects": [1, 1], "background_strength": 0.0}
+    baselines = {"cls": "majority class", "depth": "mean depth map", "pose": "mean keypoint template",
+                 "track": "zero motion"}
+    for name, task in doc["tasks"].items():
+        items, primary = task["items"], task["primary"]
+        assert list(task["baselines"]) == [baselines[name]], name
+        for row in [*task["rows"], *task["baselines"].values()]:
+            values = row["values"]
+            assert len(values) == len(items["ids"]), name
+            if items["statistic"] == "mean":
+                present = [v for v in values if v is not None]
+                assert np.mean(present) == pytest.approx(row[primary], abs=1e-6), name  # float32 sums
+                se = np.std(present, ddof=1) / np.sqrt(len(present)) if len(present) > 1 else 0.0  # 1 sequence
+                assert row["se"] == pytest.approx(se), name
+            else:
+                assert keypoint_ap(values) == pytest.approx(row[primary], abs=1e-9)
+                assert row["se"] >= 0
+    assert doc["tasks"]["cls"]["items"]["unit"] == "image" and doc["tasks"]["track"]["items"]["unit"] == "sequence"
+    assert set(doc["tasks"]["cls"]["rows"][0]["values"]) <= {0.0, 1.0}
+    assert len(set(doc["tasks"]["cls"]["baselines"]["majority class"]["values"])) <= 2
+    assert "majority class" in capsys.readouterr().out

@@ -3,7 +3,9 @@ keypoints and tracking can be read off its features (ridge probes and training-f
 
 The probes are :func:`mimlens.probe.layerwise.layerwise_probes`; this command reads the flags, loads the
 model, prints one table per task and writes a run directory: ``config.yaml``, ``probe.json`` (per task and
-block: the metrics, the chosen λ, and the metric variant) and ``figures/probe_by_layer.png``.
+block: the metrics, their standard error and per-item values, the chosen λ, and the metric variant; per task the
+trivial baselines) and ``figures/probe_by_layer.png``. ``probe.synthetic`` (config only) sets the synthetic
+scenes' difficulty, keys over the fine-tuning default ``data.synthetic``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     "model": {"spec": None, "arch": None},
     "probe": {"tasks": None, "data": "synthetic", "num_train": None, "num_eval": None, "blocks": None,
-              "batch_size": 64, "seed": 0},
+              "batch_size": 64, "seed": 0, "synthetic": None},
     "run": {"device": None, "out": None, "progress": True},
 }
 
@@ -78,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         doc = layerwise_probes(model.to(device), settings["tasks"], data=str(settings["data"]),
                                num_train=settings["num_train"], num_eval=settings["num_eval"],
                                blocks=settings["blocks"], batch_size=int(settings["batch_size"]),
-                               seed=int(settings["seed"]), device=device, progress=progress_enabled(cfg))
+                               seed=int(settings["seed"]), difficulty=difficulty(settings["synthetic"]),
+                               device=device, progress=progress_enabled(cfg))
         if distributed.is_main():
             doc = {"model": str(cfg["model"]["spec"]), "weights": describe_weights(info), **doc}
             save_config(cfg, out)
@@ -89,6 +92,16 @@ def run(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown()
     return 0
+
+
+def difficulty(given: dict[str, Any] | None) -> dict[str, Any]:
+    """The synthetic difficulty: ``given`` keys over the fine-tuning default."""
+    from mimlens.errors import MimlensError
+    from mimlens.tasks.run import COMMON
+
+    if given is not None and not isinstance(given, dict):
+        raise MimlensError(f"probe.synthetic must be a mapping of synthetic-scene settings, got {given!r}")
+    return {**COMMON["data"]["synthetic"], **(given or {})}
 
 
 COLUMNS = {"cls": ("top1",), "depth": ("rmse", "abs_rel"), "pose": ("ap", "ap50"),
@@ -103,9 +116,12 @@ def format_tables(doc: dict[str, Any]) -> str:
         count = task.get("num_train_images")
         images = f"{count} training, " if count is not None else ""
         lines += ["", f"{name}: {images}{task['num_eval_images']} evaluation images",
-                  f"{'block':>5}  {'name':<22}" + "".join(f"{c:>10}" for c in columns) + f"{'lambda':>11}"]
+                  f"{'block':>5}  {'name':<22}" + "".join(f"{c:>10}" for c in columns) + f"{'SE':>9}{'lambda':>11}"]
         for row in task["rows"]:
             lam = "-" if row["lambda"] is None else f"{row['lambda']:.3g}"
             lines.append(f"{row['block']:>5}  {row['name']:<22}" + "".join(f"{row[c]:>10.4f}" for c in columns)
-                         + f"{lam:>11}")
+                         + f"{row['se']:>9.4f}{lam:>11}")
+        for label, base in task["baselines"].items():
+            lines.append(f"{'':>5}  {label:<22}" + "".join(f"{base[c]:>10.4f}" for c in columns)
+                         + f"{base['se']:>9.4f}")
     return "\n".join(lines)

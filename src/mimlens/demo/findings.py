@@ -26,6 +26,9 @@ DROP_TOLERANCE = {"rmse": 0.05, "ap": 0.02}  # F4: relative (rmse) / absolute (a
 WIN_MARGIN = {"rmse": 0.02, "ap": 0.01, "suc": 0.01, "top1": 0.01}  # F6: relative (rmse) / absolute margins
 RELATIVE = {"rmse"}  # metrics whose margin is relative to the supervised value
 QUICK_REASON = "quick preset: models not trained enough"
+UNTRAINED_REASON = "no fine-tuning beats its trivial baseline by 2 SE"
+TRAINED_RULE = "trained = better than its best trivial baseline by more than 2 paired SE"
+GEOMETRIC = ("depth", "pose", "track")  # the probe findings' tasks
 
 STATEMENTS = {
     "F1": "MIM brings locality to every layer; supervised models attend locally in low layers, globally in high ones",
@@ -34,6 +37,8 @@ STATEMENTS = {
     "F4": "Dropping the last layers of a supervised model does not hurt geometric tasks (depth, pose)",
     "F5": "MIM representations are similar across layers (high CKA); supervised ones are not",
     "F6": "MIM beats supervised on geometric/motion tasks and fine-grained classification",
+    "F4-probe": "Frozen probes: supervised geometric features peak before the last block; MIM's do not fall",
+    "F6-probe": "Frozen probes: MIM's geometric features beat supervised's at the best and at the last block",
 }
 
 
@@ -204,24 +209,34 @@ def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[s
     not worse than at K = 0 by more than 2 paired SE (DROP_TOLERANCE without per-item values), for every swept
     task. Judged only where the full model (K = 0) beats the random-init model's fine-tuning (``random_init``:
     ``metrics.json`` per task) by more than 2 paired SE (the WIN_MARGIN without per-item values): a task
-    fine-tuning learned nothing from cannot show what dropping blocks costs."""
+    fine-tuning learned nothing from cannot show what dropping blocks costs. Trained gate: a task whose K = 0 row
+    says ``trained: false`` (no better than its best trivial baseline by 2 SE) is not judged; rows without the
+    field are judged as before; when no task is left the verdict is inconclusive."""
     numbers: dict[str, Any] = {}
     holds = bool(sweeps)
-    unlearned = []
+    unlearned, untrained = [], []
     for task, sweep in sweeps.items():
         metric, higher = sweep["metric"], sweep["higher_is_better"]
         values = {int(r["drop_last"]): float(r[metric]) for r in sweep["rows"]}
         for k in sorted(values):
             numbers[f"{task} {metric} K={k}"] = values[k]
         numbers[f"{task} {metric} random init"] = baseline = _primary(random_init[task])[2]
+        trained = next((r.get("trained") for r in sweep["rows"] if int(r["drop_last"]) == 0), None)
+        if trained is not None:
+            numbers[f"{task} K=0 trained"] = bool(trained)
         if 0 not in values or 1 not in values:
-            holds = False
+            if trained is False:
+                untrained.append(task)
+            holds = holds and trained is False
             continue
         items = sweep.get("items") or {}
         learned = paired(items.get("0"), random_init[task].get("items"))
         dropped = paired(items.get("1"), items.get("0"))
         _put(numbers, f"{task} K=0 - random init", learned)
         _put(numbers, f"{task} K=1 - K=0", dropped)
+        if trained is False:  # not judged
+            untrained.append(task)
+            continue
         if not (better(learned, higher) if learned is not None else beats(metric, higher, values[0], baseline)):
             unlearned.append(task)
         if dropped is not None:
@@ -234,9 +249,12 @@ def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[s
     rule = ("reproduced if for every swept task the metric with the last block dropped (K=1) is not worse than "
             "the full model (K=0) by more than 2 paired SE of the per-item differences (paired bootstrap for AP; "
             f"without per-item values by more than {tolerances}); needs the supervised bar and, per task, the full "
-            "model beating the random-init model's fine-tuning by more than 2 paired SE")
+            "model beating the random-init model's fine-tuning by more than 2 paired SE; a task is judged only "
+            f"when the full model's fine-tuning is trained ({TRAINED_RULE})")
     reason = _gate(claims, bars, ("supervised",))
-    if reason is None and unlearned:
+    if reason is None and sweeps and len(untrained) == len(sweeps):
+        reason = f"{UNTRAINED_REASON}: supervised K=0 on {', '.join(untrained)}"
+    elif reason is None and unlearned:
         reason = f"the supervised fine-tuning does not beat the random-init one on {', '.join(unlearned)}"
     columns = [f"{task} {sweep['metric']}" for task, sweep in sweeps.items()]
     ks = sorted({int(r["drop_last"]) for sweep in sweeps.values() for r in sweep["rows"]})
@@ -246,6 +264,7 @@ def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[s
     for label, key in (("K=1 - K=0 (paired)", "K=1 - K=0"), ("K=0 - random init (paired)", "K=0 - random init")):
         layout.append([label, *(f"{t} {key}" for t in sweeps)])
         layout.append([f"{label} SE", *(f"{t} {key} SE" for t in sweeps)])
+    layout.append(["full model trained", *(f"{t} K=0 trained" for t in sweeps)])
     return _row("F4", _decide(reason, holds, numbers), numbers, rule, columns, layout)
 
 
@@ -266,12 +285,14 @@ def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping]
     """F6 from ``metrics.json`` per task (SimMIM's, supervised's and the random-init model's fine-tunings, all
     evaluated on the same items): a task counts when SimMIM or supervised beats the random-init model by more
     than 2 paired SE of the per-item differences (pre-training made a difference); SimMIM wins a counted task
-    when better than supervised by more than 2 paired SE. Runs without per-item values fall back to the margins
-    of :func:`beats` (top-1: binomial SE on SimMIM's evaluation-image count). Reproduced when SimMIM wins more
+    when better than supervised by more than 2 paired SE. Trained gate: where both runs' ``metrics.json`` say
+    whether they are ``trained``, a task counts only when both are. Runs without per-item values fall back to the
+    margins of :func:`beats` (top-1: binomial SE on SimMIM's evaluation-image count). Reproduced when SimMIM wins more
     than half of the counted tasks, not reproduced when fewer, inconclusive (mixed) at exactly half or when no
     task counts."""
     numbers: dict[str, Any] = {}
     wins = counted = 0
+    gated, untrained = 0, []
     for task in simmim:
         name, higher, a = _primary(simmim[task])
         b, r = _primary(supervised[task])[2], _primary(random_init[task])[2]
@@ -290,6 +311,15 @@ def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping]
             if n is not None:
                 numbers[f"{task} evaluation images"] = n
             sim_r, sup_r, sim_sup = (beats(name, higher, x, y, n) for x, y in ((a, r), (b, r), (a, b)))
+        flags = {label: docs[label].get("trained") for label in ("SimMIM", "supervised")}
+        for label, flag in flags.items():
+            if flag is not None:
+                numbers[f"{task} {label} trained"] = bool(flag)
+        if None not in flags.values():
+            gated += 1
+            if not all(flags.values()):
+                untrained.append(f"{task} ({', '.join(k for k, v in flags.items() if not v)})")
+                continue
         if sim_r or sup_r:
             counted += 1
             wins += sim_sup
@@ -301,9 +331,12 @@ def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping]
             "random-init fine-tuning; SimMIM wins a counted task when better than supervised; reproduced when it "
             "wins more than half of the counted tasks, not reproduced when fewer, inconclusive at exactly half; "
             f"needs both training bars (runs without per-item values: margins {margins}, for top-1 at least 2 "
-            "binomial SE)")
+            f"binomial SE); a task counts only when SimMIM's and supervised's fine-tunings are both trained "
+            f"({TRAINED_RULE})")
     reason = _gate(claims, bars, ("simmim", "supervised"))
-    if reason is None and counted == 0:
+    if reason is None and gated and len(untrained) == len(simmim):
+        reason = f"{UNTRAINED_REASON}: {'; '.join(untrained)}"
+    elif reason is None and counted == 0:
         reason = "no task's fine-tuning beats the random-init model's: pre-training made no measurable difference"
     elif reason is None and 2 * wins == counted:
         reason = "mixed: SimMIM wins exactly half of the counted tasks"
@@ -317,6 +350,135 @@ def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping]
         layout.append([f"{task} its SE", f"{task} SimMIM - random init SE", f"{task} supervised - random init SE"])
         layout.append([f"{task} SimMIM - supervised (paired)", f"{task} SimMIM - supervised"])
         layout.append([f"{task} SimMIM - supervised SE", f"{task} SimMIM - supervised SE"])
+        layout.append([f"{task} trained", f"{task} SimMIM trained", f"{task} supervised trained"])
     layout += [["tasks counted", "tasks counted"], ["SimMIM wins", "SimMIM wins"]]
     return _row("F6", _decide(reason, 2 * wins > counted, numbers), numbers, rule,
                 ("SimMIM", "supervised", "random init"), layout)
+
+
+# ---------------------------------------------------------------------------------------------- frozen probes
+
+
+def probe_items(task: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``items`` section (``ids``, ``statistic``, ``values``) of one block's row of a ``probe.json`` task."""
+    return {**task["items"], "values": row["values"]}
+
+
+def best_row(task: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The row of a ``probe.json`` task with the best primary metric (the earliest block on ties)."""
+    sign = 1.0 if task["higher_is_better"] else -1.0
+    return max(task["rows"], key=lambda row: (sign * row[task["primary"]], -row["block"]))
+
+
+def _probe_tasks(simmim: Mapping[str, Any], supervised: Mapping[str, Any]) -> list[str]:
+    return [t for t in GEOMETRIC if t in simmim["tasks"] and t in supervised["tasks"]]
+
+
+def _majority(outcomes: Mapping[str, str], numbers: dict[str, Any], reason: str | None) -> str:
+    """Verdict from per-task outcomes "holds", "within errors", "fails": reproduced when more than half hold;
+    inconclusive when the tasks within errors could make a majority; otherwise not reproduced."""
+    held = sum(o == "holds" for o in outcomes.values())
+    within = sum(o == "within errors" for o in outcomes.values())
+    numbers.update({"tasks": len(outcomes), "tasks holding": held, "tasks within errors": within})
+    if reason is None and not outcomes:
+        reason = "no geometric task was probed in both models"
+    elif reason is None and 2 * held <= len(outcomes) < 2 * (held + within):
+        reason = "within errors: " + ", ".join(t for t, o in outcomes.items() if o == "within errors")
+    return _decide(reason, 2 * held > len(outcomes), numbers)
+
+
+def _probe_columns(tasks: Sequence[str], simmim: Mapping[str, Any]) -> list[str]:
+    return [f"{t} {simmim['tasks'][t]['primary']}" for t in tasks]
+
+
+PROBE_GATE = "needs both training bars; tasks: depth RMSE, pose AP, tracking SUC"
+PAIRED = "paired SE of per-item differences on the shared evaluation items (paired bootstrap, 1000 resamples, for AP)"
+
+
+def f4_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Mapping, claims: bool) -> dict:
+    """F4 from frozen probes (``probe.json`` of SimMIM and supervised, same items): per geometric task, the
+    supervised model peaks before its last block when its best block's metric beats its last block's by more
+    than 2 paired SE, and SimMIM does not fall when its last block is not worse than its best by more than 2
+    paired SE. A task holds when both do; fails when SimMIM falls or supervised's best block is its last; is
+    within errors otherwise. Verdict by :func:`_majority`."""
+    tasks = _probe_tasks(simmim, supervised)
+    numbers: dict[str, Any] = {}
+    outcomes = {}
+    for t in tasks:
+        metric, higher = supervised["tasks"][t]["primary"], supervised["tasks"][t]["higher_is_better"]
+        earlier, falls = {}, {}  # best block before the last; best better than last by > 2 SE
+        for label, doc in (("supervised", supervised), ("SimMIM", simmim)):
+            task = doc["tasks"][t]
+            best, last = best_row(task), task["rows"][-1]
+            numbers[f"{t} {label} best block"] = best["block"]
+            numbers[f"{t} {label} best {metric}"] = best[metric]
+            numbers[f"{t} {label} last {metric}"] = last[metric]
+            drop = paired(probe_items(task, best), probe_items(task, last))
+            _put(numbers, f"{t} {label} best - last", drop)
+            earlier[label], falls[label] = best["block"] != last["block"], better(drop, higher)
+        if falls["SimMIM"] or not earlier["supervised"]:
+            outcomes[t] = "fails"
+        else:
+            outcomes[t] = "holds" if falls["supervised"] else "within errors"
+        numbers[f"{t} outcome"] = outcomes[t]
+    rule = ("per geometric task: supervised peaks before its last block when its best block beats its last by more "
+            "than 2 SE; SimMIM does not fall when its last block is not worse than its best by more than 2 SE; the "
+            "task holds when both, fails when SimMIM falls or supervised's best block is its last, else is within "
+            f"errors; SE = {PAIRED}; reproduced when more than half of the tasks hold, inconclusive when the tasks "
+            f"within errors could make a majority, not reproduced otherwise; {PROBE_GATE}")
+    metrics = {t: supervised["tasks"][t]["primary"] for t in tasks}
+    layout = []
+    for label in ("supervised", "SimMIM"):
+        layout += [[f"{label} best block", *(f"{t} {label} best block" for t in tasks)],
+                   [f"{label} best", *(f"{t} {label} best {metrics[t]}" for t in tasks)],
+                   [f"{label} last block", *(f"{t} {label} last {metrics[t]}" for t in tasks)],
+                   [f"{label} best - last (paired)", *(f"{t} {label} best - last" for t in tasks)],
+                   [f"{label} best - last SE", *(f"{t} {label} best - last SE" for t in tasks)]]
+    layout += [["outcome", *(f"{t} outcome" for t in tasks)], ["tasks", "tasks"], ["tasks holding", "tasks holding"],
+               ["tasks within errors", "tasks within errors"]]
+    verdict = _majority(outcomes, numbers, _gate(claims, bars, ("simmim", "supervised")))
+    return _row("F4-probe", verdict, numbers, rule, _probe_columns(tasks, simmim), layout)
+
+
+def f6_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Mapping, claims: bool) -> dict:
+    """F6 from frozen probes (``probe.json`` of SimMIM and supervised, same items): per geometric task, SimMIM's
+    best block against supervised's best block and SimMIM's last block against supervised's last, each by the
+    paired SE. A task holds when SimMIM is better by more than 2 SE at both, fails when supervised is better by
+    more than 2 SE at either, is within errors otherwise. Verdict by :func:`_majority`."""
+    tasks = _probe_tasks(simmim, supervised)
+    numbers: dict[str, Any] = {}
+    outcomes = {}
+    for t in tasks:
+        sim, sup = simmim["tasks"][t], supervised["tasks"][t]
+        metric, higher = sup["primary"], sup["higher_is_better"]
+        wins = []
+        for where, pick in (("best", best_row), ("last", lambda task: task["rows"][-1])):
+            a, b = pick(sim), pick(sup)
+            numbers[f"{t} SimMIM {where} {metric}"] = a[metric]
+            numbers[f"{t} supervised {where} {metric}"] = b[metric]
+            diff = paired(probe_items(sim, a), probe_items(sup, b))
+            _put(numbers, f"{t} SimMIM - supervised at {where}", diff)
+            wins.append((better(diff, higher), better({"diff": -diff["diff"], "se": diff["se"]}, higher)))
+        if any(lost for _, lost in wins):
+            outcomes[t] = "fails"
+        else:
+            outcomes[t] = "holds" if all(won for won, _ in wins) else "within errors"
+        numbers[f"{t} outcome"] = outcomes[t]
+    rule = ("per geometric task: SimMIM's best block against supervised's best block, and last against last; the "
+            "task holds when SimMIM is better by more than 2 SE at both, fails when supervised is better by more "
+            f"than 2 SE at either, else is within errors; SE = {PAIRED}; reproduced when more than half of the "
+            "tasks hold, inconclusive when the tasks within errors could make a majority, not reproduced "
+            f"otherwise; {PROBE_GATE}")
+    layout = []
+    for where in ("best", "last"):
+        layout += [[f"SimMIM {where}", *(f"{t} SimMIM {where} {simmim['tasks'][t]['primary']}" for t in tasks)],
+                   [f"supervised {where}", *(f"{t} supervised {where} {simmim['tasks'][t]['primary']}"
+                                             for t in tasks)],
+                   [f"SimMIM - supervised at {where} (paired)", *(f"{t} SimMIM - supervised at {where}"
+                                                                   for t in tasks)],
+                   [f"SimMIM - supervised at {where} SE", *(f"{t} SimMIM - supervised at {where} SE"
+                                                            for t in tasks)]]
+    layout += [["outcome", *(f"{t} outcome" for t in tasks)], ["tasks", "tasks"], ["tasks holding", "tasks holding"],
+               ["tasks within errors", "tasks within errors"]]
+    verdict = _majority(outcomes, numbers, _gate(claims, bars, ("simmim", "supervised")))
+    return _row("F6-probe", verdict, numbers, rule, _probe_columns(tasks, simmim), layout)

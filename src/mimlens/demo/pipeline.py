@@ -9,6 +9,7 @@ OUT/bars.json                                      the training bars (bars.py)
 OUT/analysis/{random_init,simmim,supervised,moco}/ mimlens analyze --cka (validation scenes)
 OUT/compare/                                       mimlens compare of the four analyses (cross-model CKA)
 OUT/masks/                                         mimlens masks --sweep (AvgDist)
+OUT/probe/{random_init,simmim,supervised,moco}/    mimlens probe (layer-wise frozen probes, same items)
 OUT/finetune/<task>_<model>/                       mimlens finetune (supervised depth/pose: --sweep-drop)
 OUT/findings.json, OUT/figures/, OUT/report.html   verdicts, summary figures, the report
 OUT/stages/<stage>.json                            what each stage ran with (its key) and how long it took
@@ -112,6 +113,14 @@ def finetune_config(preset: Preset, task: str, init: Path, device: str, sweep: b
     }
 
 
+def probe_config(preset: Preset) -> dict[str, Any]:
+    """The ``mimlens probe --config`` YAML: every task on the preset's probe images of the training difficulty,
+    seeded like the fine-tunings (so every model is probed on the same items)."""
+    num_train, num_eval = preset.probe_images
+    return {"probe": {"num_train": num_train, "num_eval": num_eval, "seed": preset.seed,
+                      "batch_size": preset.analysis_batch, "synthetic": dict(DIFFICULTY)}}
+
+
 def build_stages(preset: Preset, out: Path, device: str | None = None) -> list[Stage]:
     """Every stage of the demo in running order (see the module docstring for the layout)."""
     run_device = device or "auto"
@@ -161,6 +170,14 @@ def build_stages(preset: Preset, out: Path, device: str | None = None) -> list[S
     argv = ["masks", "--sweep", "--img-size", str(image_size(preset)), "--num-masks", str(preset.mask_samples),
             "--out", str(out / "masks")]
     add("masks", "masks", "", out / "masks", ("avgdist.json",), {"argv": argv[:-2]}, _command(argv))
+    probe_cfg = probe_config(preset)
+    probe_yaml = out / "stages" / "probe.yaml"
+    for m in MODELS:
+        argv = ["probe", str(models[m]), "--config", str(probe_yaml), "--no-progress",
+                *(["--device", device] if device else []), "--out", str(out / "probe" / m)]
+        add(f"probe_{m}", "probe", m, out / "probe" / m, ("probe.json",),
+            {"argv": argv[:-2], "config": probe_cfg, "model": keys[trained(m)]},
+            _yaml_command(probe_cfg, probe_yaml, argv), needs=(trained(m),))
     for task in TASKS:
         for m in MODELS:
             sweep = sweeps(preset, task, m)

@@ -46,6 +46,7 @@ class Preset:
     threads: int | None = None  # torch CPU threads per stage (None: leave as set)
     parallel: int = 1  # stages run at once, each in a worker process (> 1 needs workers == 0)
     workers: int = 0  # data-loading processes per training run (scene generation is ~1,500 images/s per core)
+    probe_images: tuple[int, int] = (1024, 256)  # frozen probes: (training, evaluation) synthetic images
     budget: dict[str, float] = field(default_factory=dict)  # stage kind -> expected minutes
     batch_size: int = 32
     base_lr: float = 4e-3  # per 256 images: 5e-4 at batch 32
@@ -55,7 +56,7 @@ class Preset:
 def stage_kinds(preset: Preset) -> list[tuple[str, str]]:
     """(stage kind, model) for every stage, in the order the demo runs them."""
     kinds = [("init", "random_init")] + [(f"pretrain_{o}", o) for o in OBJECTIVES] + [("bars", "")]
-    kinds += [("analyze", m) for m in MODELS] + [("compare", ""), ("masks", "")]
+    kinds += [("analyze", m) for m in MODELS] + [("compare", ""), ("masks", "")] + [("probe", m) for m in MODELS]
     kinds += [(f"finetune_{t}", m) for t in TASKS for m in MODELS]
     return kinds + [("findings", "")]
 
@@ -80,9 +81,10 @@ QUICK = Preset(
     mask_patch=8, moco_dims=(32, 64), finetune_steps=4, finetune_images=64, eval_images=16, eval_sequences=2,
     sequence_length=6, analysis_images=16, analysis_batch=16, bar_images=32, mask_samples=10, sweep_drop=(0, 1),
     claims=False, batch_size=16, threads=1,  # at this size a second thread costs more in sync than it gains
+    probe_images=(64, 32),
     budget={"init": 0.02, "pretrain_simmim": 0.1, "pretrain_supervised": 0.1, "pretrain_moco": 0.1, "bars": 0.02,
             "analyze": 0.05, "compare": 0.05, "masks": 0.05, "finetune_cls": 0.04, "finetune_depth": 0.04,
-            "finetune_pose": 0.06, "finetune_track": 0.05, "findings": 0.05},
+            "finetune_pose": 0.06, "finetune_track": 0.05, "findings": 0.05, "probe": 0.1},
 )
 
 DEFAULT = Preset(
@@ -98,10 +100,11 @@ DEFAULT = Preset(
     # two stages at a time with one torch thread each: on 2 cores a 1-thread SimMIM step runs at about 47
     # images/s beside another stage, against 72 images/s for one stage on both threads (docs/demo.md)
     threads=1, parallel=2,
-    # measured per stage in a clean-clone `make demo` on 2 idle cores (docs/demo.md), rounded up
+    # measured per stage in a clean-clone `make demo` on 2 idle cores (docs/demo.md), rounded up; probe: one
+    # vit-tiny-64 probe of 1024 + 256 images, 2.6 CPU-minutes on 1 thread
     budget={"init": 0.05, "pretrain_simmim": 21.0, "pretrain_supervised": 24.5, "pretrain_moco": 17.0,
             "bars": 0.15, "analyze": 0.15, "compare": 0.5, "masks": 0.1, "finetune_cls": 1.2, "finetune_depth": 2.3,
-            "finetune_pose": 1.5, "finetune_track": 1.7, "findings": 0.3},
+            "finetune_pose": 1.5, "finetune_track": 1.7, "findings": 0.3, "probe": 2.7},
 )
 
 GPU = Preset(
@@ -111,9 +114,10 @@ GPU = Preset(
     warmup_steps=1000, mask_patch=16, moco_dims=(256, 2048), finetune_steps=2000, finetune_images=8192,
     eval_images=512, eval_sequences=32, sequence_length=16, analysis_images=1024, analysis_batch=128,
     bar_images=1024, mask_samples=200, sweep_drop=(0, 1, 2, 3, 4), claims=True, batch_size=128, workers=8,
+    probe_images=(4096, 1024),
     budget={"init": 0.1, "pretrain_simmim": 30.0, "pretrain_supervised": 25.0, "pretrain_moco": 35.0, "bars": 0.5,
             "analyze": 0.5, "compare": 1.0, "masks": 0.3, "finetune_cls": 2.0, "finetune_depth": 2.5,
-            "finetune_pose": 3.0, "finetune_track": 3.0, "findings": 0.5},
+            "finetune_pose": 3.0, "finetune_track": 3.0, "findings": 0.5, "probe": 1.0},
 )
 
 PRESETS = {p.name: p for p in (QUICK, DEFAULT, GPU)}

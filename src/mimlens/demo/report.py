@@ -3,8 +3,8 @@
 ``OUT/findings.json`` is ``{"preset", "claims_findings", "bars", "findings": [rows], "notice", "about"}``, each
 row with the ``figures`` behind its verdict; ``mimlens report OUT`` renders it, so the demo's report and
 ``mimlens report OUT``'s are the same page. ``OUT/figures/`` holds the figures that span several runs:
-fine-tuning results of the four models per task (F6), the supervised layer-drop sweeps (F4) and the
-training bars.
+fine-tuning results of the four models per task (F6), the supervised layer-drop sweeps (F4), the four
+models' frozen probes by block (F4-probe, F6-probe) and the training bars.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ FIGURES = {  # the figures behind each verdict, shown next to it in the report
     "F4": [f"figures/layer_drop_{t}.png" for t in TASKS],
     "F5": ["analysis/simmim/figures/cka_within.png", "analysis/supervised/figures/cka_within.png"],
     "F6": ["figures/transfer.png"],
+    "F4-probe": ["figures/probe_by_layer.png"],
+    "F6-probe": ["figures/probe_by_layer.png"],
 }
 
 
@@ -46,7 +48,8 @@ def task_metrics(out: Path, task: str, model: str) -> dict[str, Any]:
 
 
 def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
-    """The six findings rows from the JSON files under ``out``."""
+    """The findings rows from the JSON files under ``out``: F1–F6, then the frozen-probe rows F4-probe and
+    F6-probe (``OUT/probe/<model>/probe.json``)."""
     bars = read_json(out / "bars.json")
     attention = {m: read_json(out / "analysis" / m / "attention.json") for m in MODELS}
     cka = {m: read_json(out / "analysis" / m / "cka.json") for m in ("simmim", "supervised")}
@@ -61,6 +64,9 @@ def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
         fd.f5_cka(cka["simmim"], cka["supervised"], bars, preset.claims),
         fd.f6_transfer(metrics["simmim"], metrics["supervised"], metrics["random_init"], bars, preset.claims),
     ]
+    probes = {m: read_json(out / "probe" / m / "probe.json") for m in ("simmim", "supervised")}
+    rows += [fd.f4_probe(probes["simmim"], probes["supervised"], bars, preset.claims),
+             fd.f6_probe(probes["simmim"], probes["supervised"], bars, preset.claims)]
     return [_finite(row) for row in rows]
 
 
@@ -111,6 +117,17 @@ def transfer_figure(out: Path, path: Path) -> Path:
     return _save_figure(figure, path)
 
 
+def probe_figure(out: Path, path: Path) -> Path:
+    """The four models' frozen-probe curves (F4-probe, F6-probe): one panel per task, one line per model with
+    ±1 SE bars, SimMIM's trivial baselines (the same items for every model) dashed."""
+    from mimlens.report.figures_probe import plot_probe_comparison
+
+    order = ("simmim", "supervised", "random_init", "moco")
+    docs = {LABELS[m]: read_json(out / "probe" / m / "probe.json") for m in order}
+    return plot_probe_comparison(docs, path, {LABELS[m]: COLOURS[m] for m in order},
+                                 title="Frozen probes by block (F4-probe, F6-probe)")
+
+
 def bars_figure(bars: Mapping[str, Any], path: Path) -> Path:
     """SimMIM's masked L1 next to the fill baselines; supervised accuracy next to chance and the bar."""
     from matplotlib.figure import Figure
@@ -157,6 +174,7 @@ def write_findings_and_report(out: Path, preset: Preset) -> Path:
     bars = read_json(out / "bars.json")
     transfer_figure(out, out / "figures" / "transfer.png")
     bars_figure(bars, out / "figures" / "training_bars.png")
+    probe_figure(out, out / "figures" / "probe_by_layer.png")
     for task in TASKS:
         if sweeps(preset, task, "supervised"):
             sweep = read_json(out / "finetune" / f"{task}_supervised" / "drop_sweep.json")

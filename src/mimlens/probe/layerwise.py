@@ -23,6 +23,13 @@ last :data:`HELD_OUT` of the training items (by item index), then refitted on al
 - ``track``: training-free correlation tracking (:mod:`mimlens.probe.correlation_tracker`), LaSOT SUC and
   precision (:class:`mimlens.tasks.tracking.TrackingMetrics`).
 
+Uncertainty (:mod:`mimlens.tasks.uncertainty`): each row keeps the primary metric's per-item ``values`` in
+the evaluation set's order — per image correct (0/1) for top-1, per image RMSE for depth, per sequence SUC
+for tracking, per image COCOeval records for AP — and its ``se`` (sd / sqrt(n); a bootstrap over images for
+AP). The same data, sizes and seed give the same items, so two models' probes (or two blocks of one) compare
+by paired standard errors. Each task also scores its trivial baseline on the same items
+(:mod:`mimlens.tasks.baselines`: majority class, mean depth map, mean keypoint template, zero motion).
+
 Every sum is all-reducible and every item is seen by one ``torchrun`` process, so N processes report what
 one reports.
 """
@@ -107,53 +114,76 @@ def _as_map(tokens: torch.Tensor, batch: int, base: tuple[int, int], name: str) 
 
 
 class _Counts:
-    """Top-1 accuracy: correct predictions and images, all-reducible."""
+    """Top-1 accuracy; ``add`` takes predicted class indices, ``update`` the probe's (B, 1, 1, classes) scores."""
 
     def __init__(self, label: str) -> None:
-        from mimlens.tasks.accumulate import SumAccumulator
+        self.label, self.items = label, []
 
-        self.label, self.acc = label, SumAccumulator(correct=(), images=())
+    def update(self, pred: torch.Tensor, items: list[dict], indices: list[int]) -> None:
+        self.add(pred.flatten(1, 2).mean(1).argmax(1).cpu(), items, indices)
 
-    def update(self, pred: torch.Tensor, items: list[dict]) -> None:
+    def add(self, classes: torch.Tensor, items: list[dict], indices: list[int]) -> None:
         labels = torch.stack([torch.as_tensor(item[self.label]) for item in items])
-        self.acc.add("correct", (pred.flatten(1, 2).mean(1).argmax(1).cpu() == labels).sum())
-        self.acc.add("images", len(items))
+        self.items += (classes == labels).double().tolist()
 
-    def compute(self) -> dict[str, float]:
-        self.acc.all_reduce_()
-        return {"top1": float(self.acc.sums["correct"] / self.acc.sums["images"].clamp(min=1))}
+    def compute(self) -> tuple[dict[str, float], list[float]]:
+        values = distributed.gather_sharded(self.items)
+        return {"top1": sum(values) / max(len(values), 1)}, values
 
 
 class _Depth:
+    """Depth metrics; ``add`` takes (B, H, W) depths at the ground truth's resolution, ``update`` the probe's
+    (B, h, w, 1) log-depth token maps."""
+
     def __init__(self, lo: float, hi: float) -> None:
         from mimlens.tasks.depth import DepthMetrics
 
         self.metrics = DepthMetrics(lo, hi)
 
-    def update(self, pred: torch.Tensor, items: list[dict]) -> None:
-        for log_depth, item in zip(pred[..., 0].double().cpu(), items, strict=True):
-            gt = item["depth"]
-            up = F.interpolate(log_depth[None, None], size=tuple(gt.shape), mode="bilinear", align_corners=False)
-            self.metrics.update(up[0].exp(), gt[None])
+    def update(self, pred: torch.Tensor, items: list[dict], indices: list[int]) -> None:
+        ups = [F.interpolate(log_depth[None, None], size=tuple(item["depth"].shape), mode="bilinear",
+                             align_corners=False)[0, 0].exp()
+               for log_depth, item in zip(pred[..., 0].double().cpu(), items, strict=True)]
+        self.add(ups, items, indices)
 
-    def compute(self) -> dict[str, float]:
-        return self.metrics.all_reduce_().compute()
+    def add(self, depths, items: list[dict], indices: list[int]) -> None:
+        for depth, item in zip(depths, items, strict=True):
+            self.metrics.update(depth[None], item["depth"][None])
+
+    def compute(self) -> tuple[dict[str, float], list[float | None]]:
+        per_item = self.metrics.per_item()
+        return self.metrics.all_reduce_().compute(), per_item["rmse"]
 
 
 class _Keypoints:
+    """COCO keypoint AP; ``add`` takes COCO keypoint results, ``update`` the probe's (B, h, w, K) heatmaps."""
+
     def __init__(self, coco, sigmas) -> None:
         self.coco, self.sigmas, self.results = coco, sigmas, []
 
-    def update(self, pred: torch.Tensor, items: list[dict]) -> None:
+    def update(self, pred: torch.Tensor, items: list[dict], indices: list[int]) -> None:
         from mimlens.tasks.pose import keypoint_results
 
         batch = {key: torch.stack([item[key] for item in items]) for key in ("box", "image_id", "category_id")}
-        self.results += keypoint_results(pred.permute(0, 3, 1, 2), batch)
+        self.add(keypoint_results(pred.permute(0, 3, 1, 2), batch), items, indices)
 
-    def compute(self) -> dict[str, float]:
-        from mimlens.tasks.pose import coco_keypoint_eval
+    def add(self, results: list[dict], items: list[dict], indices: list[int]) -> None:
+        self.results += results
 
-        return coco_keypoint_eval(self.coco, distributed.gather_sharded(self.results), self.sigmas)
+    def compute(self) -> tuple[dict[str, float], list[dict]]:
+        from mimlens.tasks.pose import coco_keypoint_eval_images
+
+        return coco_keypoint_eval_images(self.coco, distributed.gather_sharded(self.results), self.sigmas)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A trivial predictor scored like the probes: ``predict(indices, items)`` gives what the scorer's
+    ``add`` takes."""
+
+    name: str
+    description: str
+    predict: Callable[[list[int], list[dict]], Any]
 
 
 @dataclass
@@ -170,6 +200,8 @@ class RidgeTask:
     primary: str
     higher_is_better: bool
     variant: str
+    baseline: Callable[[], Baseline]  # fitted on the training items when called
+    statistic: str = "mean"  # of the per-item values (mimlens.tasks.uncertainty.statistic)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -187,9 +219,16 @@ def cls_task(source: str, size: int, seed: int, num_train: int, num_eval: int, d
         labels = torch.stack([torch.as_tensor(item[label]) for item in items]).long()
         return F.one_hot(labels, classes).double()[:, None], torch.ones(len(items), 1, dtype=torch.bool)
 
+    def baseline() -> Baseline:
+        from mimlens.tasks.baselines import class_counts, majority_class
+
+        majority = majority_class(class_counts(sets[0], label, classes))
+        return Baseline("majority class", f"the training images' most frequent class ({majority}) for every image",
+                        lambda indices, items: torch.full((len(items),), majority))
+
     variant = (RIDGE.format(target=f"one-hot {label}, {classes} classes, on the mean patch token") + "of the "
                "training images; predicted class = argmax; top-1 accuracy over the evaluation images")
-    return RidgeTask("cls", *sets, classes, True, targets, lambda: _Counts(label), "top1", True, variant)
+    return RidgeTask("cls", *sets, classes, True, targets, lambda: _Counts(label), "top1", True, variant, baseline)
 
 
 def depth_task(source: str, size: int, seed: int, num_train: int, num_eval: int, difficulty: dict) -> RidgeTask:
@@ -210,11 +249,19 @@ def depth_task(source: str, size: int, seed: int, num_train: int, num_eval: int,
             keeps.append(pooled[1].flatten() > 0)
         return torch.stack(ys), torch.stack(keeps)
 
+    def baseline() -> Baseline:
+        from mimlens.tasks.baselines import mean_depth_map, resize_depth_map
+
+        mean_map = mean_depth_map(sets[0], tuple(sets[0][0]["depth"].shape), lo, hi)
+        return Baseline("mean depth map", "the training images' per-pixel mean valid depth, resized to each image",
+                        lambda indices, items: [resize_depth_map(mean_map, tuple(item["depth"].shape), 1)[0].double()
+                                                for item in items])
+
     variant = (RIDGE.format(target="per-token mean log-depth of the token's valid pixels") + "of the training "
                "images; token predictions bilinearly upsampled to the ground truth and exponentiated; RMSE and "
                "AbsRel in depth units, per image over valid pixels, then the mean over images")
-    return RidgeTask("depth", *sets, 1, False, targets, lambda: _Depth(lo, hi), "rmse", False, variant,
-                     {"min_depth": lo, "max_depth": hi})
+    return RidgeTask("depth", *sets, 1, False, targets, lambda: _Depth(lo, hi), "rmse", False, variant, baseline,
+                     extra={"min_depth": lo, "max_depth": hi})
 
 
 def pose_task(source: str, size: int, seed: int, num_train: int, num_eval: int, difficulty: dict,
@@ -241,8 +288,16 @@ def pose_task(source: str, size: int, seed: int, num_train: int, num_eval: int, 
                                    "one token") + "of the training crops; decoded on the token grid by argmax with "
                "HRNet's quarter-cell shift; COCO OKS AP (pycocotools) on ground-truth boxes, crops as in "
                "fine-tuning, no flip test")
+    def baseline() -> Baseline:
+        from mimlens.tasks.baselines import keypoint_template, template_results
+
+        template = keypoint_template(sets[0].crops.annotations, sets[0].crops.num_keypoints)
+        annotations = sets[1].crops.annotations
+        return Baseline("mean keypoint template", "the training instances' mean box-normalised keypoints in each box",
+                        lambda indices, items: template_results(template, [annotations[i] for i in indices]))
+
     return RidgeTask("pose", *sets, sets[0].crops.num_keypoints, False, targets,
-                     lambda: _Keypoints(eval_coco, sigmas), "ap", True, variant,
+                     lambda: _Keypoints(eval_coco, sigmas), "ap", True, variant, baseline, "keypoint_ap",
                      {"oks_sigmas": [float(s) for s in sigmas]})
 
 
@@ -282,8 +337,9 @@ def _rows(fmap: torch.Tensor, pooled: bool) -> torch.Tensor:
 
 
 def ridge_probe(task: RidgeTask, maps, blocks: list[Block], prep: dict, batch_size: int, device, progress: bool
-                ) -> list[dict[str, Any]]:
-    """Fit one ridge map per block on the training items, score it on the evaluation items."""
+                ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Fit one ridge map per block on the training items, score it and the task's trivial baseline on the
+    evaluation items; returns (rows, the ``items`` section, baselines)."""
     from mimlens.tasks.images import normalize
 
     num_train = len(task.train_set)
@@ -317,15 +373,38 @@ def ridge_probe(task: RidgeTask, maps, blocks: list[Block], prep: dict, batch_si
         held_rows[b.index].all_reduce_()
         fits[b.index] = select_ridge(fit_rows[b.index], held_rows[b.index])
     scorers = {b.index: task.scorer() for b in blocks}
-    for _, items in _items(task.eval_set, batch_size, progress, f"{task.name} eval"):
+    baseline, baseline_scorer = task.baseline(), task.scorer()
+    for indices, items in _items(task.eval_set, batch_size, progress, f"{task.name} eval"):
         out = maps(images(items))
         for b in blocks:
             fmap = out[b.index]
             pred = fits[b.index][0].predict(_rows(fmap, task.pooled))
             shape = (len(items), 1, 1) if task.pooled else fmap.shape[:3]
-            scorers[b.index].update(pred.view(*shape, task.outputs), items)
-    return [{"block": b.index, "name": b.name, "stage": b.stage, "lambda": fits[b.index][1]["lambda"],
-             "lambda_factor": fits[b.index][1]["lambda_factor"], **scorers[b.index].compute()} for b in blocks]
+            scorers[b.index].update(pred.view(*shape, task.outputs), items, indices)
+        baseline_scorer.add(baseline.predict(indices, items), items, indices)
+    rows, ids = [], None
+    for b in blocks:
+        metrics, values = scorers[b.index].compute()
+        ids = _ids(values, task.statistic)
+        rows.append({"block": b.index, "name": b.name, "stage": b.stage, "lambda": fits[b.index][1]["lambda"],
+                     "lambda_factor": fits[b.index][1]["lambda_factor"], **metrics,
+                     **_uncertainty(values, task.statistic)})
+    metrics, values = baseline_scorer.compute()
+    baselines = {baseline.name: {"description": baseline.description, **metrics,
+                                 **_uncertainty(values, task.statistic)}}
+    return rows, {"unit": "image", "ids": ids, "statistic": task.statistic}, baselines
+
+
+def _ids(values: list, statistic: str) -> list[int]:
+    """Item ids: the image id of each keypoint record, else the item's index in the evaluation set."""
+    return [r["image_id"] for r in values] if statistic == "keypoint_ap" else list(range(len(values)))
+
+
+def _uncertainty(values: list, statistic: str) -> dict[str, Any]:
+    """``se`` of the metric (:func:`mimlens.tasks.uncertainty.summary`) and the per-item ``values``."""
+    from mimlens.tasks.uncertainty import summary
+
+    return {"se": summary(values, statistic)["se"], "values": values}
 
 
 def tracking_probe(source: str, size: int, seed: int, num_eval: int, difficulty: dict, maps, blocks: list[Block],
@@ -334,6 +413,7 @@ def tracking_probe(source: str, size: int, seed: int, num_eval: int, difficulty:
     from tqdm.auto import tqdm
 
     from mimlens.probe.correlation_tracker import TEMPERATURE, track_by_correlation
+    from mimlens.tasks.baselines import zero_motion
     from mimlens.tasks.data import tracking_sequences
     from mimlens.tasks.registry import TASKS
     from mimlens.tasks.tracking import TrackingMetrics
@@ -342,18 +422,26 @@ def tracking_probe(source: str, size: int, seed: int, num_eval: int, difficulty:
     length, factor = int(section["sequence_length"]), float(section["search_factor"])
     seqs = tracking_sequences(source, "val", size, seed, max(1, num_eval // length), length, difficulty)
     metrics = {b.index: TrackingMetrics() for b in blocks}
+    still = TrackingMetrics()
     shown = progress and distributed.is_main()
     for seq in tqdm(distributed.shard(seqs), desc="track", unit="seq", disable=not shown):
         boxes = track_by_correlation(maps, seq, [b.index for b in blocks], size, prep["mean"], prep["std"], factor,
                                      TEMPERATURE, device)
         for b in blocks:
             metrics[b.index].update(boxes[b.index], seq.boxes, seq.visible)
-    rows = []
-    for b in blocks:
-        result = metrics[b.index].all_reduce_().compute()
-        rows.append({"block": b.index, "name": b.name, "stage": b.stage, "lambda": None, "lambda_factor": None,
-                     **{k: result[k] for k in ("suc", "precision", "norm_precision")}})
+        still.update(zero_motion(seq.boxes), seq.boxes, seq.visible)
+
+    def scored(tracker: TrackingMetrics) -> dict[str, Any]:
+        values = tracker.per_item()["suc"]
+        result = tracker.all_reduce_().compute()
+        return {**{k: result[k] for k in ("suc", "precision", "norm_precision")}, **_uncertainty(values, "mean")}
+
+    rows = [{"block": b.index, "name": b.name, "stage": b.stage, "lambda": None, "lambda_factor": None,
+             **scored(metrics[b.index])} for b in blocks]
     info = {"num_sequences": len(seqs), "num_eval_images": sum(len(s.boxes) for s in seqs),
+            "items": {"unit": "sequence", "ids": list(range(len(seqs))), "statistic": "mean"},
+            "baselines": {"zero motion": {"description": "the first frame's ground-truth box held for the whole "
+                                                        "sequence", **scored(still)}},
             "variant": f"training-free correlation tracking: template = mean of the block's patch tokens inside the "
                        f"first ground-truth box; per frame, cosine similarity of every token of the search crop "
                        f"({factor:g}x the box, centred on the previous prediction) to the template, centre = "
@@ -371,8 +459,11 @@ def layerwise_probes(model: nn.Module, tasks: tuple[str, ...] | list[str] = TASK
                      batch_size: int = 64, seed: int = 0, difficulty: dict | None = None,
                      device: torch.device | str = "cpu", progress: bool = False) -> dict[str, Any]:
     """Probe every block (or the 0-based ``blocks``) of ``model`` for each task; returns the ``probe.json``
-    document: ``blocks`` and, per task, ``primary``, ``higher_is_better``, ``variant``, image counts and
-    ``rows`` (one per block: ``block``, ``name``, ``stage``, the chosen ``lambda`` and the metrics).
+    document: ``blocks`` and, per task, ``primary``, ``higher_is_better``, ``variant``, image counts, ``items``
+    (``unit``, ``ids``, ``statistic``: whose per-item values the rows hold), ``baselines`` (name ->
+    ``description``, the metrics, ``se``, ``values``) and ``rows`` (one per block: ``block``, ``name``,
+    ``stage``, the chosen ``lambda``, the metrics, ``se`` of the primary metric and its per-item ``values``).
+    ``difficulty``: the synthetic scenes' settings (default: the fine-tuning's ``data.synthetic``).
 
     ``data``: ``synthetic[:N]`` or a folder in the fine-tuning layout. Synthetic: ``num_train`` (default N,
     else 1024) training and ``num_eval`` (default 256) evaluation images, seeded by ``seed``; tracking uses
@@ -400,7 +491,8 @@ def layerwise_probes(model: nn.Module, tasks: tuple[str, ...] | list[str] = TASK
         from mimlens.tasks.run import COMMON
 
         difficulty = COMMON["data"]["synthetic"]
-    doc: dict[str, Any] = {"data": data, "seed": seed, "img_size": size, "held_out_fraction": HELD_OUT,
+    doc: dict[str, Any] = {"data": data, "seed": seed, "synthetic": difficulty, "img_size": size,
+                           "held_out_fraction": HELD_OUT,
                            "blocks": [{"block": b.index, "name": b.name, "stage": b.stage} for b in chosen],
                            "tasks": {}}
     builders = {"cls": cls_task, "depth": depth_task,
@@ -413,10 +505,11 @@ def layerwise_probes(model: nn.Module, tasks: tuple[str, ...] | list[str] = TASK
                 doc["tasks"][name] = {"primary": "suc", "higher_is_better": True, **info, "rows": rows}
                 continue
             task = builders[name](data, size, seed, num_train, num_eval, difficulty)
-            rows = ridge_probe(task, maps, chosen, prep, batch_size, device, progress)
+            rows, items, baselines = ridge_probe(task, maps, chosen, prep, batch_size, device, progress)
             doc["tasks"][name] = {"primary": task.primary, "higher_is_better": task.higher_is_better,
                                   "variant": task.variant, "num_train_images": len(task.train_set),
-                                  "num_eval_images": len(task.eval_set), **task.extra, "rows": rows}
+                                  "num_eval_images": len(task.eval_set), **task.extra, "items": items,
+                                  "baselines": baselines, "rows": rows}
     return doc
 
 
