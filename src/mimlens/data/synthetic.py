@@ -1,7 +1,7 @@
 """Deterministic synthetic scenes and sequences that carry a label for every task family of the paper.
 
 A scene is 1–3 textured shapes over a background cropped from a bundled photo (or a procedural
-texture), standing on a tilted ground plane. Everything is drawn from ``(seed, split, index)``
+texture), standing on a ground plane. Everything is drawn from ``(seed, split, index)``
 alone, so item ``i`` is the same image with the same labels on every machine, in every worker and in
 every epoch, and any size can be generated on the fly (default 64 px).
 
@@ -11,9 +11,10 @@ Conventions:
   keypoint coordinates are continuous in that frame, boxes are ``(x, y, w, h)`` in pixels (COCO/LaSOT);
 - ``label``: the main object's shape (8 classes, :data:`SHAPES`); ``fine_label``: shape × texture
   (``label * 4 + texture``, 32 classes);
-- ``depth``: float32 ``(1, H, W)``, positive, in metres: a ground plane whose depth grows towards the top
-  of the image, and each object flat at the ground's depth at its contact point, the bottom centre of its
-  amodal box (clipped to the image): the centre of its lowest pixel row, halfway across its columns. An
+- ``depth``: float32 ``(1, H, W)``, positive, in metres: a ground plane (the same in every scene,
+  :data:`GROUND`) whose depth grows towards the top of the image, and each object flat at the ground's depth
+  at its contact point, the bottom centre of its amodal box (clipped to the image): the centre of its lowest
+  pixel row, halfway across its columns. An
   object's depth therefore follows from where its footprint ends in the frame, and objects are painted far
   to near, so the one lower in the frame covers the other where they overlap;
 - ``segmentation``: int64 ``(H, W)``, 0 = background, ``k + 1`` = object slot ``k`` (slot 0 is the main object);
@@ -371,9 +372,17 @@ def _background(draw: _Draws, height: int, width: int, difficulty: Difficulty, p
     return out * np.float32(difficulty.background_strength)
 
 
+GROUND = (2.25, 2.5, 0.0)  # metres: depth at the bottom edge, rise to the top edge, sideways tilt
+
+
 def _ground(draw: _Draws, height: int, width: int) -> tuple[np.ndarray, Callable[[float, float], float]]:
-    """Depth of a tilted ground plane: near at the bottom, far at the top, a random sideways tilt; >= 1 m."""
-    base, tilt_y, tilt_x = draw.uniform(1.5, 3.0), draw.uniform(1.0, 4.0), draw.uniform(-1.0, 1.0)
+    """Depth of the ground plane, the same in every scene (:data:`GROUND`): near at the bottom, far at the top.
+
+    Nothing in an image shows a plane of its own (the background is a photo crop), so a per-scene plane would be
+    depth no model can read off the image. Three draws are still taken, as when the plane was random, so every
+    later draw of a scene — and so its image — is what it was."""
+    draw.uniform(1.5, 3.0), draw.uniform(1.0, 4.0), draw.uniform(-1.0, 1.0)
+    base, tilt_y, tilt_x = GROUND
 
     def at(x, y):
         return base + tilt_y * (1 - y / height) + tilt_x * (x / width - 0.5)
