@@ -262,7 +262,7 @@ def test_demo_report_opens_with_the_findings_and_cleanly_in_a_browser(demo, brow
     # the findings and their figures come first; contents, stages and the folded runs after
     findings, contents, stages = (page.index(s) for s in ('<table class="findings">', '<nav class="toc">',
                                                            "<th>stage</th>"))
-    assert findings < contents < stages and page.count('<img class="thumb"') == 8
+    assert findings < contents < stages and page.count('<img class="thumb"') == 10  # F4-probe, F6-probe: 1 each
     assert page.count('<details class="fold">') == 29 + 2  # the runs, then the stages and the files of the demo
     assert "quick preset: models not trained enough" in page and "Training bars" in page
     assert "Comparison (1 run)" in page and "/stages" not in page and str(demo.path) not in page
@@ -275,7 +275,7 @@ def test_mimlens_report_renders_the_demo_directory_as_the_demo_does(demo, tmp_pa
     status, _ = run_cli("report", demo.path, "--out", tmp_path / "rep")
     assert status == 0
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert page.count('class="verdict inconclusive"') == 6 and "About this demo" in page
+    assert page.count('class="verdict inconclusive"') == 8 and "About this demo" in page
 
     def headings(text):
         return re.findall(r"<title>[^<]*</title>|<h[234] id=\"[^\"]*\">[^<]*</h[234]>", text)
@@ -296,9 +296,9 @@ def test_parallel_stages_wait_for_what_they_read_and_give_the_same_files(demo, t
     out = tmp_path / "parallel"
     status, printed = run_cli("demo", "--preset", "quick", "--out", out, "--parallel", "2")
     assert status == 0, printed
-    assert "2 at a time, 1 torch thread(s) each" in printed and printed.count("finished in") == 27
+    assert "2 at a time, 1 torch thread(s) each" in printed and printed.count("finished in") == 31
     records = {p.stem: load(p) for p in (out / "stages").glob("*.json")}
-    assert len(records) == 27 and all(r["finished"] for r in records.values())
+    assert len(records) == 31 and all(r["finished"] for r in records.values())
     for stage in build_stages(QUICK, out):
         for need in stage.needs:
             assert records[need]["finished_at"] <= records[stage.name]["started_at"], (stage.name, need)
