@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimlens.demo.presets import DIFFICULTY, MODELS, OBJECTIVES, TASKS, Preset, expected_minutes, sweeps
+from mimlens.demo.presets import DIFFICULTY, TASKS, Preset, expected_minutes, sweeps
 from mimlens.errors import MimlensError
 
 MARKER = "demo"  # top-level key of OUT/config.yaml
@@ -136,11 +136,11 @@ def build_stages(preset: Preset, out: Path, device: str | None = None) -> list[S
     def trained(model: str) -> str:
         return "init" if model == "random_init" else f"pretrain_{model}"
 
-    models = {m: out / "pretrain" / m for m in MODELS}
+    models = {m: out / "pretrain" / m for m in preset.models}
     init_key = {"arch": preset.arch, "kwargs": preset.arch_kwargs, "seed": preset.seed}
     add("init", "init", "random_init", models["random_init"], ("config.yaml", "backbone.safetensors"), init_key,
         lambda: save_initialisation(preset, models["random_init"]))
-    for objective in OBJECTIVES:
+    for objective in preset.objectives:
         cfg = pretrain_config(preset, objective, run_device)
         path = out / "stages" / f"pretrain_{objective}.yaml"
         argv = ["pretrain", objective, "--config", str(path), "--out", str(models[objective])]
@@ -151,35 +151,35 @@ def build_stages(preset: Preset, out: Path, device: str | None = None) -> list[S
                 "supervised": keys["pretrain_supervised"]}
     add("bars", "bars", "", out, ("bars.json",), bars_key, lambda: write_bars(out, preset.bar_images),
         needs=("pretrain_simmim", "pretrain_supervised"))
-    analyses = {m: out / "analysis" / m for m in MODELS}
+    analyses = {m: out / "analysis" / m for m in preset.models}
     # validation scenes of the training difficulty: what the models were trained on, never images they saw
     analysis_cfg = {"data": {"source": f"synthetic:{preset.analysis_images}", "num_images": preset.analysis_images,
                              "split": "val", "synthetic": dict(DIFFICULTY)},
                     "analysis": {"batch_size": preset.analysis_batch}}
     analysis_yaml = out / "stages" / "analysis.yaml"
     flags = ["--config", str(analysis_yaml), "--no-progress"] + (["--device", device] if device else [])
-    for m in MODELS:
+    for m in preset.models:
         argv = ["analyze", str(models[m]), "--cka", *flags, "--out", str(analyses[m])]
         add(f"analyze_{m}", "analyze", m, analyses[m], ("attention.json", "cka.json"),
             {"argv": argv[:-2], "config": analysis_cfg, "model": keys[trained(m)]},
             _yaml_command(analysis_cfg, analysis_yaml, argv), needs=(trained(m),))
-    argv = ["compare", *(str(analyses[m]) for m in MODELS), *flags, "--out", str(out / "compare")]
+    argv = ["compare", *(str(analyses[m]) for m in preset.models), *flags, "--out", str(out / "compare")]
     add("compare", "compare", "", out / "compare", ("compare.json", "cka_across.json"),
-        {"argv": argv[:-2], "config": analysis_cfg, "analyses": [keys[f"analyze_{m}"] for m in MODELS]},
-        _yaml_command(analysis_cfg, analysis_yaml, argv), needs=tuple(f"analyze_{m}" for m in MODELS))
+        {"argv": argv[:-2], "config": analysis_cfg, "analyses": [keys[f"analyze_{m}"] for m in preset.models]},
+        _yaml_command(analysis_cfg, analysis_yaml, argv), needs=tuple(f"analyze_{m}" for m in preset.models))
     argv = ["masks", "--sweep", "--img-size", str(image_size(preset)), "--num-masks", str(preset.mask_samples),
             "--out", str(out / "masks")]
     add("masks", "masks", "", out / "masks", ("avgdist.json",), {"argv": argv[:-2]}, _command(argv))
     probe_cfg = probe_config(preset)
     probe_yaml = out / "stages" / "probe.yaml"
-    for m in MODELS:
+    for m in preset.models:
         argv = ["probe", str(models[m]), "--config", str(probe_yaml), "--no-progress",
                 *(["--device", device] if device else []), "--out", str(out / "probe" / m)]
         add(f"probe_{m}", "probe", m, out / "probe" / m, ("probe.json",),
             {"argv": argv[:-2], "config": probe_cfg, "model": keys[trained(m)]},
             _yaml_command(probe_cfg, probe_yaml, argv), needs=(trained(m),))
     for task in TASKS:
-        for m in MODELS:
+        for m in preset.models:
             sweep = sweeps(preset, task, m)
             cfg = finetune_config(preset, task, models[m], run_device, sweep)
             path = out / "stages" / f"finetune_{task}_{m}.yaml"

@@ -51,7 +51,7 @@ def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
     """The findings rows from the JSON files under ``out``: F1–F6, then the frozen-probe rows F4-probe and
     F6-probe (``OUT/probe/<model>/probe.json``)."""
     bars = read_json(out / "bars.json")
-    attention = {m: read_json(out / "analysis" / m / "attention.json") for m in MODELS}
+    attention = {m: read_json(out / "analysis" / m / "attention.json") for m in preset.models}
     cka = {m: read_json(out / "analysis" / m / "cka.json") for m in ("simmim", "supervised")}
     metrics = {m: {t: task_metrics(out, t, m) for t in TASKS} for m in ("simmim", "supervised", "random_init")}
     drop = {t: read_json(out / "finetune" / f"{t}_supervised" / "drop_sweep.json")
@@ -89,18 +89,18 @@ def _save_figure(figure, path: Path) -> Path:
     return save_bytes(buffer.getvalue(), path)
 
 
-def transfer_figure(out: Path, path: Path) -> Path:
+def transfer_figure(out: Path, path: Path, models: Sequence[str] = MODELS) -> Path:
     """One panel per task: the primary metric of each model's fine-tuning (F6) with ±1 standard-error bars,
     and each trivial baseline as a labelled dashed line."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(3.0 * len(TASKS), 3.4))
     for axes, task in zip(figure.subplots(1, len(TASKS), squeeze=False)[0], TASKS, strict=True):
-        docs = [task_metrics(out, task, m) for m in MODELS]
+        docs = [task_metrics(out, task, m) for m in models]
         primary = docs[0]["primary"]
         values = [d["primary"]["value"] for d in docs]
         errors = [d["primary"].get("se") or 0.0 for d in docs]
-        bars = axes.bar(range(len(MODELS)), values, yerr=errors, capsize=3, color=[COLOURS[m] for m in MODELS])
+        bars = axes.bar(range(len(models)), values, yerr=errors, capsize=3, color=[COLOURS[m] for m in models])
         axes.bar_label(bars, fmt="%.3g", fontsize=7)
         baselines = {name: b[primary["name"]] for name, b in (docs[0].get("baselines") or {}).items()}
         for (name, value), style in zip(baselines.items(), ("--", ":", "-."), strict=False):
@@ -109,7 +109,7 @@ def transfer_figure(out: Path, path: Path) -> Path:
             axes.legend(fontsize=6, loc="upper right")
         axes.set_ylim(0, 1.3 * max([v + e for v, e in zip(values, errors, strict=True)] + list(baselines.values()))
                       or 1.0)
-        axes.set_xticks(range(len(MODELS)), [LABELS[m] for m in MODELS], rotation=30, ha="right", fontsize=8)
+        axes.set_xticks(range(len(models)), [LABELS[m] for m in models], rotation=30, ha="right", fontsize=8)
         arrow = "higher is better" if primary["higher_is_better"] else "lower is better"
         axes.set_title(f"{task}: {primary['name']} ({arrow})", fontsize=9)
     figure.suptitle("Fine-tuning from each initialisation (F6)", fontsize=10)
@@ -117,12 +117,12 @@ def transfer_figure(out: Path, path: Path) -> Path:
     return _save_figure(figure, path)
 
 
-def probe_figure(out: Path, path: Path) -> Path:
-    """The four models' frozen-probe curves (F4-probe, F6-probe): one panel per task, one line per model with
+def probe_figure(out: Path, path: Path, models: Sequence[str] = MODELS) -> Path:
+    """The models' frozen-probe curves (F4-probe, F6-probe): one panel per task, one line per model with
     ±1 SE bars, SimMIM's trivial baselines (the same items for every model) dashed."""
     from mimlens.report.figures_probe import plot_probe_comparison
 
-    order = ("simmim", "supervised", "random_init", "moco")
+    order = [m for m in ("simmim", "supervised", "random_init", "moco") if m in models]
     docs = {LABELS[m]: read_json(out / "probe" / m / "probe.json") for m in order}
     return plot_probe_comparison(docs, path, {LABELS[m]: COLOURS[m] for m in order},
                                  title="Frozen probes by block (F4-probe, F6-probe)")
@@ -151,7 +151,7 @@ def bars_figure(bars: Mapping[str, Any], path: Path) -> Path:
 
 def about(preset: Preset) -> dict[str, Any]:
     """What the demo ran, as the report lists it."""
-    steps = ", ".join(f"{LABELS[o]} {n}" for o, n in preset.pretrain_steps.items())
+    steps = ", ".join(f"{LABELS[o]} {preset.pretrain_steps[o]}" for o in preset.objectives)
     return {"preset": preset.name, "architecture": preset.arch,
             "timm keywords": ", ".join(f"{k}={v}" for k, v in preset.arch_kwargs.items()),
             "pre-training steps": f"{steps} (batch {preset.batch_size})",
@@ -172,9 +172,9 @@ def write_findings_and_report(out: Path, preset: Preset) -> Path:
     from mimlens.tasks.figures import layer_drop_figure
 
     bars = read_json(out / "bars.json")
-    transfer_figure(out, out / "figures" / "transfer.png")
+    transfer_figure(out, out / "figures" / "transfer.png", preset.models)
     bars_figure(bars, out / "figures" / "training_bars.png")
-    probe_figure(out, out / "figures" / "probe_by_layer.png")
+    probe_figure(out, out / "figures" / "probe_by_layer.png", preset.models)
     for task in TASKS:
         if sweeps(preset, task, "supervised"):
             sweep = read_json(out / "finetune" / f"{task}_supervised" / "drop_sweep.json")
