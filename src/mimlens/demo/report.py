@@ -9,7 +9,6 @@ models' frozen probes by block (F4-probe, F6-probe) and the training bars.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from mimlens.demo import findings as fd
 from mimlens.demo.presets import MODELS, TASKS, Preset, sweeps
 from mimlens.errors import MimlensError
 from mimlens.report.figures_attention import run_colour
+from mimlens.report.style import save_png
 
 LABELS = {"random_init": "random init", "simmim": "SimMIM", "supervised": "supervised", "moco": "MoCo v3"}
 COLOURS = {m: run_colour(i) for i, m in enumerate(MODELS)}  # as in the comparison, which lists MODELS in order
@@ -82,11 +82,8 @@ def _finite(obj: Any) -> Any:
 
 
 def _save_figure(figure, path: Path) -> Path:
-    from mimlens.io import save_bytes
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    return save_bytes(buffer.getvalue(), path)
+    return save_png(figure, path, dpi=110)
 
 
 def transfer_figure(out: Path, path: Path, models: Sequence[str] = MODELS) -> Path:

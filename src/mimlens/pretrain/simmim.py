@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,9 +22,9 @@ from torch import nn
 
 from mimlens.data.transforms import train_transform
 from mimlens.errors import MimlensError
-from mimlens.io import save_bytes
 from mimlens.pretrain.augment import denormalize, mean_std
 from mimlens.probe.masks import random_block_mask
+from mimlens.report.style import save_png
 
 
 def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -143,6 +142,4 @@ def save_reconstruction_figure(model: SimMIM, image: torch.Tensor, mask: torch.T
     fig.suptitle(f"SimMIM reconstruction (mask ratio {model.mask_ratio}, mask patch {model.mask_patch} px)",
                  fontsize=10)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return save_bytes(buffer.getvalue(), path)
+    return save_png(fig, path, dpi=100)

@@ -12,7 +12,6 @@ document (dict) or the path of one, and returns the path of the PNG it wrote (at
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -22,8 +21,8 @@ from pathlib import Path
 import torch
 
 from mimlens.errors import MimlensError
-from mimlens.io import save_bytes
 from mimlens.probe.attention import AttentionStats
+from mimlens.report.style import save_png
 
 __all__ = [
     "plot_attention_distance",
@@ -159,9 +158,7 @@ def _plot(
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return save_bytes(buffer.getvalue(), path)
+    return save_png(figure, path)
 
 
 def plot_attention_distance(

@@ -7,7 +7,6 @@ of images. Cells without a value (NaN, explained in the result's notes) are grey
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import textwrap
@@ -15,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mimlens.io import save_bytes
 from mimlens.probe.cka import CKAResult
+from mimlens.report.style import save_png
 
 __all__ = ["plot_cka"]
 
@@ -66,9 +65,7 @@ def plot_cka(result: CKAResult | Mapping[str, Any], path: str | os.PathLike, tit
     axes.set_title(heading + "\n" + textwrap.fill(details, width=int(11 * side)), fontsize=10)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="CKA")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return save_bytes(buffer.getvalue(), Path(path))
+    return save_png(figure, path)
 
 
 def _label_ticks(set_ticks, set_labels, names: list[str], rotation: int) -> None:

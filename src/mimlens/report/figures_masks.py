@@ -7,14 +7,13 @@ with the image when the mask patch scales with it) and the legend says so.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from mimlens.io import save_bytes
+from mimlens.report.style import save_png
 
 __all__ = ["MODERATE_BAND_224", "moderate_band", "plot_avg_dist", "plot_mask_examples"]
 
@@ -28,9 +27,7 @@ def moderate_band(img_size: int) -> tuple[float, float]:
 
 
 def _save(figure, path: str | os.PathLike) -> Path:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return save_bytes(buffer.getvalue(), Path(path))
+    return save_png(figure, path)
 
 
 def plot_avg_dist(rows: Sequence[Mapping[str, float]], img_size: int, path: str | os.PathLike) -> Path:

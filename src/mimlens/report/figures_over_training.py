@@ -7,13 +7,12 @@ layer, each a mean over the layer's heads. One line per layer, coloured from lig
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mimlens.io import save_bytes
+from mimlens.report.style import save_png
 
 __all__ = ["plot_attention_over_training"]
 
@@ -42,6 +41,4 @@ def plot_attention_over_training(summary: Mapping[str, Any], path: str | os.Path
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return save_bytes(buffer.getvalue(), path)
+    return save_png(figure, path)

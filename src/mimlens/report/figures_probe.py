@@ -4,13 +4,10 @@ labelled dashed line."""
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from mimlens.io import save_bytes
 
 __all__ = ["plot_probe_by_layer", "plot_probe_comparison"]
 
@@ -31,7 +28,7 @@ def plot_probe_comparison(docs: Mapping[str, Mapping[str, Any]], path: str | os.
     drawn in ``colours[label]``); the first document's baselines as dashed lines. Writes a PNG atomically."""
     from matplotlib.figure import Figure
 
-    from mimlens.report.style import use_figure_style
+    from mimlens.report.style import save_png, use_figure_style
 
     use_figure_style()
     first = next(iter(docs.values()))
@@ -62,6 +59,4 @@ def plot_probe_comparison(docs: Mapping[str, Mapping[str, Any]], path: str | os.
         axes.grid(True, alpha=0.3)
     figure.suptitle(title, fontsize=11)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return save_bytes(buffer.getvalue(), Path(path))
+    return save_png(figure, path)

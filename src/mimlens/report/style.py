@@ -5,6 +5,12 @@ System fonts only (no web fonts, no external resources); numbers use tabular fig
 the layout narrows to one column on small screens and prints without the contents box.
 """
 
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
 FIGURE_RC = {"axes.formatter.useoffset": False}  # tick labels in full: never "1e-5 + 1.9287" offset notation
 
 
@@ -14,6 +20,15 @@ def use_figure_style() -> None:
     import matplotlib
 
     matplotlib.rcParams.update(FIGURE_RC)
+
+
+def save_png(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write a matplotlib figure to ``path`` as a PNG, atomically (:func:`mimlens.io.save_bytes`)."""
+    from mimlens.io import save_bytes
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return save_bytes(buffer.getvalue(), Path(path))
 
 
 CSS = """

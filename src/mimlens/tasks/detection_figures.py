@@ -8,13 +8,12 @@ One colour per run; values are the means ``log.jsonl`` holds for each logged ste
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from mimlens.errors import MimlensError
-from mimlens.io import save_bytes
+from mimlens.report.style import save_png
 
 __all__ = ["PANELS", "loss_curves"]
 
@@ -66,6 +65,4 @@ def loss_curves(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLik
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, frameon=False)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return save_bytes(buffer.getvalue(), out_png)
+    return save_png(figure, out_png)

@@ -7,13 +7,10 @@ the task and the y label the metric and whether higher or lower is better.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-from mimlens.io import save_bytes
 
 
 def layer_drop_figure(sweeps: Mapping[str, Any] | Sequence[Mapping[str, Any]], path: str | os.PathLike,
@@ -21,7 +18,7 @@ def layer_drop_figure(sweeps: Mapping[str, Any] | Sequence[Mapping[str, Any]], p
     """Plot ``drop_sweep.json`` dicts (one or several of the same task and metric); write a PNG to ``path``."""
     from matplotlib.figure import Figure
 
-    from mimlens.report.style import use_figure_style
+    from mimlens.report.style import save_png, use_figure_style
 
     use_figure_style()
     sweeps = [sweeps] if isinstance(sweeps, Mapping) else list(sweeps)
@@ -46,6 +43,4 @@ def layer_drop_figure(sweeps: Mapping[str, Any] | Sequence[Mapping[str, Any]], p
     if any(labels) or baselines:
         axes.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return save_bytes(buffer.getvalue(), Path(path))
+    return save_png(figure, path)
