@@ -12,8 +12,8 @@ import pytest
 import timm
 import torch
 import yaml
+from hub_cache import fill_hub_cache
 from PIL import Image
-from safetensors.torch import save_file
 
 from mimlens.data import build_dataset
 from mimlens.models import build_model, load_model
@@ -28,16 +28,6 @@ def mimlens(*argv, env=None):
     done = subprocess.run([sys.executable, "-m", "mimlens", *map(str, argv)], capture_output=True, text=True,
                           timeout=600, env=env)
     return done.returncode, done.stdout, done.stderr
-
-
-def fill_hub_cache(hub, repo_id: str, weights: dict[str, torch.Tensor]) -> None:
-    """huggingface_hub's layout: models--ORG--NAME/{refs/main, snapshots/<commit>/model.safetensors}."""
-    repo = hub / f"models--{repo_id.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    save_file(weights, repo / "snapshots" / commit / "model.safetensors")
 
 
 def assert_layers_equal(doc: dict, stats) -> None:

@@ -12,7 +12,8 @@ import textwrap
 import pytest
 import timm
 import torch
-from safetensors.torch import load_file, save_file
+from hub_cache import fill_hub_cache
+from safetensors.torch import load_file
 
 from mimlens.errors import MimlensError
 from mimlens.models import load_model
@@ -40,23 +41,13 @@ print(json.dumps(results))
 """
 
 
-def _fill_cache(hub_cache, repo_id: str, weights: dict[str, torch.Tensor]) -> None:
-    """huggingface_hub's layout: models--ORG--NAME/{refs/main, snapshots/<commit>/model.safetensors}."""
-    repo = hub_cache / f"models--{repo_id.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    save_file(weights, repo / "snapshots" / commit / "model.safetensors")
-
-
 @pytest.fixture(scope="module")
 def offline_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
     src = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=5, **TINY)
     gen = torch.Generator().manual_seed(3)
     weights = {k: torch.randn(v.shape, generator=gen) for k, v in src.state_dict().items()}
-    _fill_cache(root / "hf" / "hub", OVERLAY["hf_hub_id"], weights)
+    fill_hub_cache(root / "hf" / "hub", OVERLAY["hf_hub_id"], weights)
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")}
     env.update(HF_HOME=str(root / "hf"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     kwargs = json.dumps({**TINY, "pretrained_cfg_overlay": OVERLAY})
