@@ -77,3 +77,36 @@ def test_trained_compares_with_the_best_baseline():
     check = trained_check(model, baselines, {"weak": 0.125, "strong": 0.875}, True)
     assert check["baseline"] == "strong" and check["diff"] == pytest.approx(0.025) and not check["trained"]
     assert trained_check(model, {"weak": baselines["weak"]}, {"weak": 0.125}, True)["trained"]
+
+
+def random_keypoint_records(rng, n, thresholds=10):
+    """Per-image COCOeval records: 0-3 detections with distinct random scores, random matches and ignores."""
+    records = []
+    for image_id in range(n):
+        k = int(rng.integers(0, 4))
+        records.append({"image_id": image_id, "scores": sorted(rng.uniform(size=k).tolist(), reverse=True),
+                        "matched": (rng.uniform(size=(thresholds, k)) < 0.5).astype(int).tolist(),
+                        "ignored": (rng.uniform(size=(thresholds, k)) < 0.1).astype(int).tolist(),
+                        "positives": int(rng.integers(0, 3))})
+    return records
+
+
+def test_vectorised_keypoint_ap_of_resamples_equals_the_ap_of_each_resample():
+    from mimlens.tasks.pose import keypoint_ap, keypoint_ap_resampled
+    from mimlens.tasks.uncertainty import resampled_counts, resampled_indices
+
+    records = random_keypoint_records(np.random.default_rng(3), 40)
+    counts, draws = resampled_counts(40, 30, seed=4), resampled_indices(40, 30, seed=4)
+    expected = [keypoint_ap([records[i] for i in np.sort(draw)]) for draw in draws]
+    assert keypoint_ap_resampled(records, counts) == pytest.approx(expected, abs=1e-12)
+    assert keypoint_ap_resampled(records, np.ones((1, 40))) == pytest.approx([keypoint_ap(records)], abs=1e-12)
+
+
+def test_keypoint_ap_bootstrap_se_agrees_with_a_brute_force_bootstrap():
+    from mimlens.tasks.pose import keypoint_ap
+    from mimlens.tasks.uncertainty import statistic
+
+    records = random_keypoint_records(np.random.default_rng(5), 60)
+    rng = np.random.default_rng(6)
+    brute = [keypoint_ap([records[i] for i in np.sort(rng.integers(0, 60, 60))]) for _ in range(3000)]
+    assert bootstrap_se(records, statistic("keypoint_ap")) == pytest.approx(np.std(brute), rel=0.1)

@@ -151,6 +151,49 @@ def keypoint_ap(records: list[dict]) -> float:
     return float(total / thresholds)
 
 
+def keypoint_ap_resampled(records: list[dict], counts: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """:func:`keypoint_ap` of many resamples of the images at once: ``counts`` (R, n) says how often each of the
+    n records is drawn in each of R resamples; returns (R,) APs.
+
+    A resample holds each image's detections ``count`` times. This equals :func:`keypoint_ap` of the resampled
+    records listed in data-set order (``sorted(draw)``): copies of a detection are adjacent in the ranking, and
+    a run of true positives of equal score reaches the same monotone precision at its end as at any point
+    inside it, so weighting each detection by its count gives the same precision at every recall point. (Only
+    equal scores of different detections of one image may rank in another order; real scores are floats.)
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    per_image = [len(r["scores"]) for r in records]
+    image = np.repeat(np.arange(len(records)), per_image)
+    if image.size == 0:
+        return np.where(counts @ np.array([r["positives"] for r in records], dtype=np.float64) > 0, 0.0, -1.0)
+    scores = np.concatenate([np.asarray(r["scores"], dtype=np.float64) for r in records if r["scores"]])
+    order = np.argsort(-scores, kind="mergesort")
+    image = image[order]
+    thresholds = len(records[0]["matched"])
+    stack = [np.concatenate([np.asarray(r["matched"][t], dtype=bool) for r in records if r["scores"]])[order]
+             for t in range(thresholds)]
+    ignored = [np.concatenate([np.asarray(r["ignored"][t], dtype=bool) for r in records if r["scores"]])[order]
+               for t in range(thresholds)]
+    true_pos = np.stack([m & ~i for m, i in zip(stack, ignored, strict=True)]).astype(np.float64)  # (T, D)
+    false_pos = np.stack([~m & ~i for m, i in zip(stack, ignored, strict=True)]).astype(np.float64)
+    positives = counts @ np.array([r["positives"] for r in records], dtype=np.float64)  # (R,)
+    recall_points = np.linspace(0.0, 1.0, 101)
+    out = np.empty(counts.shape[0])
+    for start in range(0, counts.shape[0], chunk):
+        w = counts[start:start + chunk, image]  # (r, D): each detection's multiplicity
+        tp = np.cumsum(w[:, None, :] * true_pos[None], axis=2)  # (r, T, D)
+        fp = np.cumsum(w[:, None, :] * false_pos[None], axis=2)
+        precision = np.flip(np.maximum.accumulate(np.flip(tp / (tp + fp + np.spacing(1)), 2), axis=2), 2)
+        pos = positives[start:start + chunk, None, None]
+        recall = np.divide(tp, pos, out=np.zeros_like(tp), where=pos > 0)
+        ap = np.empty(tp.shape[:2])
+        for r, t in np.ndindex(*ap.shape):
+            at = np.searchsorted(recall[r, t], recall_points, side="left")
+            ap[r, t] = np.where(at < tp.shape[2], precision[r, t][np.minimum(at, tp.shape[2] - 1)], 0.0).mean()
+        out[start:start + chunk] = np.where(positives[start:start + chunk] > 0, ap.mean(axis=1), -1.0)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- targets
 
 

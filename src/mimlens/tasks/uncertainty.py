@@ -4,7 +4,8 @@ Conventions: a metric that is a mean over items (top-1 over images, depth metric
 sequences) has per-item values; two runs on the same items are compared by the paired difference: the mean
 of the per-item differences a - b with standard error SE = sd / sqrt(n) (sample sd, n - 1). A metric that is
 not a per-item mean (keypoint AP) is compared by a paired bootstrap: the same resampled items (with
-replacement, fixed seed) for both runs, SE = the sd of the resampled differences. "Beats" means better by
+replacement, fixed seed, listed in data-set order) for both runs, SE = the sd of the resampled differences;
+keypoint AP is evaluated for all resamples at once (:func:`mimlens.tasks.pose.keypoint_ap_resampled`). "Beats" means better by
 more than ``Z`` standard errors.
 """
 
@@ -43,14 +44,29 @@ def resampled_indices(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.n
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
+def resampled_counts(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """(resamples, n) multiplicities of the items in the draws of :func:`resampled_indices`."""
+    draws = resampled_indices(n, resamples, seed)
+    return np.stack([np.bincount(draw, minlength=n) for draw in draws])
+
+
+def _resampled(items: Sequence[Any], statistic: Callable[[list], float], resamples: int, seed: int) -> np.ndarray:
+    """``statistic`` of every resample of ``items``; a statistic with a ``resampled(items, counts)`` method (a
+    vectorised form that takes the draws as multiplicities) is evaluated through it, others draw by draw on
+    the resampled items in data-set order."""
+    if hasattr(statistic, "resampled"):
+        return statistic.resampled(list(items), resampled_counts(len(items), resamples, seed))
+    return np.array([statistic([items[i] for i in np.sort(draw)])
+                     for draw in resampled_indices(len(items), resamples, seed)])
+
+
 def paired_bootstrap(items_a: Sequence[Any], items_b: Sequence[Any], statistic: Callable[[list], float],
                      resamples: int = RESAMPLES, seed: int = 0) -> dict[str, float]:
     """``statistic(items_a) - statistic(items_b)`` and its bootstrap SE: the sd (n - 1) of the difference over
     ``resamples`` draws of the same item indices for both runs."""
     if len(items_a) != len(items_b):
         raise MimlensError(f"paired items need the same items: {len(items_a)} and {len(items_b)}")
-    diffs = [statistic([items_a[i] for i in draw]) - statistic([items_b[i] for i in draw])
-             for draw in resampled_indices(len(items_a), resamples, seed)]
+    diffs = _resampled(items_a, statistic, resamples, seed) - _resampled(items_b, statistic, resamples, seed)
     return {"diff": float(statistic(list(items_a)) - statistic(list(items_b))),
             "se": float(np.std(diffs, ddof=1)), "n": len(items_a)}
 
@@ -58,8 +74,7 @@ def paired_bootstrap(items_a: Sequence[Any], items_b: Sequence[Any], statistic: 
 def bootstrap_se(items: Sequence[Any], statistic: Callable[[list], float], resamples: int = RESAMPLES,
                  seed: int = 0) -> float:
     """Bootstrap SE of ``statistic(items)``: the sd (n - 1) over ``resamples`` draws with replacement."""
-    values = [statistic([items[i] for i in draw]) for draw in resampled_indices(len(items), resamples, seed)]
-    return float(np.std(values, ddof=1))
+    return float(np.std(_resampled(items, statistic, resamples, seed), ddof=1))
 
 
 def improves(difference: dict[str, float], higher_is_better: bool, z: float = Z) -> bool:
@@ -81,9 +96,13 @@ def statistic(kind: str) -> Callable[[list], float]:
     if kind == "mean":
         return lambda values: float(np.mean(values))
     if kind == "keypoint_ap":
-        from mimlens.tasks.pose import keypoint_ap
+        from mimlens.tasks.pose import keypoint_ap, keypoint_ap_resampled
 
-        return keypoint_ap
+        def ap(records: list) -> float:
+            return keypoint_ap(records)
+
+        ap.resampled = keypoint_ap_resampled  # type: ignore[attr-defined]
+        return ap
     raise MimlensError(f"unknown per-item statistic {kind!r}")
 
 
