@@ -5,7 +5,15 @@ import json
 
 import pytest
 
-from mimlens.demo.pipeline import Stage, build_stages, is_done, prepare_out, run_stage, schedule_minutes
+from mimlens.demo.pipeline import (
+    Stage,
+    build_stages,
+    is_done,
+    prepare_out,
+    ready_stages,
+    run_stage,
+    schedule_minutes,
+)
 from mimlens.demo.presets import PRESETS, QUICK, expected_minutes, get_preset, stage_kinds
 from mimlens.errors import MimlensError
 
@@ -107,6 +115,17 @@ def test_schedule_minutes_of_a_small_graph():
     # two workers: a on one (0-10); b waits for a (10-15); c (0-3) and d (3-7) on the other
     assert schedule_minutes(stages, 2, after=1) == 16
     assert schedule_minutes(stages, 4) == 15
+
+
+def test_the_longest_ready_stage_starts_first():
+    def stage(name, minutes, needs=()):
+        return Stage(name, None, (), {}, lambda: None, minutes, needs=needs)
+
+    stages = [stage("a", 2), stage("b", 2), stage("c", 4)]
+    assert [s.name for s in ready_stages(stages, {"a", "b", "c"})] == ["c", "a", "b"]
+    assert schedule_minutes(stages, 2) == 4  # c (0-4) beside a (0-2) and b (2-4); in list order it would be 6
+    waiting = [stage("d", 9, ("a",)), stage("e", 1)]
+    assert [s.name for s in ready_stages(waiting, {"a", "d", "e"})] == ["e"]  # d waits for a
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -5,8 +5,8 @@ sequences) has per-item values; two runs on the same items are compared by the p
 of the per-item differences a - b with standard error SE = sd / sqrt(n) (sample sd, n - 1). A metric that is
 not a per-item mean (keypoint AP) is compared by a paired bootstrap: the same resampled items (with
 replacement, fixed seed, listed in data-set order) for both runs, SE = the sd of the resampled differences;
-keypoint AP is evaluated for all resamples at once (:func:`mimlens.tasks.pose.keypoint_ap_resampled`). "Beats" means better by
-more than ``Z`` standard errors.
+keypoint AP is evaluated for all resamples at once (:func:`mimlens.tasks.pose.keypoint_ap_resampled`).
+"Beats" means better by more than ``Z`` standard errors.
 """
 
 from __future__ import annotations
