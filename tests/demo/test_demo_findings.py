@@ -95,11 +95,17 @@ def test_f4_tolerances_relative_rmse_absolute_ap():
     assert fd.f4_drop_last(ok, random_init, {"supervised": {"passed": False}}, True)["verdict"] == "inconclusive"
 
 
-def test_f4_is_inconclusive_where_fine_tuning_learned_nothing_beyond_random_init():
-    # AP 0.0002 against 0.0001: within the 0.01 margin, so dropping blocks cannot be judged on pose
-    chance = {"depth": sweep("depth", "rmse", False, [1.00, 1.00]), "pose": sweep("pose", "ap", True, [2e-4, 1e-4])}
+def test_f4_judges_only_tasks_where_the_full_model_beats_random_init():
+    # pose: AP 0.0002 against 0.0001, within the 0.01 margin, so dropping blocks cannot be judged on pose (even
+    # though the pose row with a block dropped is far worse); depth is judged alone
+    chance = {"depth": sweep("depth", "rmse", False, [1.00, 1.00]), "pose": sweep("pose", "ap", True, [2e-4, 1e-6])}
     row = fd.f4_drop_last(chance, metrics(depth=1.5, pose=1e-4), PASSED, claims=True)
-    assert row["verdict"] == "inconclusive" and row["numbers"]["reason"].endswith("random-init one on pose")
+    assert row["verdict"] == "reproduced" and row["numbers"]["tasks judged"] == 1
+    # no task judged: inconclusive, naming the tasks
+    row = fd.f4_drop_last({"pose": chance["pose"]}, metrics(pose=1e-4), PASSED, claims=True)
+    assert row["verdict"] == "inconclusive" and row["numbers"]["tasks judged"] == 0
+    assert row["numbers"]["reason"] == ("no task judged: the supervised fine-tuning does not beat the random-init "
+                                        "one on pose")
 
 
 def cka(matrix):

@@ -6,6 +6,7 @@ import html
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,7 @@ import yaml
 
 from mimlens.cli import main
 from mimlens.demo.pipeline import build_stages
-from mimlens.demo.presets import QUICK
+from mimlens.demo.presets import MASKING_QUICK, QUICK
 from mimlens.report.blocks import decimals, fmt
 
 pytestmark = pytest.mark.slow
@@ -143,6 +144,9 @@ def expected_numbers(out: Path) -> dict[str, dict]:
                             "K=1 - K=0": (sweep["items"]["1"], sweep["items"]["0"])}.items():
             f4[f"{task} {key}"], f4[f"{task} {key} SE"] = paired(a, b)
         f4[f"{task} K=0 trained"] = sweep["rows"][0]["trained"]
+        sign = 1 if sweep["higher_is_better"] else -1
+        learned = sign * f4[f"{task} K=0 - random init"] > 2 * f4[f"{task} K=0 - random init SE"]
+        f4["tasks judged"] = f4.get("tasks judged", 0) + int(sweep["rows"][0]["trained"] and learned)
     f5 = {}
     for m, label in (("simmim", "SimMIM"), ("supervised", "supervised")):
         matrix = load(out / "analysis" / m / "cka.json")["matrix"]
@@ -318,3 +322,84 @@ def test_a_stage_failing_in_a_worker_stops_the_demo_naming_it(tmp_path, capsys):
     assert status == 2 and "stage pretrain_" in err and "no-such-device" in err and "Traceback" not in err
     assert main(["demo", "--preset", "quick", "--out", str(tmp_path / "e"), "--parallel", "0"]) == 2
     assert "parallel must be at least 1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- the masking study
+
+
+@pytest.fixture(scope="module")
+def study(demo, tmp_path_factory):
+    """``mimlens demo --preset masking-quick`` inside a copy of the quick demo's folder (OUT/masking)."""
+    joined = tmp_path_factory.mktemp("joined") / "quick"
+    shutil.copytree(demo.path, joined)
+    status, printed = run_cli("demo", "--preset", "masking-quick", "--out", joined / "masking")
+    assert status == 0, printed
+    return SimpleNamespace(path=joined / "masking", demo=joined, stdout=printed)
+
+
+def test_the_quick_study_writes_every_run_and_figure(study):
+    names = [s.name for s in MASKING_QUICK.mask_settings]
+    expected = ["findings.json", "report.html", "bars.json", "masks/avgdist.json", "figures/f2_transfer.png",
+                "figures/f2_attention.png", "figures/training_bars.png"]
+    for n in names:
+        expected += [f"pretrain/{n}/backbone.safetensors", f"analysis/{n}/attention.json", f"probe/{n}/probe.json",
+                     f"finetune/depth_{n}/metrics.json", f"finetune/pose_{n}/metrics.json"]
+    assert [p for p in expected if not (study.path / p).is_file()] == []
+    for n, s in zip(names, MASKING_QUICK.mask_settings, strict=True):
+        mask = load(study.path / "bars.json")[n]["mask"]
+        assert (mask["mask_patch"], mask["ratio"]) == (s.mask_patch, s.ratio)  # each run masks its own way
+
+
+def test_every_number_of_the_quick_f2_row_comes_from_the_runs(study):
+    out = study.path
+    (row,) = load(out / "findings.json")["findings"]
+    assert row["id"] == "F2" and row["verdict"] == "inconclusive"
+    numbers = row["numbers"]
+    assert numbers["reason"] == "quick preset: models not trained enough"
+    avgdist, bars = load(out / "masks" / "avgdist.json"), load(out / "bars.json")
+    for s in MASKING_QUICK.mask_settings:
+        n = s.name
+        measured = next(r["avg_dist_px"] for r in avgdist["settings"]
+                        if r["mask_patch_size"] == s.mask_patch and r["ratio"] == s.ratio)
+        assert numbers[f"{n} AvgDist px"] == pytest.approx(measured)
+        assert numbers[f"{n} masked L1"] == pytest.approx(bars[n]["masked_l1"])
+        assert numbers[f"{n} nearest fill L1"] == pytest.approx(bars[n]["nearest_fill_l1"])
+        assert numbers[f"{n} mean fill L1"] == pytest.approx(bars[n]["mean_fill_l1"])
+        attention = load(out / "analysis" / n / "attention.json")
+        assert numbers[f"{n} mean attention px"] == pytest.approx(np.mean(layer_distance(attention)))
+        for task, metric in (("depth", "rmse"), ("pose", "ap")):
+            doc = load(out / "finetune" / f"{task}_{n}" / "metrics.json")
+            assert numbers[f"{task} {metric} {n}"] == pytest.approx(doc["metrics"][metric])
+            assert numbers[f"{task} {n} trained"] == doc["trained"]
+        probe = load(out / "probe" / n / "probe.json")["tasks"]
+        assert numbers[f"probe depth {n}"] == pytest.approx(min(r["rmse"] for r in probe["depth"]["rows"]))
+        assert numbers[f"probe track {n}"] == pytest.approx(max(r["suc"] for r in probe["track"]["rows"]))
+    for task, metric in (("depth", "rmse"), ("pose", "ap")):
+        docs = {s.name: load(out / "finetune" / f"{task}_{s.name}" / "metrics.json")
+                for s in MASKING_QUICK.mask_settings}
+        sign = 1 if metric == "ap" else -1
+        best = max(docs, key=lambda n: sign * docs[n]["metrics"][metric])
+        assert numbers[f"{task} best setting"] == best
+        for n in docs:
+            if n != best:
+                diff, se = paired(docs[best]["items"], docs[n]["items"])
+                assert numbers[f"{task} best - {n}"] == pytest.approx(diff, abs=1e-12)
+                assert numbers[f"{task} best - {n} SE"] == pytest.approx(se, abs=1e-12)
+    assert "masking-quick" in (out / "report.html").read_text()
+
+
+def test_the_study_decides_the_f2_row_of_the_demo_it_joins(study):
+    (row,) = load(study.path / "findings.json")["findings"]
+    joined = next(r for r in load(study.demo / "findings.json")["findings"] if r["id"] == "F2")
+    assert joined["numbers"] == {**row["numbers"], "masking study": "masking/report.html"}
+    assert joined["verdict"] == row["verdict"] and joined["rule"] == row["rule"]
+    assert "masking/figures/f2_transfer.png" in joined["figures"]
+    page = (study.demo / "report.html").read_text()
+    assert "masking/report.html" in page
+    assert page.count('<details class="fold">') == 29 + 2  # the study's runs stay in the study's own report
+
+
+def test_a_rerun_of_the_study_reuses_every_stage(study):
+    status, printed = run_cli("demo", "--preset", "masking-quick", "--out", study.path)
+    assert status == 0
+    assert printed.count("done before, reused") == 5 * len(MASKING_QUICK.mask_settings) + 2  # + masks, bars

@@ -128,12 +128,124 @@ def f2_avgdist(avgdist: Mapping[str, Any], mask_patch: int, mask_ratio: float, c
                "settings measured": len(settings), "settings in band": in_band,
                "pre-training AvgDist px": None if used is None else used["avg_dist_px"],
                "reason": QUICK_REASON if not claims else
-               "needs one pre-training and fine-tuning per masking setting (not in this preset)"}
+               "needs one pre-training and fine-tuning per masking setting: run the masking study "
+               "(mimlens demo --preset masking, which writes OUT/masking)"}
     rule = "AvgDist is measured for every setting; the verdict needs one pre-training per setting"
     return _row("F2", "inconclusive", numbers, rule, (), [
         ["image size (px)", "image px"], ["moderate band from (px)", "moderate band low px"],
         ["moderate band to (px)", "moderate band high px"], ["masking settings measured", "settings measured"],
         ["settings in the band", "settings in band"], ["AvgDist of the pre-training (px)", "pre-training AvgDist px"]])
+
+
+def avg_dist_of(avgdist: Mapping[str, Any], mask_patch: int, ratio: float) -> float:
+    """A setting's AvgDist (px) from ``avgdist.json``; an error naming the setting when it was not measured."""
+    for s in avgdist["settings"]:
+        if s["mask_patch_size"] == mask_patch and math.isclose(s["ratio"], ratio) and s["avg_dist_px"] is not None:
+            return float(s["avg_dist_px"])
+    from mimlens.errors import MimlensError
+
+    raise MimlensError(f"avgdist.json has no AvgDist for mask patch {mask_patch}, ratio {ratio}")
+
+
+def f2_masking(avgdist: Mapping[str, Any], settings: Sequence[tuple[str, int, float]],
+               finetunes: Mapping[str, Mapping[str, Mapping]], attention: Mapping[str, Mapping],
+               probes: Mapping[str, Mapping], bars: Mapping[str, Mapping], claims: bool) -> dict:
+    """F2 from a masking study: ``settings`` (name, mask patch, ratio), each setting's AvgDist (``avgdist.json``,
+    which also gives the moderate band), fine-tunings (``finetunes[task][name]``: ``metrics.json``), attention
+    (``attention.json``), frozen probes (``probe.json``) and SimMIM bar (``bars[name]``).
+
+    Per fine-tuning task, the best setting is compared with the others by paired SE of per-item differences
+    (paired bootstrap for AP). The task *holds* when the best setting lies in the moderate band and beats both
+    extremes (the lowest and the highest AvgDist) by more than 2 SE; it *fails* when the best lies outside the
+    band and beats every setting in the band by more than 2 SE; otherwise it is *within errors*. A task whose
+    best fine-tuning is not trained (better than its trivial baseline by 2 SE) is not judged. The verdict is the
+    majority over judged tasks (:func:`_majority`). Attention distance, bars and probes are reported, not judged.
+    """
+    band = avgdist["moderate_band_px"]
+    dist = {name: avg_dist_of(avgdist, patch, ratio) for name, patch, ratio in settings}
+    order = sorted(dist, key=dist.get)
+    moderate = [n for n in order if band[0] <= dist[n] <= band[1]]
+    extremes = {order[0], order[-1]}
+    numbers: dict[str, Any] = {"moderate band low px": band[0], "moderate band high px": band[1],
+                               "image px": avgdist["img_size"]}
+    for n in order:
+        numbers[f"{n} AvgDist px"] = dist[n]
+        numbers[f"{n} in band"] = n in moderate
+        bar = bars.get(n) or {}
+        for key, label in (("masked_l1", "masked L1"), ("nearest_fill_l1", "nearest fill L1"),
+                           ("mean_fill_l1", "mean fill L1")):
+            if key in bar:
+                numbers[f"{n} {label}"] = bar[key]
+        if n in attention:
+            numbers[f"{n} mean attention px"] = _mean(layer_means(attention[n], "distance_px"))
+        for task, spec in (probes.get(n) or {}).get("tasks", {}).items():
+            best = best_row(spec)
+            numbers[f"probe {task} {n}"] = best[spec["primary"]]
+            numbers[f"probe {task} {n} block"] = best["block"]
+    outcomes: dict[str, str] = {}
+    untrained = []
+    for task, runs in finetunes.items():
+        metric, higher, _ = _primary(runs[order[0]])
+        values = {n: _primary(runs[n])[2] for n in order}
+        for n in order:
+            numbers[f"{task} {metric} {n}"] = values[n]
+            if runs[n]["primary"].get("se") is not None:
+                numbers[f"{task} {metric} {n} SE"] = runs[n]["primary"]["se"]
+            if runs[n].get("trained") is not None:
+                numbers[f"{task} {n} trained"] = bool(runs[n]["trained"])
+        best = max(order, key=lambda n: values[n] if higher else -values[n])
+        numbers[f"{task} best setting"] = best
+        against = {n: paired(runs[best].get("items"), runs[n].get("items")) for n in order if n != best}
+        for n, difference in against.items():
+            _put(numbers, f"{task} best - {n}", difference)
+        if runs[best].get("trained") is False:
+            untrained.append(task)
+            continue
+        wins = {n for n, d in against.items() if d is not None and better(d, higher)}  # settings best beats
+        if best in moderate and best not in extremes:
+            outcomes[task] = "holds" if extremes <= wins else "within errors"
+        else:
+            outcomes[task] = "fails" if moderate and set(moderate) - {best} <= wins else "within errors"
+        numbers[f"{task} outcome"] = outcomes[task]
+    reason = None if claims else QUICK_REASON
+    if reason is None and not moderate:
+        reason = "no masking setting lies in the moderate band"
+    elif reason is None and finetunes and len(untrained) == len(finetunes):
+        reason = f"{UNTRAINED_REASON}: the best setting on {', '.join(untrained)}"
+    rule = ("per fine-tuning task: the best setting against each other one by 2 paired SE of per-item differences "
+            "(paired bootstrap, 1000 resamples, for AP); a task holds when the best setting lies in the moderate "
+            "band and beats both extremes (lowest and highest AvgDist), fails when the best lies outside the band "
+            "and beats every setting in it, and is within errors otherwise; reproduced when more than half of the "
+            "judged tasks hold, inconclusive when the tasks within errors could make a majority, not reproduced "
+            f"otherwise; a task is judged only when its best fine-tuning is trained ({TRAINED_RULE})")
+    verdict = _majority(outcomes, numbers, reason) if reason is None else _decide(reason, False, numbers)
+    rows: list[list[str | None]] = [["AvgDist (px)", *(f"{n} AvgDist px" for n in order)],
+                                    ["in the moderate band", *(f"{n} in band" for n in order)]]
+    for label in ("masked L1", "nearest fill L1", "mean fill L1", "mean attention px"):
+        rows.append([label.replace(" px", " (px)"), *(f"{n} {label}" for n in order)])
+    for task, runs in finetunes.items():
+        metric = _primary(runs[order[0]])[0]
+        rows += [[f"{task} {metric}", *(f"{task} {metric} {n}" for n in order)],
+                 [f"{task} {metric} SE", *(f"{task} {metric} {n} SE" for n in order)],
+                 [f"{task} trained", *(f"{task} {n} trained" for n in order)],
+                 [f"{task} best - this (paired)", *(f"{task} best - {n}" for n in order)],
+                 [f"{task} best - this SE", *(f"{task} best - {n} SE" for n in order)],
+                 [f"{task} best setting", f"{task} best setting"], [f"{task} outcome", f"{task} outcome"]]
+    for task in sorted({t for doc in probes.values() for t in doc.get("tasks", {})}):
+        rows += [[f"frozen probe {task}, best block", *(f"probe {task} {n}" for n in order)],
+                 [f"frozen probe {task}: which block", *(f"probe {task} {n} block" for n in order)]]
+    rows += [["moderate band from (px)", "moderate band low px"], ["moderate band to (px)", "moderate band high px"],
+             ["tasks judged", "tasks"], ["tasks holding", "tasks holding"], ["within errors", "tasks within errors"]]
+    return _row("F2", verdict, numbers, rule, order, rows)
+
+
+def f2_from_study(study: Mapping[str, Any], folder: str) -> dict:
+    """The demo's F2 row taken from the masking study in ``OUT/<folder>`` (the F2 row of its ``findings.json``),
+    naming the study's report."""
+    row = {k: v for k, v in study.items() if k != "figures"}
+    row["numbers"] = {**row["numbers"], "masking study": f"{folder}/report.html"}
+    row["table"] = {**row["table"], "rows": [*row["table"]["rows"], ["masking study", "masking study"]]}
+    return row
 
 
 def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) -> dict:
@@ -206,12 +318,13 @@ def _primary(doc: Mapping[str, Any]) -> tuple[str, bool, float]:
 def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[str, Mapping], bars: Mapping,
                  claims: bool) -> dict:
     """F4 from the supervised model's ``drop_sweep.json`` per task: the metric at K = 1 (one block dropped) is
-    not worse than at K = 0 by more than 2 paired SE (DROP_TOLERANCE without per-item values), for every swept
-    task. Judged only where the full model (K = 0) beats the random-init model's fine-tuning (``random_init``:
-    ``metrics.json`` per task) by more than 2 paired SE (the WIN_MARGIN without per-item values): a task
-    fine-tuning learned nothing from cannot show what dropping blocks costs. Trained gate: a task whose K = 0 row
-    says ``trained: false`` (no better than its best trivial baseline by 2 SE) is not judged; rows without the
-    field are judged as before; when no task is left the verdict is inconclusive."""
+    not worse than at K = 0 by more than 2 paired SE (DROP_TOLERANCE without per-item values), for every judged
+    task. A task is judged only where the full model (K = 0) beats the random-init model's fine-tuning
+    (``random_init``: ``metrics.json`` per task) by more than 2 paired SE (the WIN_MARGIN without per-item
+    values) — what the pre-training did not help with cannot show what dropping its blocks costs, as F6 counts
+    only tasks where pre-training made a difference — and where its K = 0 row is not ``trained: false`` (no
+    better than its best trivial baseline by 2 SE; rows without the field count as trained). When no task is
+    judged the verdict is inconclusive."""
     numbers: dict[str, Any] = {}
     holds = bool(sweeps)
     unlearned, untrained = [], []
@@ -238,7 +351,8 @@ def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[s
             untrained.append(task)
             continue
         if not (better(learned, higher) if learned is not None else beats(metric, higher, values[0], baseline)):
-            unlearned.append(task)
+            unlearned.append(task)  # not judged
+            continue
         if dropped is not None:
             worse, slack = (-dropped["diff"] if higher else dropped["diff"]), 2.0 * dropped["se"]
         else:
@@ -246,16 +360,18 @@ def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[s
             worse = values[0] - values[1] if higher else values[1] - values[0]
         holds = holds and worse <= slack
     tolerances = ", ".join(f"{m} {t:g}{' relative' if m in RELATIVE else ''}" for m, t in DROP_TOLERANCE.items())
-    rule = ("reproduced if for every swept task the metric with the last block dropped (K=1) is not worse than "
+    rule = ("reproduced if for every judged task the metric with the last block dropped (K=1) is not worse than "
             "the full model (K=0) by more than 2 paired SE of the per-item differences (paired bootstrap for AP; "
-            f"without per-item values by more than {tolerances}); needs the supervised bar and, per task, the full "
-            "model beating the random-init model's fine-tuning by more than 2 paired SE; a task is judged only "
-            f"when the full model's fine-tuning is trained ({TRAINED_RULE})")
+            f"without per-item values by more than {tolerances}); needs the supervised bar; a task is judged only "
+            "when the full model beats the random-init model's fine-tuning by more than 2 paired SE and its "
+            f"fine-tuning is trained ({TRAINED_RULE})")
+    numbers["tasks judged"] = len(sweeps) - len(untrained) - len(unlearned)
     reason = _gate(claims, bars, ("supervised",))
     if reason is None and sweeps and len(untrained) == len(sweeps):
         reason = f"{UNTRAINED_REASON}: supervised K=0 on {', '.join(untrained)}"
-    elif reason is None and unlearned:
-        reason = f"the supervised fine-tuning does not beat the random-init one on {', '.join(unlearned)}"
+    elif reason is None and sweeps and len(untrained) + len(unlearned) == len(sweeps):
+        reason = ("no task judged: the supervised fine-tuning does not beat the random-init one on "
+                  f"{', '.join(unlearned)}" + (f"; not trained on {', '.join(untrained)}" if untrained else ""))
     columns = [f"{task} {sweep['metric']}" for task, sweep in sweeps.items()]
     ks = sorted({int(r["drop_last"]) for sweep in sweeps.values() for r in sweep["rows"]})
     dropped = {0: "full model", 1: "last block dropped"}
@@ -265,6 +381,7 @@ def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[s
         layout.append([label, *(f"{t} {key}" for t in sweeps)])
         layout.append([f"{label} SE", *(f"{t} {key} SE" for t in sweeps)])
     layout.append(["full model trained", *(f"{t} K=0 trained" for t in sweeps)])
+    layout.append(["tasks judged", "tasks judged"])
     return _row("F4", _decide(reason, holds, numbers), numbers, rule, columns, layout)
 
 

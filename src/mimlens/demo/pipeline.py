@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimlens.demo.presets import DIFFICULTY, TASKS, Preset, expected_minutes, sweeps
+from mimlens.demo.presets import DIFFICULTY, TASKS, MaskSetting, Preset, expected_minutes, sweeps
 from mimlens.errors import MimlensError
 
 MARKER = "demo"  # top-level key of OUT/config.yaml
@@ -77,8 +77,10 @@ def _write_yaml(cfg: dict[str, Any], path: Path) -> Path:
     return save_text(yaml.safe_dump(cfg, sort_keys=False), path)
 
 
-def pretrain_config(preset: Preset, objective: str, device: str) -> dict[str, Any]:
-    """The ``mimlens pretrain --config`` YAML of one objective (the tiny CPU recipe at the preset's size)."""
+def pretrain_config(preset: Preset, objective: str, device: str, mask: MaskSetting | None = None
+                    ) -> dict[str, Any]:
+    """The ``mimlens pretrain --config`` YAML of one objective (the tiny CPU recipe at the preset's size); SimMIM
+    masks 60 % of ``preset.mask_patch`` blocks unless ``mask`` says otherwise."""
     cfg: dict[str, Any] = {
         "objective": objective,
         "model": {"name": preset.arch, "kwargs": dict(preset.arch_kwargs)},
@@ -89,7 +91,8 @@ def pretrain_config(preset: Preset, objective: str, device: str) -> dict[str, An
         "run": {"device": device, "num_workers": preset.workers},
     }
     if objective == "simmim":
-        cfg["simmim"] = {"mask_ratio": 0.6, "mask_patch": preset.mask_patch}
+        mask = mask or MaskSetting(preset.mask_patch, 0.6)
+        cfg["simmim"] = {"mask_ratio": mask.ratio, "mask_patch": mask.mask_patch}
     if objective == "moco":
         cfg["moco"] = {"dim": preset.moco_dims[0], "mlp_dim": preset.moco_dims[1]}
         cfg["optim"].update(weight_decay=0.1, clip_grad=None)
@@ -124,15 +127,20 @@ def finetune_config(preset: Preset, task: str, init: Path, device: str, sweep: b
 
 
 def probe_config(preset: Preset) -> dict[str, Any]:
-    """The ``mimlens probe --config`` YAML: every task on the preset's probe images of the training difficulty,
-    seeded like the fine-tunings (so every model is probed on the same items)."""
+    """The ``mimlens probe --config`` YAML: the preset's probe tasks on its probe images of the training
+    difficulty, seeded like the fine-tunings (so every model is probed on the same items)."""
     num_train, num_eval = preset.probe_images
-    return {"probe": {"num_train": num_train, "num_eval": num_eval, "seed": preset.seed,
-                      "batch_size": preset.analysis_batch, "synthetic": dict(DIFFICULTY)}}
+    return {"probe": {"tasks": list(preset.probe_tasks), "num_train": num_train, "num_eval": num_eval,
+                      "seed": preset.seed, "batch_size": preset.analysis_batch, "synthetic": dict(DIFFICULTY)}}
 
 
 def build_stages(preset: Preset, out: Path, device: str | None = None) -> list[Stage]:
-    """Every stage of the demo in running order (see the module docstring for the layout)."""
+    """Every stage of the demo in running order (see the module docstring for the layout; a masking study's in
+    :mod:`mimlens.demo.masking`)."""
+    if preset.mask_settings:
+        from mimlens.demo import masking
+
+        return masking.build_stages(preset, out, device)
     run_device = device or "auto"
     stages: list[Stage] = []
     keys: dict[str, dict[str, Any]] = {}
@@ -365,7 +373,10 @@ def schedule_minutes(stages: list[Stage], parallel: int, after: float = 0.0) -> 
 
 
 def _run_stages(preset: Preset, out: Path, device: str | None, parallel: int, say: Callable[[str], None]) -> Path:
-    from mimlens.demo.report import write_findings_and_report
+    if preset.mask_settings:
+        from mimlens.demo.masking import write_findings_and_report
+    else:
+        from mimlens.demo.report import write_findings_and_report
 
     stages = build_stages(preset, out, device)
     n = len(stages) + 1

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mimlens.demo import findings as fd
+from mimlens.demo.masking import FOLDER as MASKING
 from mimlens.demo.presets import MODELS, TASKS, Preset, sweeps
 from mimlens.errors import MimlensError
 from mimlens.report.figures_attention import run_colour
@@ -25,7 +26,7 @@ LABELS = {"random_init": "random init", "simmim": "SimMIM", "supervised": "super
 COLOURS = {m: run_colour(i) for i, m in enumerate(MODELS)}  # as in the comparison, which lists MODELS in order
 FIGURES = {  # the figures behind each verdict, shown next to it in the report
     "F1": ["compare/figures/attention_distance.png"],
-    "F2": ["masks/figures/avgdist.png"],
+    "F2": [f"{MASKING}/figures/f2_transfer.png", f"{MASKING}/figures/f2_attention.png", "masks/figures/avgdist.png"],
     "F3": ["compare/figures/head_kl.png"],
     "F4": [f"figures/layer_drop_{t}.png" for t in TASKS],
     "F5": ["analysis/simmim/figures/cka_within.png", "analysis/supervised/figures/cka_within.png"],
@@ -48,8 +49,8 @@ def task_metrics(out: Path, task: str, model: str) -> dict[str, Any]:
 
 
 def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
-    """The findings rows from the JSON files under ``out``: F1–F6, then the frozen-probe rows F4-probe and
-    F6-probe (``OUT/probe/<model>/probe.json``)."""
+    """The findings rows from the JSON files under ``out``: F1–F6 (F2 from the masking study when ``OUT/masking``
+    holds one), then the frozen-probe rows F4-probe and F6-probe (``OUT/probe/<model>/probe.json``)."""
     bars = read_json(out / "bars.json")
     attention = {m: read_json(out / "analysis" / m / "attention.json") for m in preset.models}
     cka = {m: read_json(out / "analysis" / m / "cka.json") for m in ("simmim", "supervised")}
@@ -58,7 +59,7 @@ def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
             for t in TASKS if sweeps(preset, t, "supervised")}
     rows = [
         fd.f1_locality(attention["simmim"], attention["supervised"], attention["random_init"], bars, preset.claims),
-        fd.f2_avgdist(read_json(out / "masks" / "avgdist.json"), preset.mask_patch, 0.6, preset.claims),
+        f2_row(out, preset),
         fd.f3_head_diversity(attention["simmim"], attention["supervised"], bars, preset.claims),
         fd.f4_drop_last(drop, metrics["random_init"], bars, preset.claims),
         fd.f5_cka(cka["simmim"], cka["supervised"], bars, preset.claims),
@@ -68,6 +69,16 @@ def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
     rows += [fd.f4_probe(probes["simmim"], probes["supervised"], bars, preset.claims),
              fd.f6_probe(probes["simmim"], probes["supervised"], bars, preset.claims)]
     return [_finite(row) for row in rows]
+
+
+def f2_row(out: Path, preset: Preset) -> dict[str, Any]:
+    """F2 from the masking study in ``OUT/masking`` when it has finished, else AvgDist alone (inconclusive)."""
+    study = out / MASKING / "findings.json"
+    if study.is_file():
+        row = next((r for r in read_json(study).get("findings", []) if r.get("id") == "F2"), None)
+        if row is not None:
+            return fd.f2_from_study(row, MASKING)
+    return fd.f2_avgdist(read_json(out / "masks" / "avgdist.json"), preset.mask_patch, 0.6, preset.claims)
 
 
 def _finite(obj: Any) -> Any:

@@ -89,20 +89,23 @@ def run_kind(path: Path) -> str | None:
 
 def discover(root: Path, root_label: str, skip: Path | None = None, depth: int = 3, named: bool = True) -> list[Run]:
     """The runs at ``root`` and below it, parents before children, siblings in name order; ``skip`` (the
-    report's own directory, which holds copies of runs) is not searched; ``named`` as in :class:`Run`."""
+    report's own directory, which holds copies of runs) is not searched, nor a demo directory inside another
+    (e.g. ``OUT/masking``, the masking study, which has its own report); ``named`` as in :class:`Run`."""
     root = root.resolve()
     found = []
 
-    def visit(path: Path, level: int) -> None:
+    def visit(path: Path, level: int, in_demo: bool) -> None:
         kind = run_kind(path)
+        if kind == "findings" and in_demo:
+            return
         if kind:
             found.append(Run(path, kind, root, root_label, named))
         if level < depth:
             for sub in sorted(p for p in path.iterdir() if p.is_dir()):
                 if sub.name not in NOT_RUNS and not sub.name.startswith(".") and sub.resolve() != skip:
-                    visit(sub, level + 1)
+                    visit(sub, level + 1, in_demo or kind == "findings")
 
-    visit(root, 0)
+    visit(root, 0, False)
     return found
 
 
