@@ -142,7 +142,17 @@ def _against_avgdist(axes, dist: Sequence[float], values: Sequence[float], error
     axes.errorbar(dist, values, yerr=errors, marker="o", color=colour, capsize=3, linewidth=1.2)
     for x, y, name in zip(dist, values, names, strict=True):
         axes.annotate(name, (x, y), textcoords="offset points", xytext=(3, 4), fontsize=6)
+    avgdist_axis(axes, dist)
+
+
+def avgdist_axis(axes, dist: Sequence[float]) -> None:
+    """A log AvgDist axis ticked at the settings' values only."""
+    from matplotlib.ticker import NullFormatter
+
     axes.set_xscale("log")
+    axes.set_xticks(list(dist), [f"{d:.2g}" for d in dist], fontsize=7)
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.margins(x=0.15)  # room for the settings' names
     axes.set_xlabel("AvgDist (px)", fontsize=8)
 
 
@@ -224,8 +234,7 @@ def bars_figure(docs: dict[str, Any], path: Path) -> Path:
     for key, label, style in (("masked_l1", "SimMIM", "o-"), ("nearest_fill_l1", "nearest-visible fill", "s--"),
                               ("mean_fill_l1", "mean fill", "^:")):
         axes.plot(dist, [docs["bars"][n][key] for n in names], style, label=label)
-    axes.set_xscale("log")
-    axes.set_xlabel("AvgDist (px)", fontsize=8)
+    avgdist_axis(axes, dist)
     axes.set_ylabel("L1 on masked pixels (normalised)", fontsize=8)
     axes.legend(fontsize=7)
     axes.set_title("Training bars: SimMIM against the fills of its own masks", fontsize=8)
