@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mimlens.demo import findings as fd
 from mimlens.demo.presets import Preset, expected_minutes
 from mimlens.errors import MimlensError
 
@@ -126,13 +127,24 @@ def study_documents(out: Path, preset: Preset) -> dict[str, Any]:
 
 def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
     """The study's findings: the F2 row."""
-    from mimlens.demo import findings as fd
     from mimlens.demo.report import _finite
 
     return [_finite(fd.f2_masking(**study_documents(out, preset), claims=preset.claims))]
 
 
 # ---------------------------------------------------------------------------------------------- figures
+
+
+def _settings(docs: dict[str, Any]) -> tuple[list[str], list[float]]:
+    """The settings' names and AvgDist (px), in the preset's order."""
+    return [n for n, _, _ in docs["settings"]], [fd.avg_dist_of(docs["avgdist"], p, r) for _, p, r in docs["settings"]]
+
+
+def _save(figure, path: Path) -> Path:
+    from mimlens.report.style import save_png
+
+    figure.tight_layout()
+    return save_png(figure, path, dpi=110)
 
 
 def _against_avgdist(axes, dist: Sequence[float], values: Sequence[float], errors: Sequence[float] | None,
@@ -161,11 +173,8 @@ def transfer_figure(docs: dict[str, Any], path: Path) -> Path:
     metric (bottom row) against the setting's AvgDist, ±1 SE, trivial baselines dashed, the band shaded."""
     from matplotlib.figure import Figure
 
-    from mimlens.demo import findings as fd
-    from mimlens.report.style import save_png
 
-    names = [n for n, _, _ in docs["settings"]]
-    dist = [fd.avg_dist_of(docs["avgdist"], p, r) for _, p, r in docs["settings"]]
+    names, dist = _settings(docs)
     band = docs["avgdist"]["moderate_band_px"]
     probe_tasks = sorted({t for d in docs["probes"].values() for t in d["tasks"]})
     width = max(len(docs["finetunes"]), len(probe_tasks))
@@ -192,19 +201,15 @@ def transfer_figure(docs: dict[str, Any], path: Path) -> Path:
         for axes in row[used:]:
             axes.set_visible(False)
     figure.suptitle("Transfer against AvgDist (F2)", fontsize=10)
-    figure.tight_layout()
-    return save_png(figure, path, dpi=110)
+    return _save(figure, path)
 
 
 def attention_figure(docs: dict[str, Any], path: Path) -> Path:
     """Mean attention distance against AvgDist: the mean over layers (thick) and each layer (thin)."""
     from matplotlib.figure import Figure
 
-    from mimlens.demo import findings as fd
-    from mimlens.report.style import save_png
 
-    names = [n for n, _, _ in docs["settings"]]
-    dist = [fd.avg_dist_of(docs["avgdist"], p, r) for _, p, r in docs["settings"]]
+    names, dist = _settings(docs)
     layers = [fd.layer_means(docs["attention"][n], "distance_px") for n in names]
     figure = Figure(figsize=(5.0, 3.6))
     axes = figure.subplots()
@@ -215,19 +220,15 @@ def attention_figure(docs: dict[str, Any], path: Path) -> Path:
     axes.set_ylabel("mean attention distance (px)", fontsize=8)
     axes.legend(fontsize=6, ncol=2)
     axes.set_title("Attention distance against AvgDist (mean over heads; thick: over blocks)", fontsize=8)
-    figure.tight_layout()
-    return save_png(figure, path, dpi=110)
+    return _save(figure, path)
 
 
 def bars_figure(docs: dict[str, Any], path: Path) -> Path:
     """Each setting's masked L1 next to its nearest-visible and mean fills, against AvgDist."""
     from matplotlib.figure import Figure
 
-    from mimlens.demo import findings as fd
-    from mimlens.report.style import save_png
 
-    names = [n for n, _, _ in docs["settings"]]
-    dist = [fd.avg_dist_of(docs["avgdist"], p, r) for _, p, r in docs["settings"]]
+    names, dist = _settings(docs)
     figure = Figure(figsize=(5.0, 3.6))
     axes = figure.subplots()
     axes.axvspan(*docs["avgdist"]["moderate_band_px"], color="#2b59c3", alpha=0.12, label="moderate band")
@@ -238,8 +239,7 @@ def bars_figure(docs: dict[str, Any], path: Path) -> Path:
     axes.set_ylabel("L1 on masked pixels (normalised)", fontsize=8)
     axes.legend(fontsize=7)
     axes.set_title("Training bars: SimMIM against the fills of its own masks", fontsize=8)
-    figure.tight_layout()
-    return save_png(figure, path, dpi=110)
+    return _save(figure, path)
 
 
 def about(preset: Preset) -> dict[str, Any]:
