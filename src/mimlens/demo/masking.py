@@ -170,7 +170,7 @@ def avgdist_axis(axes, dist: Sequence[float]) -> None:
 
 def transfer_figure(docs: dict[str, Any], path: Path) -> Path:
     """F2 in the paper's Figure 2a form: each fine-tuning's metric (top row) and each frozen probe's best-block
-    metric (bottom row) against the setting's AvgDist, ±1 SE, trivial baselines dashed, the band shaded."""
+    metric (bottom row) against the setting's AvgDist, ±1 SE, the best trivial baseline dashed, the band shaded."""
     from matplotlib.figure import Figure
 
 
@@ -184,8 +184,10 @@ def transfer_figure(docs: dict[str, Any], path: Path) -> Path:
         primary = runs[names[0]]["primary"]
         _against_avgdist(axes, dist, [runs[n]["primary"]["value"] for n in names],
                          [runs[n]["primary"].get("se") or 0.0 for n in names], names, band, "#d62728")
-        for (label, base), style in zip((runs[names[0]].get("baselines") or {}).items(), ("--", ":"), strict=False):
-            axes.axhline(base[primary["name"]], color="0.3", linestyle=style, linewidth=1, label=label)
+        baselines = {label: base[primary["name"]] for label, base in (runs[names[0]].get("baselines") or {}).items()}
+        if baselines:  # the best one, which a fine-tuning must beat to count as trained
+            label = (max if primary["higher_is_better"] else min)(baselines, key=baselines.get)
+            axes.axhline(baselines[label], color="0.3", linestyle="--", linewidth=1, label=label)
         axes.legend(fontsize=6)
         arrow = "higher" if primary["higher_is_better"] else "lower"
         axes.set_title(f"fine-tuned {task}: {primary['name']} ({arrow} is better)", fontsize=8)
