@@ -70,18 +70,16 @@ def build_stages(preset: Preset, out: Path, device: str | None = None) -> list:
     probe_cfg = pl.probe_config(preset)
     probe_yaml = out / "stages" / "probe.yaml"
     device_flags = ["--device", device] if device else []
-    for n in names:
-        argv = ["analyze", str(runs[n]), "--config", str(analysis_yaml), "--no-progress", *device_flags,
-                "--out", str(out / "analysis" / n)]
-        add(f"analyze_{n}", "analyze", n, out / "analysis" / n, ("attention.json",),
-            {"argv": argv[:-2], "config": analysis_cfg, "model": keys[f"pretrain_{n}"]},
-            pl._yaml_command(analysis_cfg, analysis_yaml, argv), needs=(f"pretrain_{n}",))
-    for n in names:
-        argv = ["probe", str(runs[n]), "--config", str(probe_yaml), "--no-progress", *device_flags,
-                "--out", str(out / "probe" / n)]
-        add(f"probe_{n}", "probe", n, out / "probe" / n, ("probe.json",),
-            {"argv": argv[:-2], "config": probe_cfg, "model": keys[f"pretrain_{n}"]},
-            pl._yaml_command(probe_cfg, probe_yaml, argv), needs=(f"pretrain_{n}",))
+    for command, folder, cfg, yaml_path, output in (
+            ("analyze", "analysis", analysis_cfg, analysis_yaml, "attention.json"),
+            ("probe", "probe", probe_cfg, probe_yaml, "probe.json")):
+        for n in names:
+            run_dir = out / folder / n
+            argv = [command, str(runs[n]), "--config", str(yaml_path), "--no-progress", *device_flags,
+                    "--out", str(run_dir)]
+            add(f"{command}_{n}", command, n, run_dir, (output,),
+                {"argv": argv[:-2], "config": cfg, "model": keys[f"pretrain_{n}"]},
+                pl._yaml_command(cfg, yaml_path, argv), needs=(f"pretrain_{n}",))
     for task in preset.tasks:
         for n in names:
             cfg = pl.finetune_config(preset, task, runs[n], run_device, sweep=False)
