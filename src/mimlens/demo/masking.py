@@ -103,31 +103,20 @@ def write_bars(out: Path, names: Sequence[str], num_images: int) -> None:
 # ---------------------------------------------------------------------------------------------- findings
 
 
-def _read(path: Path) -> Any:
-    from mimlens.demo.report import read_json
-
-    return read_json(path)
-
-
 def study_documents(out: Path, preset: Preset) -> dict[str, Any]:
     """The JSON documents F2 is judged from, read from the study's folder."""
+    from mimlens.demo.report import read_json
+
     names = [s.name for s in preset.mask_settings]
     return {
-        "avgdist": _read(out / "masks" / "avgdist.json"),
+        "avgdist": read_json(out / "masks" / "avgdist.json"),
         "settings": [(s.name, s.mask_patch, s.ratio) for s in preset.mask_settings],
-        "finetunes": {t: {n: _read(out / "finetune" / f"{t}_{n}" / "metrics.json") for n in names}
+        "finetunes": {t: {n: read_json(out / "finetune" / f"{t}_{n}" / "metrics.json") for n in names}
                       for t in preset.tasks},
-        "attention": {n: _read(out / "analysis" / n / "attention.json") for n in names},
-        "probes": {n: _read(out / "probe" / n / "probe.json") for n in names},
-        "bars": _read(out / "bars.json"),
+        "attention": {n: read_json(out / "analysis" / n / "attention.json") for n in names},
+        "probes": {n: read_json(out / "probe" / n / "probe.json") for n in names},
+        "bars": read_json(out / "bars.json"),
     }
-
-
-def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
-    """The study's findings: the F2 row."""
-    from mimlens.demo.report import _finite
-
-    return [_finite(fd.f2_masking(**study_documents(out, preset), claims=preset.claims))]
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -171,7 +160,6 @@ def transfer_figure(docs: dict[str, Any], path: Path) -> Path:
     metric (bottom row) against the setting's AvgDist, ±1 SE, the best trivial baseline dashed, the band shaded."""
     from matplotlib.figure import Figure
 
-
     names, dist = _settings(docs)
     band = docs["avgdist"]["moderate_band_px"]
     probe_tasks = sorted({t for d in docs["probes"].values() for t in d["tasks"]})
@@ -208,7 +196,6 @@ def attention_figure(docs: dict[str, Any], path: Path) -> Path:
     """Mean attention distance against AvgDist: the mean over layers (thick) and each layer (thin)."""
     from matplotlib.figure import Figure
 
-
     names, dist = _settings(docs)
     layers = [fd.layer_means(docs["attention"][n], "distance_px") for n in names]
     figure = Figure(figsize=(5.0, 3.6))
@@ -226,7 +213,6 @@ def attention_figure(docs: dict[str, Any], path: Path) -> Path:
 def bars_figure(docs: dict[str, Any], path: Path) -> Path:
     """Each setting's masked L1 next to its nearest-visible and mean fills, against AvgDist."""
     from matplotlib.figure import Figure
-
 
     names, dist = _settings(docs)
     figure = Figure(figsize=(5.0, 3.6))
@@ -253,7 +239,7 @@ def about(preset: Preset) -> dict[str, Any]:
 def write_findings_and_report(out: Path, preset: Preset) -> Path:
     """``findings.json`` (the F2 row), the study's figures and ``report.html``; then, when the study lies in a
     finished demo's folder, that demo's findings and report again so that its F2 row reports this study."""
-    from mimlens.demo.findings import QUICK_REASON
+    from mimlens.demo.report import finite
     from mimlens.io import save_json
     from mimlens.report.html import build_report
 
@@ -261,8 +247,9 @@ def write_findings_and_report(out: Path, preset: Preset) -> Path:
     transfer_figure(docs, out / "figures" / "f2_transfer.png")
     attention_figure(docs, out / "figures" / "f2_attention.png")
     bars_figure(docs, out / "figures" / "training_bars.png")
-    rows = [{**row, "figures": [f for f in FIGURES if (out / f).is_file()]} for row in compute_findings(out, preset)]
-    smoke = f"{QUICK_REASON}: a smoke run of every stage; F2 stays inconclusive."
+    row = finite(fd.f2_masking(**docs, claims=preset.claims))
+    rows = [{**row, "figures": [f for f in FIGURES if (out / f).is_file()]}]
+    smoke = f"{fd.QUICK_REASON}: a smoke run of every stage; F2 stays inconclusive."
     save_json({"preset": preset.name, "claims_findings": preset.claims, "bars": docs["bars"], "findings": rows,
                "notice": None if preset.claims else smoke, "about": about(preset)}, out / "findings.json")
     report = build_report([out], out / "report.html")

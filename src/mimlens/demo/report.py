@@ -68,7 +68,7 @@ def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
     probes = {m: read_json(out / "probe" / m / "probe.json") for m in ("simmim", "supervised")}
     rows += [fd.f4_probe(probes["simmim"], probes["supervised"], bars, preset.claims),
              fd.f6_probe(probes["simmim"], probes["supervised"], bars, preset.claims)]
-    return [_finite(row) for row in rows]
+    return [finite(row) for row in rows]
 
 
 def f2_row(out: Path, preset: Preset) -> dict[str, Any]:
@@ -81,14 +81,14 @@ def f2_row(out: Path, preset: Preset) -> dict[str, Any]:
     return fd.f2_avgdist(read_json(out / "masks" / "avgdist.json"), preset.mask_patch, 0.6, preset.claims)
 
 
-def _finite(obj: Any) -> Any:
+def finite(obj: Any) -> Any:
     """NaN and infinities become null (strict JSON)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, Mapping):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 

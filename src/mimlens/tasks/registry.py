@@ -49,7 +49,8 @@ TASKS: dict[str, Task] = {task.name: task for task in (
          f"{_SETUPS}:setup_depth",
          {"min_depth": 1e-3, "max_depth": 10.0, "crop": "none", "channels": 64, "num_deconv": 3}),
     Task("pose", "top-down keypoints (COCO OKS AP)", "geometric", "ap", True, f"{_SETUPS}:setup_pose",
-         {"sigma": None, "flip_test": True, "channels": 64, "oks_sigmas": None}),
+         # sigma in heatmap pixels: SimpleBaseline's / ViTPose's 2, half a token (heatmaps are 4x the feature grid)
+         {"sigma": 2.0, "flip_test": True, "channels": 64, "oks_sigmas": None}),
     Task("track", "single-object tracking (LaSOT SUC)", "motion", "suc", True, f"{_SETUPS}:setup_tracking",
          {"template_size": None, "search_size": None, "template_factor": 2.0, "search_factor": 4.0,
           "head_channels": 64, "sequence_length": 16, "max_gap": 10}),

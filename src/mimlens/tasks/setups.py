@@ -245,8 +245,7 @@ def setup_pose(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path
     num_keypoints = len(train_coco.loadCats(train_coco.getCatIds())[0]["keypoints"])
     model = PoseModel(encoder, num_keypoints, (size, size), int(section["channels"]))
     heatmap_size = model.heatmap_size
-    # SimpleBaseline / ViTPose: sigma 2 heatmap pixels; the heatmap is 4x the feature grid, so half a token
-    sigma = float(section["sigma"] or 2.0)
+    sigma = float(section["sigma"])
     train_set = CocoKeypointCrops(train_coco, None, (size, size), heatmap_size, sigma, load=train_load)
     eval_set = CocoKeypointCrops(eval_coco, None, (size, size), heatmap_size, sigma, load=eval_load)
     sigmas = keypoint_sigmas(eval_coco, section["oks_sigmas"])
