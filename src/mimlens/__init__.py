@@ -15,6 +15,7 @@ _LAZY = {
     "attention_stats": "mimlens.probe.attention",
     "AttentionStats": "mimlens.probe.attention",
     "cka": "mimlens.probe.cka",
+    "feature_cka": "mimlens.probe.cka",
     "cka_matrix": "mimlens.probe.cka",
     "build_model": "mimlens.models",
     "load_model": "mimlens.models",

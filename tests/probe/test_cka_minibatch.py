@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mimlens.errors import MimlensError
-from mimlens.probe.cka import MinibatchCKA, cka
+from mimlens.probe.cka import MinibatchCKA, feature_cka
 
 
 def song_hsic1(x, y):
@@ -56,7 +56,7 @@ def slices(n, size):
 def test_one_batch_equals_full_debiased_cka(form):
     layers = make_layers()
     acc = feed(MinibatchCKA(list(layers), form=form), layers, [slice(0, 60)])
-    expected = [[cka(x, y, debiased=True) for y in layers.values()] for x in layers.values()]
+    expected = [[feature_cka(x, y, debiased=True) for y in layers.values()] for x in layers.values()]
     np.testing.assert_allclose(acc.compute().numpy(), expected, atol=1e-12)
     assert acc.notes() == []
 
@@ -95,7 +95,7 @@ def test_rbf_one_batch_equals_full_debiased_rbf_cka():
     layers = make_layers(n=30)
     acc = feed(MinibatchCKA(list(layers), kernel="rbf", threshold=0.7), layers, [slice(0, 30)])
     x, y = layers["blocks.0"], layers["blocks.2"]
-    assert float(acc.compute()[0, 2]) == pytest.approx(cka(x, y, kernel="rbf", debiased=True, threshold=0.7),
+    assert float(acc.compute()[0, 2]) == pytest.approx(feature_cka(x, y, kernel="rbf", debiased=True, threshold=0.7),
                                                        abs=1e-12)
 
 

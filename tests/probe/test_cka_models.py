@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mimlens.errors import MimlensError
-from mimlens.probe.cka import CKAResult, MinibatchCKA, cka, cka_matrix
+from mimlens.probe.cka import CKAResult, MinibatchCKA, cka_matrix, feature_cka
 from mimlens.probe.features import BlockFeatures, block_names, block_samples, image_batches
 from mimlens.probe.inputs import model_transform
 
@@ -140,7 +140,7 @@ def test_within_model_matrix_equals_direct_cka_of_captured_features(vit, images)
     torch.testing.assert_close(result.matrix.diagonal(), torch.ones(3, dtype=torch.float64))
     torch.testing.assert_close(result.matrix, result.matrix.T)
     features = captured(vit, model_transform(vit)(images))
-    expected = torch.tensor([[cka(features[a], features[b], debiased=True) for b in result.layers_b]
+    expected = torch.tensor([[feature_cka(features[a], features[b], debiased=True) for b in result.layers_b]
                              for a in result.layers_a], dtype=torch.float64)
     torch.testing.assert_close(result.matrix, expected, rtol=0, atol=1e-10)
     assert "unbiased HSIC" in result.estimator and result.unit == "image" and result.notes == []
@@ -168,8 +168,8 @@ def test_across_models_with_their_own_preprocessing(vit, swin, images):
         return (x - torch.tensor(config["mean"]).view(1, 3, 1, 1)) / torch.tensor(config["std"]).view(1, 3, 1, 1)
 
     a, b = captured(vit, by_hand(vit), unit="pooled"), captured(swin, by_hand(swin), unit="pooled")
-    expected = torch.tensor([[cka(a[i], b[j], debiased=True) for j in result.layers_b] for i in result.layers_a],
-                            dtype=torch.float64)
+    expected = torch.tensor([[feature_cka(a[i], b[j], debiased=True) for j in result.layers_b]
+                             for i in result.layers_a], dtype=torch.float64)
     torch.testing.assert_close(result.matrix, expected, rtol=0, atol=1e-10)
 
 

@@ -10,6 +10,10 @@ Conventions:
 - CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)). The debiased form can fall slightly below 0 or above 1.
 - RBF kernel: exp(-|xi - xj|² / (2σ²)), σ² = threshold² x the median of all n² squared distances (the zero
   diagonal included, as in Kornblith et al.'s code); the median makes it a full-data estimator.
+- Names keep the contracts of Kornblith et al.'s reference notebook: ``gram_linear(x)``, ``gram_rbf(x,
+  threshold=1.0)``, ``center_gram(gram, unbiased=False)`` and ``cka(gram_x, gram_y, debiased=False)`` take and
+  return what theirs do. :func:`feature_cka` is the one-call form on two feature matrices (its RBF ``threshold``
+  defaults to 0.5, the value of the reference notebook's examples).
 - Minibatch CKA (:class:`MinibatchCKA`): the three HSIC₁ terms are summed over batches and divided once at the
   end; never a mean of per-batch ratios.
 """
@@ -42,6 +46,7 @@ __all__ = [
     "hsic1",
     "linear_hsic_features",
     "cka",
+    "feature_cka",
     "MinibatchCKA",
     "CKAResult",
     "cka_matrix",
@@ -90,7 +95,7 @@ def _median(values: torch.Tensor) -> torch.Tensor:
     return (torch.kthvalue(flat, (m + 1) // 2).values + torch.kthvalue(flat, m // 2 + 1).values) / 2
 
 
-def gram_rbf(x: Any, threshold: float = 0.5) -> torch.Tensor:
+def gram_rbf(x: Any, threshold: float = 1.0) -> torch.Tensor:
     """RBF Gram matrix exp(-d²/(2σ²)) with σ² = threshold² x median of all n² squared distances, float64."""
     sq = _squared_distances(_samples(x))
     median = _median(sq)
@@ -99,8 +104,11 @@ def gram_rbf(x: Any, threshold: float = 0.5) -> torch.Tensor:
     return torch.exp(-sq / (2 * threshold**2 * median))
 
 
-def center_gram(gram: torch.Tensor) -> torch.Tensor:
-    """H K H, H = I - 11ᵀ/n: the double centring of the biased HSIC₀. Leading batch dimensions allowed."""
+def center_gram(gram: Any, unbiased: bool = False) -> torch.Tensor:
+    """H K H, H = I - 11ᵀ/n (the double centring of the biased HSIC₀), or with ``unbiased`` the U-centring of
+    :func:`u_center_gram`, as Kornblith et al.'s ``center_gram``. Leading batch dimensions allowed."""
+    if unbiased:
+        return u_center_gram(gram)
     g = torch.as_tensor(gram).to(torch.float64)
     return g - g.mean(-1, keepdim=True) - g.mean(-2, keepdim=True) + g.mean((-2, -1), keepdim=True)
 
@@ -165,7 +173,30 @@ def _same_n(x: torch.Tensor, y: torch.Tensor, need: int) -> int:
     return x.shape[0]
 
 
-def cka(x: Any, y: Any, kernel: str = "linear", debiased: bool = False, threshold: float = 0.5) -> float:
+def _gram(gram: Any, name: str) -> torch.Tensor:
+    """A square, symmetric float64 Gram matrix, or an error that says what to pass instead."""
+    g = torch.as_tensor(gram).to(torch.float64)
+    if g.dim() != 2 or g.shape[0] != g.shape[1] or not torch.allclose(g, g.T):
+        raise MimlensError(f"{name} of shape {tuple(g.shape)} is not a symmetric n x n Gram matrix: pass "
+                           f"gram_linear(x) or gram_rbf(x), or call feature_cka(x, y) on (n, d) features")
+    return g
+
+
+def cka(gram_x: Any, gram_y: Any, debiased: bool = False) -> float:
+    """CKA of two Gram matrices of the same n samples, as Kornblith et al.'s ``cka(gram_x, gram_y, debiased)``:
+    <C(K), C(L)> / (|C(K)| |C(L)|) with C the centring of :func:`center_gram` (U-centring when ``debiased``,
+    n >= 4). For feature matrices use :func:`feature_cka`."""
+    k, l = _gram(gram_x, "gram_x"), _gram(gram_y, "gram_y")
+    if k.shape != l.shape:
+        raise MimlensError(f"gram_x is {tuple(k.shape)} and gram_y {tuple(l.shape)}: expected the same samples")
+    k, l = center_gram(k, unbiased=debiased), center_gram(l, unbiased=debiased)
+    norms = torch.linalg.norm(k) * torch.linalg.norm(l)
+    if not norms > 0:
+        raise MimlensError("a centred Gram matrix is zero (every sample equal): CKA is undefined")
+    return float((k * l).sum() / norms)
+
+
+def feature_cka(x: Any, y: Any, kernel: str = "linear", debiased: bool = False, threshold: float = 0.5) -> float:
     """CKA between two representations of the same n samples (rows), e.g. two layers' features.
 
     Args:
