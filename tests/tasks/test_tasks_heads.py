@@ -83,7 +83,8 @@ def test_pooled_features_of_an_intermediate_block_match_a_manual_forward():
 def test_swin_pooling_and_cls_error():
     model = _build("swin-tiny-64").eval()
     images = torch.randn(2, 3, 64, 64)
-    assert pooled_features(model, images, block=1, pool="avg").shape == (2, 32)  # stage 1 of 3
+    assert pooled_features(model, images, block=1, pool="avg").shape == (2, 16)  # block 1 of 10, in stage 0
+    assert pooled_features(model, images, block=2, pool="avg").shape == (2, 32)  # block 2, first of stage 1
     assert pooled_features(model, images, pool="avg").shape == (2, 64)
     with pytest.raises(MimlensError, match="no CLS token"):
         pooled_features(model, images, pool="cls")

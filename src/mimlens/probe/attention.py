@@ -40,11 +40,12 @@ from torch import nn
 from mimlens import distributed
 from mimlens.errors import MimlensError
 from mimlens.io import save_json, save_text
+from mimlens.models.family import find_family
 from mimlens.probe.capture import AttentionCall, vit_attention_capture
 from mimlens.probe.choices import PREFIX_POLICIES, check_choice
 from mimlens.probe.geometry import pairwise_distance, window_layout
 from mimlens.probe.inputs import batch_images, model_transform
-from mimlens.probe.swin import is_swin, swin_attention_capture
+from mimlens.probe.swin import swin_attention_capture
 
 __all__ = [
     "KL_FLOOR",
@@ -630,7 +631,8 @@ def _tensor(values: list) -> torch.Tensor:
 
 def attention_capture(model: nn.Module, callback) -> AbstractContextManager[list[str]]:
     """The capture context for the model's family (Swin / SwinV2 windows, or the ViT family)."""
-    return (swin_attention_capture if is_swin(model) else vit_attention_capture)(model, callback)
+    capture = {"swin": swin_attention_capture}.get(getattr(find_family(model), "name", None), vit_attention_capture)
+    return capture(model, callback)
 
 
 def _batches(images: torch.Tensor | Iterable, batch_size: int) -> tuple[Iterator[torch.Tensor], int | None]:

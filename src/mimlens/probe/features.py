@@ -26,10 +26,11 @@ import torch
 from torch import nn
 
 from mimlens.errors import MimlensError
+from mimlens.models.family import num_prefix_tokens
 from mimlens.probe.choices import POOLED, PREFIX_POLICIES, UNITS, check_choice
 from mimlens.probe.inputs import batch_images
 
-__all__ = ["MIN_BATCH", "BlockFeatures", "block_names", "num_prefix_tokens", "block_samples", "image_batches"]
+__all__ = ["MIN_BATCH", "BlockFeatures", "block_names", "block_samples", "image_batches"]
 
 MIN_BATCH = 4  # the unbiased HSIC needs n >= 4 samples
 
@@ -48,14 +49,6 @@ def block_names(model: nn.Module) -> list[str]:
             "or 'layers.<i>.blocks.<j>' (Swin, SwinV2)"
         )
     return names
-
-
-def num_prefix_tokens(model: nn.Module) -> int:
-    """CLS + distillation + register tokens before the patch tokens (0 for Swin); read from timm's attribute."""
-    for module in model.modules():
-        if hasattr(module, "num_prefix_tokens"):
-            return int(module.num_prefix_tokens)
-    return 0
 
 
 def block_samples(

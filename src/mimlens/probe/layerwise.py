@@ -36,7 +36,6 @@ one reports.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from torch.utils.data import Dataset
 
 from mimlens import distributed
 from mimlens.errors import MimlensError
+from mimlens.models.family import BlockRef, family_of
 from mimlens.probe.ridge import RidgeSums, select_ridge
 
 TASK_NAMES = ("cls", "depth", "pose", "track")
@@ -57,22 +57,9 @@ DEFAULT_TRAIN, DEFAULT_EVAL = 1024, 256  # synthetic images
 RIDGE = "ridge regression ({target}), features standardised on the training images, λ chosen on the last 20 % "
 
 
-@dataclass(frozen=True)
-class Block:
-    """A block in forward order: ``index`` (0-based over the whole model), module ``name``, ``stage``."""
-
-    index: int
-    name: str
-    stage: int
-
-
-def model_blocks(model: nn.Module) -> list[Block]:
-    """The model's blocks in forward order, with their Swin stage (0 for the ViT family)."""
-    from mimlens.probe.features import block_names
-
-    stage = re.compile(r"layers\.(\d+)\.")
-    return [Block(i, name, int(m.group(1)) if (m := stage.search(name)) else 0)
-            for i, name in enumerate(block_names(model))]
+def model_blocks(model: nn.Module) -> list[BlockRef]:
+    """The model's blocks in forward order: one index over the whole model, the Swin stage as a label."""
+    return family_of(model).blocks(model)
 
 
 @contextmanager
@@ -336,7 +323,7 @@ def _rows(fmap: torch.Tensor, pooled: bool) -> torch.Tensor:
     return fmap.mean(dim=(1, 2)) if pooled else fmap.flatten(0, 2)
 
 
-def ridge_probe(task: RidgeTask, maps, blocks: list[Block], prep: dict, batch_size: int, device, progress: bool
+def ridge_probe(task: RidgeTask, maps, blocks: list[BlockRef], prep: dict, batch_size: int, device, progress: bool
                 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Fit one ridge map per block on the training items, score it and the task's trivial baseline on the
     evaluation items; returns (rows, the ``items`` section, baselines)."""
@@ -407,7 +394,7 @@ def _uncertainty(values: list, statistic: str) -> dict[str, Any]:
     return {"se": summary(values, statistic)["se"], "values": values}
 
 
-def tracking_probe(source: str, size: int, seed: int, num_eval: int, difficulty: dict, maps, blocks: list[Block],
+def tracking_probe(source: str, size: int, seed: int, num_eval: int, difficulty: dict, maps, blocks: list[BlockRef],
                    prep: dict, device, progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Correlation tracking per block on the evaluation sequences (``num_eval`` // 16 of 16 frames, synthetic)."""
     from tqdm.auto import tqdm
@@ -513,7 +500,7 @@ def layerwise_probes(model: nn.Module, tasks: tuple[str, ...] | list[str] = TASK
     return doc
 
 
-def _select(all_blocks: list[Block], wanted: list[int]) -> list[Block]:
+def _select(all_blocks: list[BlockRef], wanted: list[int]) -> list[BlockRef]:
     bad = [i for i in wanted if not 0 <= i < len(all_blocks)]
     if bad:
         raise MimlensError(f"blocks {bad}: the model has blocks 0..{len(all_blocks) - 1}")

@@ -20,23 +20,7 @@ from torch import nn
 from mimlens.errors import MimlensError
 from mimlens.probe.capture import AttentionCall, eval_mode, explicit_attention, hooks_removed_on_exit
 
-__all__ = ["is_swin", "swin_attention_capture", "swin_blocks"]
-
-
-def _block_types() -> tuple[type, ...]:
-    from timm.models.swin_transformer import SwinTransformerBlock
-    from timm.models.swin_transformer_v2 import SwinTransformerV2Block
-
-    return SwinTransformerBlock, SwinTransformerV2Block
-
-
-def is_swin(model: nn.Module) -> bool:
-    """True for a timm Swin v1 / v2 model (stages in ``layers``, each with Swin ``blocks``)."""
-    stages = getattr(model, "layers", None)
-    if stages is None or not hasattr(model, "patch_embed"):
-        return False
-    types = _block_types()
-    return any(isinstance(b, types) for stage in stages for b in getattr(stage, "blocks", ()))
+__all__ = ["swin_attention_capture", "swin_blocks"]
 
 
 def swin_blocks(model: nn.Module) -> list[tuple[str, int, int, nn.Module]]:

@@ -2,7 +2,8 @@
 
 Conventions: ViT-family outputs are token sequences whose first ``num_prefix_tokens`` are CLS/register
 tokens; patch tokens are reshaped to the patch grid in raster order. timm Swin/SwinV2 ``forward_features``
-is NHWC. Block indices follow timm's ``forward_intermediates``: blocks for ViT/BEiT, stages for Swin.
+is NHWC. A block index counts every block in forward order (Swin blocks across stages), as everywhere in
+mimlens (:mod:`mimlens.models.family`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ import torch
 from torch import nn
 
 from mimlens.errors import MimlensError
-
-
-def num_prefix_tokens(backbone: nn.Module) -> int:
-    return int(getattr(backbone, "num_prefix_tokens", 0))
+from mimlens.models.family import family_of, num_prefix_tokens
 
 
 def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -60,13 +58,14 @@ def pooled_features(backbone: nn.Module, images: torch.Tensor, block: int | None
     """One vector per image for a linear probe.
 
     Args:
-        block: None for the final output (final norm applied); else the 0-based index of a block (ViT) or
-            stage (Swin) as timm's ``forward_intermediates`` counts them, taken before the final norm.
+        block: None for the final output (final norm applied); else the 0-based index of a block over the whole
+            model (Swin blocks counted across stages), its output taken before the final norm.
         pool: ``cls`` (first prefix token) or ``avg`` (mean of the patch tokens, or of the Swin map).
     """
     if pool not in ("cls", "avg"):
         raise MimlensError(f"pool must be 'cls' or 'avg', got {pool!r}")
-    prefix = num_prefix_tokens(backbone)
+    family = family_of(backbone)
+    prefix = family.num_prefix_tokens(backbone)
     if pool == "cls" and prefix == 0:
         raise MimlensError(f"{type(backbone).__name__} has no CLS token: use pool 'avg'")
     if block is None:
@@ -74,18 +73,22 @@ def pooled_features(backbone: nn.Module, images: torch.Tensor, block: int | None
         if out.ndim == 4:
             return out.mean(dim=(1, 2)) if getattr(backbone, "output_fmt", "NHWC") == "NHWC" else out.mean(dim=(2, 3))
         return out[:, 0] if pool == "cls" else out[:, prefix:].mean(dim=1)
-    if has_stages(backbone):
-        (fmap,) = backbone.forward_intermediates(
-            images, indices=[block], intermediates_only=True, stop_early=True, output_fmt="NCHW"
-        )
-        return fmap.mean(dim=(2, 3))
-    (taken,) = backbone.forward_intermediates(
-        images, indices=[block], intermediates_only=True, stop_early=True, output_fmt="NLC", return_prefix_tokens=True
-    )
-    patches, prefix_tokens = taken if isinstance(taken, tuple) else (taken, None)
-    return prefix_tokens[:, 0] if pool == "cls" else patches.mean(dim=1)
+    out = block_output(backbone, images, block)
+    if out.ndim == 4:  # Swin: (B, H, W, C)
+        return out.mean(dim=(1, 2))
+    return out[:, 0] if pool == "cls" else out[:, prefix:].mean(dim=1)
 
 
-def has_stages(backbone: nn.Module) -> bool:
-    """True for hierarchical backbones (Swin family: ``layers`` of stages), False for ViT-family ``blocks``."""
-    return not hasattr(backbone, "blocks") and hasattr(backbone, "layers")
+def block_output(backbone: nn.Module, images: torch.Tensor, index: int) -> torch.Tensor:
+    """The output of block ``index`` as the block returns it ((B, T, C) tokens or a (B, H, W, C) Swin map),
+    running the backbone only as far as that block's stage."""
+    family = family_of(backbone)
+    ref = family.block(backbone, index)
+    taken = []
+    handle = backbone.get_submodule(ref.name).register_forward_hook(lambda module, args, out: taken.append(out))
+    try:
+        backbone.forward_intermediates(images, indices=[family.stop_index(ref)], intermediates_only=True,
+                                       stop_early=True)
+    finally:
+        handle.remove()
+    return taken[-1]

@@ -41,7 +41,8 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from mimlens.errors import MimlensError
-from mimlens.tasks.backbone import feature_map, has_stages
+from mimlens.models.family import family_of
+from mimlens.tasks.backbone import feature_map
 
 __all__ = [
     "LOSS_NAMES",
@@ -172,7 +173,7 @@ class StagePyramid(_Pyramid):
 def feature_pyramid(backbone: nn.Module, image_size: int, out_channels: int = 64,
                     scales: tuple[float, ...] = VIT_SCALES) -> _Pyramid:
     """The pyramid that fits the backbone: stage FPN for Swin-family models, else the simple pyramid."""
-    if has_stages(backbone):
+    if family_of(backbone).hierarchical:
         return StagePyramid(backbone, image_size, out_channels)
     return SimpleFeaturePyramid(backbone, image_size, out_channels, scales)
 

@@ -26,19 +26,15 @@ from __future__ import annotations
 from torch import nn
 
 from mimlens.errors import MimlensError
+from mimlens.models.family import find_family
 
 STEM_NAMES = ("patch_embed", "pos_embed", "absolute_pos_embed", "cls_token", "reg_token", "dist_token", "mask_token")
 
 
 def backbone_layout(backbone: nn.Module) -> tuple[str, tuple[int, ...]] | None:
-    """``("vit", (depth,))`` for models with ``blocks``, ``("swin", depths)`` for Swin-style ``layers`` of
-    stages with ``blocks``; None for anything else."""
-    layers = getattr(backbone, "layers", None)
-    if isinstance(layers, nn.Sequential | nn.ModuleList) and all(hasattr(s, "blocks") for s in layers):
-        return "swin", tuple(len(stage.blocks) for stage in layers)
-    if isinstance(getattr(backbone, "blocks", None), nn.Sequential | nn.ModuleList):
-        return "vit", (len(backbone.blocks),)
-    return None
+    """(family name, blocks per stage) of the backbone (:mod:`mimlens.models.family`); None for anything else."""
+    family = find_family(backbone)
+    return None if family is None else (family.name, family.depths(backbone))
 
 
 def layer_id(name: str, layout: tuple[str, tuple[int, ...]]) -> int:

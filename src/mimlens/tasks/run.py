@@ -27,6 +27,7 @@ from mimlens.config import merge, resolve, save_config
 from mimlens.engine.settings import engine_defaults
 from mimlens.errors import MimlensError
 from mimlens.io import save_json
+from mimlens.models.family import family_of
 from mimlens.tasks.registry import TASKS, task
 
 COMMON: dict[str, Any] = {
@@ -98,18 +99,12 @@ def load_backbone(cfg: dict[str, Any]):
 
 def _depth_kwargs(encoder, dropped: int) -> dict[str, Any]:
     """timm keywords that rebuild a backbone with its last blocks dropped (empty when none were)."""
-    if not dropped:
-        return {}
-    if hasattr(encoder, "layers"):
-        depths = [len(stage.blocks) for stage in encoder.layers]
-        heads = [stage.blocks[0].attn.num_heads for stage in encoder.layers]
-        return {"depths": depths, "num_heads": heads}
-    return {"depth": len(encoder.blocks)}
+    return family_of(encoder).rebuild_kwargs(encoder) if dropped else {}
 
 
 def default_layer_decay(encoder) -> float:
     """0.9 for Swin (SimMIM's Swin-B fine-tuning), 0.65 for the ViT family (BEiT/MAE ViT-B)."""
-    return 0.9 if hasattr(encoder, "layers") else 0.65
+    return family_of(encoder).default_layer_decay
 
 
 def finetune(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from mimlens import distributed
 from mimlens.errors import MimlensError
+from mimlens.models.family import find_family
 from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import token_grid, tokens_to_map
 from mimlens.tasks.images import crop, load_image, normalize
@@ -343,9 +344,10 @@ def _check_backbone(backbone: nn.Module) -> None:
     from timm.models.vision_transformer import VisionTransformer
 
     if not isinstance(backbone, VisionTransformer):
-        kind = type(backbone).__name__
+        kind, family = type(backbone).__name__, find_family(backbone)
         why = ("its shifted windows partition one feature map, so template and search tokens cannot attend to "
-               "each other" if hasattr(backbone, "layers") else "only timm VisionTransformer models are supported")
+               "each other" if family is not None and family.hierarchical
+               else "only timm VisionTransformer models are supported")
         raise MimlensError(f"tracking needs a one-stream ViT backbone; {kind} is not supported: {why}")
     if backbone.pos_embed is None:
         raise MimlensError(f"tracking needs a learned or fixed absolute position embedding; {type(backbone).__name__} "
