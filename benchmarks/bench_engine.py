@@ -60,7 +60,8 @@ class Transformed(Dataset):
 def build(args, cfg):
     from mimlens.models import build_model
     from mimlens.pretrain import SimMIM
-    from mimlens.pretrain.run import build_dataset, scaled_mask_patch
+    from mimlens.pretrain.run import build_dataset
+    from mimlens.pretrain.simmim import scaled_mask_patch
 
     torch.manual_seed(0)
     encoder = build_model(args.arch, **cfg["model"]["kwargs"])

@@ -7,7 +7,8 @@ import yaml
 
 from mimlens.engine.optim import scaled_lr
 from mimlens.errors import MimlensError
-from mimlens.pretrain.run import resolve_config, scaled_mask_patch
+from mimlens.pretrain.run import resolve_config
+from mimlens.pretrain.simmim import scaled_mask_patch
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 

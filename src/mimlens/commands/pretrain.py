@@ -1,4 +1,5 @@
-"""``mimlens pretrain {simmim,supervised,moco}``: one pre-training run, on one CPU or under ``torchrun``.
+"""``mimlens pretrain OBJECTIVE`` (simmim, supervised, moco, or a registered one): one pre-training run, on
+one CPU or under ``torchrun``.
 
 Flags override the ``--config`` YAML, which overrides the defaults of :mod:`mimlens.pretrain.run`; the
 resolved config is saved as ``RUN/config.yaml``. Rerunning the same command resumes from
@@ -12,11 +13,11 @@ from pathlib import Path
 
 from mimlens.commands.training import add_training_arguments, default_out, training_flags
 
-OBJECTIVES = ("simmim", "supervised", "moco")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("objective", choices=OBJECTIVES, help="what to pre-train with")
+    from mimlens.pretrain.registry import OBJECTIVES
+
+    parser.add_argument("objective", choices=tuple(OBJECTIVES), help="what to pre-train with")
     parser.add_argument("--arch", help="preset (e.g. vit-tiny-64, swin-tiny-64) or timm:NAME (default vit-tiny-64)")
     parser.add_argument("--data", help="synthetic[:N] (generated scenes, default 4096) or an image folder")
     parser.add_argument("--out", help="run directory (default runs/pretrain_<objective>_<arch>)")

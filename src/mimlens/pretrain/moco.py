@@ -117,3 +117,7 @@ class MoCoTransform:
 
     def __call__(self, item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"view1": self.view1(item["image"]), "view2": self.view2(item["image"])}
+
+
+def build(encoder: nn.Module, cfg: dict) -> MoCo:
+    return MoCo(encoder, **cfg["moco"])

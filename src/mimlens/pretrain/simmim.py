@@ -143,3 +143,37 @@ def save_reconstruction_figure(model: SimMIM, image: torch.Tensor, mask: torch.T
                  fontsize=10)
     fig.tight_layout()
     return save_png(fig, path, dpi=100)
+
+
+def scaled_mask_patch(img_size: int, token_size: int) -> int:
+    """SimMIM's 32 px mask patch at 224 px, scaled to ``img_size``: the multiple of the token size nearest to
+    ``32 × img_size / 224`` that divides the image side (224 px → 32; 64 px → 8; 192 px, tokens of 4 → 24).
+
+    The official 192 px Swin recipes keep 32 px; recipes set ``simmim.mask_patch`` explicitly."""
+    target = 32 * img_size / 224
+    candidates = [p for p in range(token_size, img_size + 1, token_size) if img_size % p == 0]
+    return min(candidates, key=lambda p: (abs(p - target), -p))
+
+
+def resolve(cfg: dict, encoder: nn.Module, dataset) -> None:
+    """``simmim.mask_patch`` None: SimMIM's 32 px at 224, scaled to the backbone's input (:func:`scaled_mask_patch`)."""
+    if cfg["simmim"]["mask_patch"] is None:
+        img_size = int(encoder.patch_embed.img_size[0])
+        cfg["simmim"]["mask_patch"] = scaled_mask_patch(img_size, int(encoder.patch_embed.patch_size[0]))
+
+
+def build(encoder: nn.Module, cfg: dict) -> SimMIM:
+    section = cfg["simmim"]
+    return SimMIM(encoder, mask_ratio=section["mask_ratio"], mask_patch=section["mask_patch"])
+
+
+def finish(objective: SimMIM, dataset, transform, cfg: dict, run_dir: Path) -> None:
+    """``figures/simmim_reconstruction.png`` of the first four training images."""
+    from mimlens.engine import SeededTransform
+
+    samples = SeededTransform(dataset, transform, int(cfg["train"]["seed"]))
+    batch = [samples[(0, i)] for i in range(min(4, len(dataset)))]
+    device = next(objective.parameters()).device
+    images = torch.stack([b["image"] for b in batch]).to(device)
+    masks = torch.stack([b["mask"] for b in batch]).to(device)
+    save_reconstruction_figure(objective, images, masks, Path(run_dir) / "figures" / "simmim_reconstruction.png")

@@ -58,3 +58,24 @@ class SupervisedTransform:
 
     def __call__(self, item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"image": self.augment(item["image"]), "label": torch.as_tensor(item["label"], dtype=torch.long)}
+
+
+def resolve(cfg: dict, encoder: nn.Module, dataset) -> None:
+    """``supervised.num_classes`` None: the data set's class count; a flat folder (no classes) is refused."""
+    if getattr(dataset, "classes", None) == []:
+        raise MimlensError(f"data {cfg['data']['source']!r} is a flat folder of images without class labels: "
+                           "supervised pre-training needs a tree DIR/<class>/*.jpg (ImageFolder layout); SimMIM "
+                           "and MoCo v3 pre-train on flat folders")
+    if cfg["supervised"]["num_classes"] is None:
+        num_classes = int(getattr(dataset, "num_classes", 0) or 0)
+        if num_classes < 2:
+            raise MimlensError(f"data {cfg['data']['source']!r} has no class count; set supervised.num_classes")
+        cfg["supervised"]["num_classes"] = num_classes
+
+
+def build(encoder: nn.Module, cfg: dict) -> Supervised:
+    """The backbone with a classifier of ``supervised.num_classes`` outputs."""
+    section = cfg["supervised"]
+    encoder.reset_classifier(int(section["num_classes"]))
+    return Supervised(encoder, label_smoothing=section["label_smoothing"], mixup=section["mixup"],
+                      cutmix=section["cutmix"])
