@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", choices=("fine_label", "label"),
                         help="cls/linear on synthetic data: shape x texture (32 classes, default) or shape (8)")
     parser.add_argument("--probe-block", type=int,
-                        help="linear: probe the output of this 0-based block (ViT) or stage (Swin), not the final one")
+                        help="linear: probe the output of this 0-based block, not the final one (Swin: counted "
+                             "across stages, as probe --blocks)")
     parser.add_argument("--pool", choices=("cls", "avg"), help="linear: CLS token or mean of the patch tokens")
 
 
