@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directory, checkpoint file (with --arch), preset or timm:NAME (random init)")
     parser.add_argument("--arch", help="for a checkpoint file: the preset or timm model it belongs to")
     parser.add_argument("--task", action="append", metavar="TASK",
-                        help="cls, depth, pose, track (repeatable or comma-separated; default all four)")
+                        help="a task with a frozen probe: cls, depth, pose, track (repeatable or comma-separated; "
+                             "default every one)")
     parser.add_argument("--data", help="synthetic[:N] (default) or a folder in the fine-tuning layout")
     parser.add_argument("--num-train", type=int, help="synthetic training images (default N, else 1024)")
     parser.add_argument("--num-eval", type=int,
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from mimlens.config import resolve, save_config
     from mimlens.io import save_json
     from mimlens.probe.analysis import describe_weights, load, progress_enabled, slug
-    from mimlens.probe.layerwise import TASK_NAMES, layerwise_probes
+    from mimlens.probe.layerwise import layerwise_probes, probe_task_names
     from mimlens.report.figures_probe import plot_probe_by_layer
 
     flags = {"model.spec": args.model, "model.arch": args.arch, "probe.tasks": parse_list("--task", args.task),
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
              "run.progress": False if args.no_progress else None}
     cfg = resolve(DEFAULTS, args.config, flags)
     settings = cfg["probe"]
-    settings["tasks"] = list(settings["tasks"] or TASK_NAMES)
+    settings["tasks"] = list(settings["tasks"] or probe_task_names())
     out = Path(cfg["run"]["out"] or Path("runs") / f"probe_{slug(cfg['model']['spec'])}")
     cfg["run"]["out"] = str(out)
     check_out(out, "probe")
@@ -104,15 +105,13 @@ def difficulty(given: dict[str, Any] | None) -> dict[str, Any]:
     return {**COMMON["data"]["synthetic"], **(given or {})}
 
 
-COLUMNS = {"cls": ("top1",), "depth": ("rmse", "abs_rel"), "pose": ("ap", "ap50"),
-           "track": ("suc", "precision")}
-
-
 def format_tables(doc: dict[str, Any]) -> str:
     """One table per task: block, name, the task's headline metrics and the chosen λ."""
+    from mimlens.tasks.registry import TASKS
+
     lines = [f"layer-wise probes of {doc['model']} ({doc['weights']}), data {doc['data']}"]
     for name, task in doc["tasks"].items():
-        columns = COLUMNS[name]
+        columns = TASKS[name].columns
         count = task.get("num_train_images")
         images = f"{count} training, " if count is not None else ""
         lines += ["", f"{name}: {images}{task['num_eval_images']} evaluation images",

@@ -51,7 +51,6 @@ from mimlens.errors import MimlensError
 from mimlens.models.family import BlockRef, family_of
 from mimlens.probe.ridge import RidgeSums, select_ridge
 
-TASK_NAMES = ("cls", "depth", "pose", "track")
 HELD_OUT = 0.2  # fraction of the training items, the last ones, that choose λ
 DEFAULT_TRAIN, DEFAULT_EVAL = 1024, 256  # synthetic images
 RIDGE = "ridge regression ({target}), features standardised on the training images, λ chosen on the last 20 % "
@@ -441,29 +440,60 @@ def tracking_probe(source: str, size: int, seed: int, num_eval: int, difficulty:
 # ---------------------------------------------------------------------------------------------- driver
 
 
-def layerwise_probes(model: nn.Module, tasks: tuple[str, ...] | list[str] = TASK_NAMES, *, data: str = "synthetic",
-                     num_train: int | None = None, num_eval: int | None = None, blocks: list[int] | None = None,
-                     batch_size: int = 64, seed: int = 0, difficulty: dict | None = None,
-                     device: torch.device | str = "cpu", progress: bool = False) -> dict[str, Any]:
-    """Probe every block (or the 0-based ``blocks``) of ``model`` for each task; returns the ``probe.json``
-    document: ``blocks`` and, per task, ``primary``, ``higher_is_better``, ``variant``, image counts, ``items``
-    (``unit``, ``ids``, ``statistic``: whose per-item values the rows hold), ``baselines`` (name ->
-    ``description``, the metrics, ``se``, ``values``) and ``rows`` (one per block: ``block``, ``name``,
-    ``stage``, the chosen ``lambda``, the metrics, ``se`` of the primary metric and its per-item ``values``).
-    ``difficulty``: the synthetic scenes' settings (default: the fine-tuning's ``data.synthetic``).
+def probe_task_names() -> tuple[str, ...]:
+    """The tasks of :mod:`mimlens.tasks.registry` that declare a frozen probe, in registry order."""
+    from mimlens.tasks.registry import TASKS
+
+    return tuple(name for name, entry in TASKS.items() if entry.probe is not None)
+
+
+@dataclass
+class ProbeContext:
+    """What a task's frozen probe (``Task.probe`` of the task registry) receives: the model, the data and its
+    sizes, ``maps(images) -> {block index: (B, h, w, C)}`` over the ``blocks`` probed, and the run settings."""
+
+    model: nn.Module
+    data: str
+    size: int
+    seed: int
+    num_train: int | None
+    num_eval: int | None
+    difficulty: dict
+    maps: Callable
+    blocks: list[BlockRef]
+    prep: dict
+    batch_size: int
+    device: Any
+    progress: bool
+
+
+def layerwise_probes(model: nn.Module, tasks: tuple[str, ...] | list[str] | None = None, *,
+                     data: str = "synthetic", num_train: int | None = None, num_eval: int | None = None,
+                     blocks: list[int] | None = None, batch_size: int = 64, seed: int = 0,
+                     difficulty: dict | None = None, device: torch.device | str = "cpu",
+                     progress: bool = False) -> dict[str, Any]:
+    """Probe every block (or the 0-based ``blocks``) of ``model`` for each task (default: every task with a frozen
+    probe); returns the ``probe.json`` document: ``blocks`` and, per task, ``primary``, ``higher_is_better``,
+    ``variant``, image counts, ``items`` (``unit``, ``ids``, ``statistic``: whose per-item values the rows hold),
+    ``baselines`` (name -> ``description``, the metrics, ``se``, ``values``) and ``rows`` (one per block:
+    ``block``, ``name``, ``stage``, the chosen ``lambda``, the metrics, ``se`` of the primary metric and its
+    per-item ``values``). ``difficulty``: the synthetic scenes' settings (default: the fine-tuning's
+    ``data.synthetic``).
 
     ``data``: ``synthetic[:N]`` or a folder in the fine-tuning layout. Synthetic: ``num_train`` (default N,
     else 1024) training and ``num_eval`` (default 256) evaluation images, seeded by ``seed``; tracking uses
     ``num_eval`` // 16 sequences of 16 frames. Folders: every item of the train and val splits.
     """
     from mimlens.models import preprocessing
-    from mimlens.tasks.backbone import token_grid
     from mimlens.tasks.data import synthetic_count
+    from mimlens.tasks.registry import TASKS
     from mimlens.tasks.setups import square
 
-    unknown = [t for t in tasks if t not in TASK_NAMES]
+    names = probe_task_names()
+    tasks = names if tasks is None else tuple(tasks)
+    unknown = [t for t in tasks if t not in names]
     if unknown or not tasks:
-        raise MimlensError(f"tasks {list(tasks)!r}: expected one or more of {', '.join(TASK_NAMES)}")
+        raise MimlensError(f"tasks {list(tasks)!r}: expected one or more of {', '.join(names)}")
     if batch_size < 1:
         raise MimlensError(f"batch_size must be positive, got {batch_size}")
     prep = preprocessing(model)
@@ -482,22 +512,45 @@ def layerwise_probes(model: nn.Module, tasks: tuple[str, ...] | list[str] = TASK
                            "held_out_fraction": HELD_OUT,
                            "blocks": [{"block": b.index, "name": b.name, "stage": b.stage} for b in chosen],
                            "tasks": {}}
-    builders = {"cls": cls_task, "depth": depth_task,
-                "pose": lambda *a: pose_task(*a, token_grid(model, (size, size)))}
     with block_maps(model) as maps:
+        context = ProbeContext(model, data, size, seed, num_train, num_eval, difficulty, maps, chosen, prep,
+                               batch_size, device, progress)
         for name in tasks:
-            if name == "track":
-                rows, info = tracking_probe(data, size, seed, num_eval or DEFAULT_EVAL, difficulty, maps, chosen,
-                                            prep, device, progress)
-                doc["tasks"][name] = {"primary": "suc", "higher_is_better": True, **info, "rows": rows}
-                continue
-            task = builders[name](data, size, seed, num_train, num_eval, difficulty)
-            rows, items, baselines = ridge_probe(task, maps, chosen, prep, batch_size, device, progress)
-            doc["tasks"][name] = {"primary": task.primary, "higher_is_better": task.higher_is_better,
-                                  "variant": task.variant, "num_train_images": len(task.train_set),
-                                  "num_eval_images": len(task.eval_set), **task.extra, "items": items,
-                                  "baselines": baselines, "rows": rows}
+            doc["tasks"][name] = TASKS[name].probe_function()(context)
     return doc
+
+
+def ridge_section(task: RidgeTask, ctx: ProbeContext) -> dict[str, Any]:
+    """A ridge-probed task's ``probe.json`` section."""
+    rows, items, baselines = ridge_probe(task, ctx.maps, ctx.blocks, ctx.prep, ctx.batch_size, ctx.device,
+                                         ctx.progress)
+    return {"primary": task.primary, "higher_is_better": task.higher_is_better, "variant": task.variant,
+            "num_train_images": len(task.train_set), "num_eval_images": len(task.eval_set), **task.extra,
+            "items": items, "baselines": baselines, "rows": rows}
+
+
+def _sizes(ctx: ProbeContext) -> tuple:
+    return ctx.data, ctx.size, ctx.seed, ctx.num_train, ctx.num_eval, ctx.difficulty
+
+
+def cls_probe(ctx: ProbeContext) -> dict[str, Any]:
+    return ridge_section(cls_task(*_sizes(ctx)), ctx)
+
+
+def depth_probe(ctx: ProbeContext) -> dict[str, Any]:
+    return ridge_section(depth_task(*_sizes(ctx)), ctx)
+
+
+def pose_probe(ctx: ProbeContext) -> dict[str, Any]:
+    from mimlens.tasks.backbone import token_grid
+
+    return ridge_section(pose_task(*_sizes(ctx), token_grid(ctx.model, (ctx.size, ctx.size))), ctx)
+
+
+def track_probe(ctx: ProbeContext) -> dict[str, Any]:
+    rows, info = tracking_probe(ctx.data, ctx.size, ctx.seed, ctx.num_eval or DEFAULT_EVAL, ctx.difficulty, ctx.maps,
+                                ctx.blocks, ctx.prep, ctx.device, ctx.progress)
+    return {"primary": "suc", "higher_is_better": True, **info, "rows": rows}
 
 
 def _select(all_blocks: list[BlockRef], wanted: list[int]) -> list[BlockRef]:

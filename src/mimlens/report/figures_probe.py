@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mimlens.tasks.registry import TASKS
+
 __all__ = ["plot_probe_by_layer", "plot_probe_comparison"]
 
-TITLES = {"cls": "classification", "depth": "depth", "pose": "keypoints", "track": "tracking"}
 BASELINE_STYLES = ("--", ":", "-.")
 
 
@@ -52,7 +53,7 @@ def plot_probe_comparison(docs: Mapping[str, Mapping[str, Any]], path: str | os.
         if len(docs) > 1 or task.get("baselines"):
             axes.legend(fontsize=6)
         better = "higher" if task["higher_is_better"] else "lower"
-        axes.set_title(TITLES.get(name, name), fontsize=10)
+        axes.set_title(getattr(TASKS.get(name), "title", "") or name, fontsize=10)
         axes.set_xlabel("block")
         axes.set_ylabel(f"{primary} ({better} is better)")
         axes.set_xticks([r["block"] for r in rows])

@@ -169,22 +169,25 @@ def finetune(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
 
 def evidence(found: dict[str, Any], primary: dict[str, Any]) -> dict[str, Any]:
     """What ``metrics.json`` keeps of a task's per-item evidence (:attr:`TaskSetup.evidence`): the primary
-    metric's SE and per-item values (``items``), each baseline's metrics, and ``trained`` with its test."""
+    metric's SE and per-item values (``items``), each baseline's metrics, and ``trained`` with its test (only
+    where the task has a baseline to beat)."""
     from mimlens.tasks.uncertainty import summary, trained_check
 
     name, higher = primary["name"], primary["higher_is_better"]
     kind = found.get("statistics", {}).get(name, "mean")
     values = found["per_item"][name]
-    baselines = found["baselines"]
-    check = trained_check(values, {b: v["per_item"][name] for b, v in baselines.items()},
-                          {b: v["metrics"][name] for b, v in baselines.items()}, higher, kind)
+    baselines = found.get("baselines") or {}
     se = summary(values, kind)
-    return {"primary": {**primary, "se": se["se"], "n": se["n"]},
+    kept = {"primary": {**primary, "se": se["se"], "n": se["n"]},
             "items": {"unit": found["unit"], "ids": found["ids"], "statistic": kind, "values": values},
             "baselines": {b: {**{m: v for m, v in doc["metrics"].items() if not isinstance(v, list)},
                               f"{name}_se": summary(doc["per_item"][name], kind)["se"],
-                              "description": doc["description"]} for b, doc in baselines.items()},
-            "trained": check.pop("trained"), "trained_test": check}
+                              "description": doc["description"]} for b, doc in baselines.items()}}
+    if baselines:
+        check = trained_check(values, {b: v["per_item"][name] for b, v in baselines.items()},
+                              {b: v["metrics"][name] for b, v in baselines.items()}, higher, kind)
+        kept.update(trained=check.pop("trained"), trained_test=check)
+    return kept
 
 
 def sweep_drop(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
