@@ -61,6 +61,17 @@ def _image_entry(index: int, item: dict[str, torch.Tensor], image_format: str) -
     return {"id": index, "file_name": f"{index:06d}.{image_format}", "height": int(height), "width": int(width)}
 
 
+def _coco_images(scenes: Dataset, out_dir: Path, split: str, image_format: str, images: list[dict]
+                 ) -> Iterable[tuple[int, dict[str, torch.Tensor]]]:
+    """Every scene's image written to ``out_dir/split`` and its COCO ``images`` entry appended; yields the
+    scenes (index = image id) for their annotations."""
+    for index, item in _items(scenes):
+        entry = _image_entry(index, item, image_format)
+        _write_image(item["image"], out_dir / split / entry["file_name"])
+        images.append(entry)
+        yield index, item
+
+
 def export_coco_keypoints(
     scenes: Dataset, out_dir: str | Path, *, split: str = "train", image_format: str = "png",
     oks_sigma: float = SYNTHETIC_OKS_SIGMA,
@@ -68,12 +79,9 @@ def export_coco_keypoints(
     """Scenes as a COCO keypoint file plus images (layout in the module docstring); returns the JSON path."""
     out_dir = Path(out_dir)
     images, annotations = [], []
-    for index, item in _items(scenes):
-        entry = _image_entry(index, item, image_format)
-        _write_image(item["image"], out_dir / split / entry["file_name"])
+    for index, item in _coco_images(scenes, out_dir, split, image_format, images):
         keypoints = item["keypoints"].double().clone()
         keypoints[keypoints[:, 2] == 0] = 0
-        images.append(entry)
         annotations.append({
             "id": index + 1,
             "image_id": index,
@@ -102,10 +110,7 @@ def export_coco_instances(
 
     out_dir = Path(out_dir)
     images, annotations = [], []
-    for index, item in _items(scenes):
-        entry = _image_entry(index, item, image_format)
-        _write_image(item["image"], out_dir / split / entry["file_name"])
-        images.append(entry)
+    for index, item in _coco_images(scenes, out_dir, split, image_format, images):
         segmentation = item["segmentation"].numpy()
         for slot, (box, cls) in enumerate(zip(item["boxes"].tolist(), item["classes"].tolist(), strict=True)):
             if cls < 0:

@@ -72,14 +72,8 @@ def _num_masked(ratio: float, num_blocks: int) -> int:
     return math.ceil(ratio * num_blocks)
 
 
-def random_block_masks(
-    batch_size: int,
-    img_size: int | Sequence[int],
-    mask_patch_size: int,
-    model_patch_size: int,
-    ratio: float,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def random_block_masks(batch_size: int, img_size: int | Sequence[int], mask_patch_size: int, model_patch_size: int,
+                       ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """A batch of SimMIM masks on the model's token grid: bool ``(B, H // model_patch, W // model_patch)``.
 
     Each mask has exactly ``ceil(ratio * blocks)`` masked blocks, an independent uniform choice per mask.
@@ -93,13 +87,8 @@ def random_block_masks(
     return blocks.view(batch_size, rows, cols).repeat_interleave(scale, 1).repeat_interleave(scale, 2)
 
 
-def random_block_mask(
-    img_size: int | Sequence[int],
-    mask_patch_size: int,
-    model_patch_size: int,
-    ratio: float,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def random_block_mask(img_size: int | Sequence[int], mask_patch_size: int, model_patch_size: int, ratio: float,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
     """One SimMIM mask on the model's token grid: bool ``(H // model_patch, W // model_patch)``."""
     return random_block_masks(1, img_size, mask_patch_size, model_patch_size, ratio, generator)[0]
 
