@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from mimlens.models import build_model
 from mimlens.probe.correlation_tracker import soft_argmax_centre, template_feature, track_by_correlation
@@ -112,6 +113,22 @@ def test_library_function_probes_the_chosen_blocks_and_is_deterministic():
     assert 0 <= doc["tasks"]["cls"]["rows"][0]["top1"] <= 1
     assert doc["tasks"]["depth"]["rows"][0]["rmse"] > 0
     assert layerwise_probes(model, ["cls", "depth"], **kwargs) == doc
+
+
+def test_cls_probe_on_a_folder_whose_val_lacks_a_class_scores_a_separable_tree_perfectly(tmp_path):
+    """Labels come from one class list for the tree: val's banana is train's banana, not train's apple."""
+    colours = {"apple": (200, 20, 20), "banana": (230, 220, 40), "coffee": (40, 60, 200)}
+    for split, classes, count in (("train", colours, 6), ("val", ("banana", "coffee"), 3)):
+        for name in classes:
+            for i in range(count):
+                pixels = np.clip(np.array(colours[name]) + 4 * i, 0, 255).astype(np.uint8)
+                path = tmp_path / split / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.broadcast_to(pixels, (32, 32, 3)).copy()).save(path)
+    doc = layerwise_probes(build_model("vit-micro-32", seed=0), ["cls"], data=str(tmp_path), blocks=[0], batch_size=8)
+    task = doc["tasks"]["cls"]
+    assert task["num_train_images"] == 18 and task["num_eval_images"] == 6
+    assert task["rows"][0]["top1"] == 1.0
 
 
 def test_probe_command_writes_one_row_per_block_per_task_and_the_figure(tmp_path, capsys):
