@@ -108,11 +108,18 @@ def coco_keypoint_eval_images(coco_gt, results: list[dict], sigmas: np.ndarray |
         evaluator.accumulate()
         evaluator.summarize()
     metrics = {name: float(v) for name, v in zip(AP_NAMES, evaluator.stats, strict=True)}
+    return metrics, image_records(evaluator, sorted(coco_gt.getImgIds()), evaluator.params.catIds[0])
+
+
+def image_records(evaluator, image_ids: list[int], category_id: int) -> list[dict]:
+    """One record per image of an evaluated ``COCOeval`` (area "all", its largest maxDets) for one category:
+    ``image_id``, ``scores`` (the image's kept detections by descending score), ``matched`` and ``ignored``
+    (0/1, one row per threshold, one column per detection) and ``positives`` (non-ignored ground truths)."""
     params, thresholds = evaluator.params, len(evaluator.params.iouThrs)
     found = {e["image_id"]: e for e in evaluator.evalImgs
-             if e is not None and e["aRng"] == params.areaRng[0] and e["category_id"] == params.catIds[0]}
+             if e is not None and e["aRng"] == params.areaRng[0] and e["category_id"] == category_id}
     records = []
-    for image_id in sorted(coco_gt.getImgIds()):
+    for image_id in image_ids:
         e, keep = found.get(image_id), params.maxDets[-1]
         if e is None:
             records.append({"image_id": int(image_id), "scores": [], "matched": [[]] * thresholds,
@@ -122,7 +129,7 @@ def coco_keypoint_eval_images(coco_gt, results: list[dict], sigmas: np.ndarray |
                         "matched": (e["dtMatches"][:, :keep] > 0).astype(int).tolist(),
                         "ignored": e["dtIgnore"][:, :keep].astype(int).tolist(),
                         "positives": int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))})
-    return metrics, records
+    return records
 
 
 def keypoint_ap(records: list[dict]) -> float:
