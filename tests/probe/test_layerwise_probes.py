@@ -197,3 +197,17 @@ def test_rows_and_baselines_keep_per_item_values_whose_statistic_is_the_metric(t
     assert set(doc["tasks"]["cls"]["rows"][0]["values"]) <= {0.0, 1.0}
     assert len(set(doc["tasks"]["cls"]["baselines"]["majority class"]["values"])) <= 2
     assert "majority class" in capsys.readouterr().out
+
+
+def test_baseline_note_says_why_when_no_block_beats_the_baseline():
+    from mimlens.probe.layerwise import baseline_note
+
+    task = {"primary": "rmse", "higher_is_better": False, "rows": [{"rmse": 0.62}, {"rmse": 0.64}],
+            "baselines": {"mean depth map": {"rmse": 0.18}}}
+    note = baseline_note("depth", task)
+    assert note.startswith("no block beats the mean depth map (0.18): the map knows each pixel's position")
+    assert baseline_note("depth", {**task, "rows": [{"rmse": 0.62}, {"rmse": 0.15}]}) is None
+    top1 = {"primary": "top1", "higher_is_better": True, "rows": [{"top1": 0.2}],
+            "baselines": {"majority class": {"top1": 0.25}, "other": {"top1": 0.1}}}
+    assert baseline_note("cls", top1).startswith("no block beats the majority class (0.25): the probe's intercept")
+    assert baseline_note("cls", {**top1, "rows": [{"top1": 0.3}]}) is None
