@@ -211,3 +211,34 @@ def test_baseline_note_says_why_when_no_block_beats_the_baseline():
             "baselines": {"majority class": {"top1": 0.25}, "other": {"top1": 0.1}}}
     assert baseline_note("cls", top1).startswith("no block beats the majority class (0.25): the probe's intercept")
     assert baseline_note("cls", {**top1, "rows": [{"top1": 0.3}]}) is None
+
+
+def test_depth_probe_on_features_that_carry_only_position_matches_the_mean_depth_map():
+    """Known answer: features = the token's position (one-hot) give the per-position mean log-depth, i.e. the
+    mean depth map at token resolution; features unrelated to depth and position give about a constant."""
+    from mimlens.probe.layerwise import Block, ridge_probe
+
+    task = depth_task("synthetic", 32, 0, 48, 16, {"num_objects": [1, 2], "background_strength": 0.5})
+    grid, noise = 4, torch.Generator().manual_seed(0)
+
+    def position(images):
+        return {0: torch.eye(grid * grid).view(1, grid, grid, -1).expand(images.shape[0], -1, -1, -1)}
+
+    def unrelated(images):
+        return {0: torch.randn(images.shape[0], grid, grid, 8, generator=noise)}
+
+    prep = {"img_size": 32, "mean": MEAN, "std": STD}
+    scores = {}
+    for name, maps in (("position", position), ("unrelated", unrelated)):
+        rows, _, baselines = ridge_probe(task, maps, [Block(0, "position", 0)], prep, 32, "cpu", False)
+        scores[name], mean_map = rows[0]["rmse"], baselines["mean depth map"]["rmse"]
+    train = [task.train_set[i] for i in range(len(task.train_set))]
+    y, keep = task.targets(train, (grid, grid))
+    per_token = ((y[..., 0] * keep).sum(0) / keep.sum(0)).view(1, grid, grid, 1)  # training mean log-depth
+    scorer = task.scorer()
+    scorer.update(per_token.expand(len(task.eval_set), -1, -1, -1), [task.eval_set[i] for i in range(16)],
+                  list(range(16)))
+    assert scores["position"] == pytest.approx(scorer.compute()[0]["rmse"], rel=0.02)
+    # the per-pixel map is finer than a 4x4 token grid, which costs a little: never a factor
+    assert scores["position"] <= 1.25 * mean_map
+    assert scores["unrelated"] > 2 * mean_map  # one constant cannot follow the ground plane
