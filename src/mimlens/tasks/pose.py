@@ -158,6 +158,20 @@ def keypoint_ap(records: list[dict]) -> float:
     return float(total / thresholds)
 
 
+def _interpolated(recall: np.ndarray, precision: np.ndarray, recall_points: np.ndarray) -> np.ndarray:
+    """Per row of (rows, D) monotone ``recall`` and its ``precision``: the mean over ``recall_points`` of the
+    precision at the first detection whose recall reaches the point (0 where none does), as
+    ``np.searchsorted(recall_row, recall_points, side="left")`` finds it, for all rows at once: the number of a
+    row's recalls below point j is the number of its detections whose first recall point above them is <= j."""
+    rows, detections = recall.shape
+    first = np.searchsorted(recall_points, recall, side="right")  # (rows, D)
+    width = len(recall_points) + 1
+    below = np.bincount((first + np.arange(rows)[:, None] * width).ravel(), minlength=rows * width)
+    at = np.cumsum(below.reshape(rows, width), axis=1)[:, :len(recall_points)]  # (rows, points)
+    picked = np.take_along_axis(precision, np.minimum(at, detections - 1), axis=1)
+    return np.where(at < detections, picked, 0.0).mean(axis=1)
+
+
 def keypoint_ap_resampled(records: list[dict], counts: np.ndarray, chunk: int = 64) -> np.ndarray:
     """:func:`keypoint_ap` of many resamples of the images at once: ``counts`` (R, n) says how often each of the
     n records is drawn in each of R resamples; returns (R,) APs.
@@ -193,10 +207,8 @@ def keypoint_ap_resampled(records: list[dict], counts: np.ndarray, chunk: int = 
         precision = np.flip(np.maximum.accumulate(np.flip(tp / (tp + fp + np.spacing(1)), 2), axis=2), 2)
         pos = positives[start:start + chunk, None, None]
         recall = np.divide(tp, pos, out=np.zeros_like(tp), where=pos > 0)
-        ap = np.empty(tp.shape[:2])
-        for r, t in np.ndindex(*ap.shape):
-            at = np.searchsorted(recall[r, t], recall_points, side="left")
-            ap[r, t] = np.where(at < tp.shape[2], precision[r, t][np.minimum(at, tp.shape[2] - 1)], 0.0).mean()
+        ap = _interpolated(recall.reshape(-1, tp.shape[2]), precision.reshape(-1, tp.shape[2]), recall_points)
+        ap = ap.reshape(tp.shape[:2])
         out[start:start + chunk] = np.where(positives[start:start + chunk] > 0, ap.mean(axis=1), -1.0)
     return out
 
