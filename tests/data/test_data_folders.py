@@ -215,3 +215,15 @@ def test_procedural_textures_replace_photos_when_none_load(monkeypatch):
     monkeypatch.setattr(photos_module, "load_photos", dict)
     fallback = photos_module.photos.__wrapped__()
     assert len(fallback) == 8 and all(t.shape == (512, 512, 3) and t.dtype == np.float32 for t in fallback)
+
+
+def test_splits_of_a_tree_share_one_class_list(tmp_path):
+    _png(tmp_path / "train" / "apple" / "a.png", (255, 0, 0))
+    _png(tmp_path / "train" / "coffee" / "b.png", (0, 0, 255))
+    _png(tmp_path / "val" / "coffee" / "c.png", (0, 0, 250))
+    _png(tmp_path / "val" / "durian" / "d.png", (0, 250, 0))
+    train, val = (build_dataset(tmp_path, img_size=8, split=split) for split in ("train", "val"))
+    assert train.classes == val.classes == ["apple", "coffee", "durian"]
+    assert [label for _, label in train.samples] == [0, 1] and [label for _, label in val.samples] == [1, 2]
+    with pytest.raises(MimlensError, match="class folder.s. durian are not among the tree's classes"):
+        ImageFiles(tmp_path / "val", classes=["apple", "coffee"])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from mimlens.models import build_model
 from mimlens.probe.correlation_tracker import soft_argmax_centre, template_feature, track_by_correlation
@@ -114,6 +115,22 @@ def test_library_function_probes_the_chosen_blocks_and_is_deterministic():
     assert layerwise_probes(model, ["cls", "depth"], **kwargs) == doc
 
 
+def test_cls_probe_on_a_folder_whose_val_lacks_a_class_scores_a_separable_tree_perfectly(tmp_path):
+    """Labels come from one class list for the tree: val's banana is train's banana, not train's apple."""
+    colours = {"apple": (200, 20, 20), "banana": (230, 220, 40), "coffee": (40, 60, 200)}
+    for split, classes, count in (("train", colours, 6), ("val", ("banana", "coffee"), 3)):
+        for name in classes:
+            for i in range(count):
+                pixels = np.clip(np.array(colours[name]) + 4 * i, 0, 255).astype(np.uint8)
+                path = tmp_path / split / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.broadcast_to(pixels, (32, 32, 3)).copy()).save(path)
+    doc = layerwise_probes(build_model("vit-micro-32", seed=0), ["cls"], data=str(tmp_path), blocks=[0], batch_size=8)
+    task = doc["tasks"]["cls"]
+    assert task["num_train_images"] == 18 and task["num_eval_images"] == 6
+    assert task["rows"][0]["top1"] == 1.0
+
+
 def test_probe_command_writes_one_row_per_block_per_task_and_the_figure(tmp_path, capsys):
     from mimlens.cli import main
 
@@ -180,3 +197,48 @@ def test_rows_and_baselines_keep_per_item_values_whose_statistic_is_the_metric(t
     assert set(doc["tasks"]["cls"]["rows"][0]["values"]) <= {0.0, 1.0}
     assert len(set(doc["tasks"]["cls"]["baselines"]["majority class"]["values"])) <= 2
     assert "majority class" in capsys.readouterr().out
+
+
+def test_baseline_note_says_why_when_no_block_beats_the_baseline():
+    from mimlens.probe.layerwise import baseline_note
+
+    task = {"primary": "rmse", "higher_is_better": False, "rows": [{"rmse": 0.62}, {"rmse": 0.64}],
+            "baselines": {"mean depth map": {"rmse": 0.18}}}
+    note = baseline_note("depth", task)
+    assert note.startswith("no block beats the mean depth map (0.18): the map knows each pixel's position")
+    assert baseline_note("depth", {**task, "rows": [{"rmse": 0.62}, {"rmse": 0.15}]}) is None
+    top1 = {"primary": "top1", "higher_is_better": True, "rows": [{"top1": 0.2}],
+            "baselines": {"majority class": {"top1": 0.25}, "other": {"top1": 0.1}}}
+    assert baseline_note("cls", top1).startswith("no block beats the majority class (0.25): the probe's intercept")
+    assert baseline_note("cls", {**top1, "rows": [{"top1": 0.3}]}) is None
+
+
+def test_depth_probe_on_features_that_carry_only_position_matches_the_mean_depth_map():
+    """Known answer: features = the token's position (one-hot) give the per-position mean log-depth, i.e. the
+    mean depth map at token resolution; features unrelated to depth and position give about a constant."""
+    from mimlens.probe.layerwise import Block, ridge_probe
+
+    task = depth_task("synthetic", 32, 0, 48, 16, {"num_objects": [1, 2], "background_strength": 0.5})
+    grid, noise = 4, torch.Generator().manual_seed(0)
+
+    def position(images):
+        return {0: torch.eye(grid * grid).view(1, grid, grid, -1).expand(images.shape[0], -1, -1, -1)}
+
+    def unrelated(images):
+        return {0: torch.randn(images.shape[0], grid, grid, 8, generator=noise)}
+
+    prep = {"img_size": 32, "mean": MEAN, "std": STD}
+    scores = {}
+    for name, maps in (("position", position), ("unrelated", unrelated)):
+        rows, _, baselines = ridge_probe(task, maps, [Block(0, "position", 0)], prep, 32, "cpu", False)
+        scores[name], mean_map = rows[0]["rmse"], baselines["mean depth map"]["rmse"]
+    train = [task.train_set[i] for i in range(len(task.train_set))]
+    y, keep = task.targets(train, (grid, grid))
+    per_token = ((y[..., 0] * keep).sum(0) / keep.sum(0)).view(1, grid, grid, 1)  # training mean log-depth
+    scorer = task.scorer()
+    scorer.update(per_token.expand(len(task.eval_set), -1, -1, -1), [task.eval_set[i] for i in range(16)],
+                  list(range(16)))
+    assert scores["position"] == pytest.approx(scorer.compute()[0]["rmse"], rel=0.02)
+    # the per-pixel map is finer than a 4x4 token grid, which costs a little: never a factor
+    assert scores["position"] <= 1.25 * mean_map
+    assert scores["unrelated"] > 2 * mean_map  # one constant cannot follow the ground plane

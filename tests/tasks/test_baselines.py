@@ -82,3 +82,23 @@ def test_zero_motion_scores_the_held_first_box():
     success, precision, _ = sequence_curves(boxes[[0, 0, 0]], boxes)
     assert metrics.compute()["suc"] == pytest.approx(float(success.mean()))
     assert metrics.per_item()["precision"] == [pytest.approx(float(precision[20]))]
+
+
+def test_mean_box_per_category_is_the_mean_normalised_box_scored_by_share():
+    from mimlens.tasks.baselines import mean_box_results, mean_boxes
+    from mimlens.tasks.detection_data import coco_index
+
+    dataset = {"images": [{"id": 1, "file_name": "a", "width": 100, "height": 50},
+                          {"id": 2, "file_name": "b", "width": 200, "height": 100}],
+               "categories": [{"id": 4, "name": "a"}, {"id": 9, "name": "b"}],
+               "annotations": [{"image_id": 1, "category_id": 4, "bbox": [10, 5, 20, 10]},
+                               {"image_id": 2, "category_id": 4, "bbox": [40, 30, 20, 30]},
+                               {"image_id": 2, "category_id": 9, "bbox": [0, 0, 100, 50]},
+                               {"image_id": 2, "category_id": 9, "bbox": [0, 0, 1, 1], "iscrowd": 1}]}
+    coco = coco_index(dataset, "toy")
+    boxes = mean_boxes(coco)
+    assert boxes[4][0] == pytest.approx([0.15, 0.2, 0.15, 0.25]) and boxes[4][1] == pytest.approx(2 / 3)
+    assert boxes[9][0] == pytest.approx([0.0, 0.0, 0.5, 0.5]) and boxes[9][1] == pytest.approx(1 / 3)
+    placed = mean_box_results(boxes, coco)
+    assert [(r["image_id"], r["category_id"]) for r in placed] == [(1, 4), (1, 9), (2, 4), (2, 9)]
+    assert placed[2]["bbox"] == pytest.approx([30, 20, 30, 25]) and placed[2]["score"] == pytest.approx(2 / 3)

@@ -107,3 +107,49 @@ def test_predict_maps_letterboxed_boxes_back_to_original_pixels(toy):
         assert r["bbox"] == pytest.approx(expected[(r["image_id"], r["category_id"])], abs=0.02)
     assert coco_bbox_eval(coco, results)["ap"] == pytest.approx(1.0)
 
+
+
+def _scene_index(seed=0, images=12, categories=(3, 11, 20)):
+    """A COCO index of ``images`` 100x80 images with 1-3 boxes each of random categories, and detections: each
+    box jittered, some missed, plus false positives, every score random."""
+    import numpy as np
+
+    from mimlens.tasks.detection_data import coco_index
+
+    rng = np.random.default_rng(seed)
+    dataset = {"images": [{"id": i + 1, "file_name": f"{i}.png", "width": 100, "height": 80} for i in range(images)],
+               "categories": [{"id": c, "name": f"c{c}"} for c in categories], "annotations": []}
+    results = []
+    for image in dataset["images"]:
+        for _ in range(int(rng.integers(1, 4))):
+            box = [float(rng.uniform(0, 50)), float(rng.uniform(0, 40)), float(rng.uniform(8, 50)),
+                   float(rng.uniform(8, 40))]
+            cat = int(rng.choice(categories))
+            dataset["annotations"].append({"id": len(dataset["annotations"]) + 1, "image_id": image["id"],
+                                           "category_id": cat, "bbox": box})
+            if rng.uniform() < 0.8:
+                jitter = (np.asarray(box) + rng.normal(0, 3, 4)).tolist()
+                results.append({"image_id": image["id"], "category_id": cat, "bbox": jitter,
+                                "score": float(rng.uniform())})
+        results.append({"image_id": image["id"], "category_id": int(rng.choice(categories)),
+                        "bbox": [float(rng.uniform(0, 60)), float(rng.uniform(0, 50)), 20.0, 20.0],
+                        "score": float(rng.uniform())})
+    return coco_index(dataset, "scene"), results
+
+
+def test_box_ap_of_image_records_equals_pycocotools_and_resamples_agree():
+    import numpy as np
+
+    from mimlens.tasks.detection_eval import box_ap, box_ap_resampled, coco_bbox_eval_images
+
+    coco, results = _scene_index()
+    metrics, records = coco_bbox_eval_images(coco, results)
+    assert metrics == coco_bbox_eval(coco, results)
+    assert [r["image_id"] for r in records] == sorted(coco.getImgIds()) and len(records[0]["categories"]) == 3
+    assert 0.05 < metrics["ap"] < 0.95  # neither trivial nor perfect
+    assert box_ap(records) == pytest.approx(metrics["ap"], abs=1e-12)
+    draws = np.random.default_rng(1).integers(0, len(records), size=(5, len(records)))
+    counts = np.stack([np.bincount(d, minlength=len(records)) for d in draws])
+    expected = [box_ap([records[i] for i in np.sort(d)]) for d in draws]
+    np.testing.assert_allclose(box_ap_resampled(records, counts), expected, atol=1e-12)
+    np.testing.assert_allclose(box_ap_resampled(records, np.ones((1, len(records)))), [metrics["ap"]], atol=1e-12)

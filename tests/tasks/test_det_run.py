@@ -50,6 +50,15 @@ def test_start_point_with_dropped_blocks_writes_a_loadable_run(tmp_path, tiny_co
     assert len(truth["images"]) == 6 and len(truth["categories"]) == 8
     detections = json.loads((out / "detections_val.json").read_text())
     assert all(set(d) == {"image_id", "category_id", "bbox", "score"} for d in detections)
+    # per-image evidence, the primary metric's bootstrap SE and the trivial baseline, like the other tasks
+    per_item = json.loads((out / "per_item.json").read_text())
+    assert per_item["unit"] == "image" and per_item["statistics"] == {"ap": "box_ap"}
+    assert per_item["ids"] == [r["image_id"] for r in per_item["per_item"]["ap"]] and len(per_item["ids"]) == 6
+    assert metrics["primary"]["se"] >= 0 and metrics["primary"]["n"] == 6
+    assert metrics["items"]["statistic"] == "box_ap"
+    baseline = metrics["baselines"]["mean box per category"]
+    assert 0 <= baseline["ap"] <= 1 and baseline["ap_se"] >= 0
+    assert metrics["trained"] in (True, False) and metrics["trained_test"]["baseline"] == "mean box per category"
 
 
 def test_drop_sweep_runs_for_det(tmp_path, tiny_config):

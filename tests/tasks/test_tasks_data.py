@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +82,28 @@ def test_standard_folders_through_the_command(tmp_path):
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     # the first frame is ground truth: success at 20 of 21 thresholds in 1 of 3 frames at least
     assert metrics["variant"]["num_sequences"] == 1 and 20 / 63 - 1e-9 <= metrics["metrics"]["suc"] <= 1
+
+
+COLOURS = {"apple": (200, 20, 20), "banana": (230, 220, 40), "coffee": (90, 50, 20), "durian": (40, 160, 40)}
+
+
+def _class_tree(root, splits):
+    """``root/<split>/<class>/<i>.png``: flat images of the class's colour, ``splits`` maps split -> classes."""
+    for split, classes in splits.items():
+        for name in classes:
+            for i in range(2):
+                _png(root / split / name / f"{i}.png", np.full((8, 8, 3), COLOURS[name], dtype=np.uint8))
+
+
+@pytest.mark.parametrize("val_classes", [("banana", "coffee"), ("apple", "banana", "coffee", "durian")],
+                         ids=["val-lacks-a-class", "val-has-an-extra-class"])
+def test_one_class_mapping_for_every_split(tmp_path, capsys, val_classes):
+    _class_tree(tmp_path, {"train": ("apple", "banana", "coffee"), "val": val_classes})
+    train, val = (classification_set(str(tmp_path), split, 8, 0, 0, {}, "label") for split in ("train", "val"))
+    assert train.classes == val.classes == sorted({"apple", "banana", "coffee", *val_classes})
+    assert train.num_classes == val.num_classes == len(train.classes)
+    for data in (train, val):  # each image's label names the folder it came from
+        assert all(data.classes[label] == Path(path).parent.name for path, label in data.samples)
+    assert {Path(p).parent.name for p, _ in val.samples} == set(val_classes)
+    untrained = "durian" in val_classes
+    assert ("note: class(es) durian have no image in" in capsys.readouterr().out) == untrained

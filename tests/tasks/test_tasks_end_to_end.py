@@ -101,3 +101,23 @@ def test_an_image_size_the_patch_does_not_divide_is_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "run")]) == 2
     assert "image size 30 px is not a multiple of the 8 px patch" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_final_line_and_report_give_se_baseline_and_trained(tmp_path, capsys):
+    import re
+
+    from mimlens.report.runs import _metrics
+
+    metrics = _finetune(tmp_path / "start", "depth", 0, "--batch-size", "8")
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    primary, best = metrics["primary"], metrics["trained_test"]["baseline"]
+    assert best == "training mean depth map" and metrics["trained"] is False  # an untrained head
+    expected = (f"finetune depth: rmse {primary['value']:.4g} ± {primary['se']:.2g} (SE, 16 images) after 0 steps; "
+                f"best trivial baseline (training mean depth map) {metrics['baselines'][best]['rmse']:.4g}: "
+                f"not trained: {tmp_path / 'start'}")
+    assert line == expected
+    html = _metrics(metrics)
+    for fact in ("standard error", "evaluation items", "best trivial baseline", "training mean depth map: ",
+                 "<dt>trained</dt><dd>no</dd>", "better than the best trivial baseline by more than 2 SE"):
+        assert fact in html, fact
+    assert re.search(r"<dt>standard error</dt><dd>0\.\d+", html)

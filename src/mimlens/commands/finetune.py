@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None:  # before torch is imported: a typo costs no start-up time
         parse_data_spec(args.data, generated=("synthetic",))
     from mimlens import distributed
-    from mimlens.tasks.run import finetune, resolve_config
+    from mimlens.tasks.run import finetune, resolve_config, result_line
 
     flags = {
         "task": args.task,
@@ -102,7 +102,5 @@ def run(args: argparse.Namespace) -> int:
         values = ", ".join(f"K={r['drop_last']}: {r[result['metric']]:.4g}" for r in result["rows"])
         print(f"finetune {args.task} drop sweep ({result['metric']}): {values}: {out}")
     else:
-        primary = result["primary"]
-        print(f"finetune {args.task}: {primary['name']} {primary['value']:.4g} after {result['train']['steps']} "
-              f"steps: {out}")
+        print(f"finetune {args.task}: {result_line(result)}: {out}")
     return 0

@@ -123,4 +123,6 @@ def format_tables(doc: dict[str, Any]) -> str:
         for label, base in task["baselines"].items():
             lines.append(f"{'':>5}  {label:<22}" + "".join(f"{base[c]:>10.4f}" for c in columns)
                          + f"{base['se']:>9.4f}")
+        if task.get("note"):
+            lines.append(f"note: {task['note']}")
     return "\n".join(lines)

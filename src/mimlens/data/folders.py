@@ -24,9 +24,10 @@ from mimlens.data.synthetic import SyntheticScenes
 from mimlens.data.transforms import eval_transform
 from mimlens.errors import MimlensError
 
-__all__ = ["ImageFiles", "PhotoCrops", "build_dataset", "skipped_message"]
+__all__ = ["ImageFiles", "PhotoCrops", "build_dataset", "skipped_message", "tree_classes"]
 
-#: Images in ``synthetic`` and ``photos`` when the spec gives no count.
+#: The split folders of an ImageFolder tree in the ImageNet layout (``DIR/<split>/<class>/*.jpg``).
+SPLITS = ("train", "val", "test")
 
 
 def _is_image(path: Path) -> bool:
@@ -52,9 +53,22 @@ def _reason(err: Exception) -> str:
     return "truncated" if "truncated" in str(err) else "damaged"
 
 
+def tree_classes(root: str | Path) -> list[str] | None:
+    """The class folders of an ImageFolder tree with split folders (``train``, ``val``, ``test``): the sorted
+    union of every split's class folders, so a class name has one label in every split even when a split lacks a
+    class or holds one the others do not (the convention of Hugging Face's ``imagefolder``). None when ``root``
+    has no split folder."""
+    splits = [Path(root) / name for name in SPLITS if (Path(root) / name).is_dir()]
+    if not splits:
+        return None
+    return sorted({entry.name for split in splits for entry in os.scandir(split) if entry.is_dir()})
+
+
 class ImageFiles(Dataset):
     """The images under ``root``: an ImageFolder tree (one sub-folder per class, labels in sorted folder
     order, torchvision's convention) or, when ``root`` holds image files itself, a flat folder (label -1).
+    ``classes`` fixes the class list (label = position in it) for a split of a larger tree, see
+    :func:`tree_classes`; each class folder under ``root`` must be in it, and a listed class may have no folder.
 
     Unreadable files never stop an epoch and are never warned about: they are recorded once each in ``skipped``
     as ``(path, reason)``, and :func:`skipped_message` is the one line that reports them. With ``verify``
@@ -63,7 +77,8 @@ class ImageFiles(Dataset):
     replaced by the next readable one.
     """
 
-    def __init__(self, root: str | Path, transform: Callable | None = None, *, verify: bool = True):
+    def __init__(self, root: str | Path, transform: Callable | None = None, *, verify: bool = True,
+                 classes: list[str] | None = None):
         self.root, self.transform = Path(root), transform
         if not self.root.is_dir():
             raise MimlensError(f"image folder {self.root} does not exist or is not a directory")
@@ -71,7 +86,8 @@ class ImageFiles(Dataset):
             self.classes: list[str] = []
             samples = [(str(p), -1) for p in sorted(self.root.iterdir()) if _is_image(p)]
         else:
-            self.classes, class_to_idx = find_classes(self.root) if any(self.root.iterdir()) else ([], {})
+            self.classes = self._class_list(classes)
+            class_to_idx = {name: i for i, name in enumerate(self.classes)}
             samples = make_dataset(self.root, class_to_idx, IMG_EXTENSIONS, allow_empty=True) if class_to_idx else []
         self.skipped: list[tuple[str, str]] = []
         if verify:
@@ -83,6 +99,16 @@ class ImageFiles(Dataset):
             )
         self.samples = samples
         self.num_classes = len(self.classes)
+
+    def _class_list(self, classes: list[str] | None) -> list[str]:
+        own = find_classes(self.root)[0] if any(self.root.iterdir()) else []
+        if classes is None:
+            return own
+        unknown = sorted(set(own) - set(classes))
+        if unknown:
+            raise MimlensError(f"image folder {self.root}: class folder(s) {', '.join(unknown)} are not among the "
+                               f"tree's classes ({', '.join(classes)})")
+        return list(classes)
 
     def _readable(self, path: str) -> bool:
         try:
@@ -190,8 +216,9 @@ def build_dataset(
       are its difficulty settings, e.g. ``num_objects=(1, 2), background_strength=0.5``; each split is its own
       random stream.
     - ``photos`` / ``photos:N``: :class:`PhotoCrops` of the bundled photos (1,000 by default).
-    - a directory: :class:`ImageFiles` of ``DIR/<split>`` when that exists (ImageNet layout), else of ``DIR``;
-      ``options`` go to :class:`ImageFiles` (``verify``).
+    - a directory: :class:`ImageFiles` of ``DIR/<split>`` when that exists (ImageNet layout; labels from
+      :func:`tree_classes`, the same in every split), else of ``DIR``; ``options`` go to :class:`ImageFiles`
+      (``verify``, ``classes``).
 
     ``transform`` defaults to resize + centre crop to ``img_size`` without normalisation for folders, and to
     nothing for the generated sets (already ``img_size``, float in [0, 1]).
@@ -207,5 +234,6 @@ def build_dataset(
     if not root.exists():
         raise MimlensError(f"data {spec!r} is neither 'synthetic[:N]', 'photos[:N]' nor an existing directory")
     if (root / split).is_dir():
+        options.setdefault("classes", tree_classes(root))
         root = root / split
     return ImageFiles(root, transform or eval_transform(img_size, mean=None), **options)

@@ -6,6 +6,8 @@ micro-batch and a 2-process run would train another model than a 1-process run o
 ``torch.distributed.nn.functional.all_reduce`` and normalises with the statistics of the whole batch across
 processes, like ``SyncBatchNorm``: the running statistics take the unbiased variance over all processes'
 samples, so every process keeps the same buffers. In eval mode, or in one process, it is plain batch norm.
+The moments are summed in float32 whatever the input's dtype (an fp16 count or sum of squares overflows at
+65504), and the output has the input's dtype.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ class ProcessBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
         dims = [0, *range(2, input.dim())]
-        count = torch.tensor(float(input.numel() // input.shape[1]), dtype=input.dtype, device=input.device)
-        moments = torch.cat([count.view(1), input.sum(dims), (input * input).sum(dims)])
+        values = input.float()
+        count = torch.tensor(float(input.numel() // input.shape[1]), dtype=torch.float32, device=input.device)
+        moments = torch.cat([count.view(1), values.sum(dims), (values * values).sum(dims)])
         moments = all_reduce(moments)
         channels = input.shape[1]
         n, total, squares = moments[0], moments[1:1 + channels], moments[1 + channels:]
@@ -42,10 +45,10 @@ class ProcessBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
                 self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
         shape = [1, channels] + [1] * (input.dim() - 2)
-        out = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        out = (values - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
+            out = out * self.weight.float().view(shape) + self.bias.float().view(shape)
+        return out.to(input.dtype)
 
 
 def convert_process_batchnorm(module: nn.Module) -> nn.Module:

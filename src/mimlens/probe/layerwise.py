@@ -28,7 +28,8 @@ the evaluation set's order — per image correct (0/1) for top-1, per image RMSE
 for tracking, per image COCOeval records for AP — and its ``se`` (sd / sqrt(n); a bootstrap over images for
 AP). The same data, sizes and seed give the same items, so two models' probes (or two blocks of one) compare
 by paired standard errors. Each task also scores its trivial baseline on the same items
-(:mod:`mimlens.tasks.baselines`: majority class, mean depth map, mean keypoint template, zero motion).
+(:mod:`mimlens.tasks.baselines`: majority class, mean depth map, mean keypoint template, zero motion); when no
+block scores better than it, the task's ``note`` says why (:func:`baseline_note`).
 
 Every sum is all-reducible and every item is seen by one ``torchrun`` process, so N processes report what
 one reports.
@@ -516,7 +517,10 @@ def layerwise_probes(model: nn.Module, tasks: tuple[str, ...] | list[str] | None
         context = ProbeContext(model, data, size, seed, num_train, num_eval, difficulty, maps, chosen, prep,
                                batch_size, device, progress)
         for name in tasks:
-            doc["tasks"][name] = TASKS[name].probe_function()(context)
+            doc["tasks"][name] = section = TASKS[name].probe_function()(context)
+            note = baseline_note(name, section)
+            if note:
+                section["note"] = note
     return doc
 
 
@@ -551,6 +555,25 @@ def track_probe(ctx: ProbeContext) -> dict[str, Any]:
     rows, info = tracking_probe(ctx.data, ctx.size, ctx.seed, ctx.num_eval or DEFAULT_EVAL, ctx.difficulty, ctx.maps,
                                 ctx.blocks, ctx.prep, ctx.device, ctx.progress)
     return {"primary": "suc", "higher_is_better": True, **info, "rows": rows}
+
+
+def baseline_note(name: str, task: dict[str, Any]) -> str | None:
+    """One sentence when no probed block scores better than the task's trivial baseline (point values), saying
+    why a ridge probe with an intercept can score worse; None otherwise."""
+    primary, higher = task["primary"], task["higher_is_better"]
+    if not task.get("baselines"):
+        return None
+    label, best = (max if higher else min)(((k, v[primary]) for k, v in task["baselines"].items()),
+                                           key=lambda pair: pair[1])
+    rows = [r[primary] for r in task["rows"]]
+    if not rows or any((v > best) if higher else (v < best) for v in rows):
+        return None
+    why = ("the map knows each pixel's position, while the probe's intercept is one constant and a token knows "
+           "its position only through the model's position embedding; tokens of a model whose embedding is "
+           "untrained (a random-init learned one) carry almost none, so the probe cannot follow the depth "
+           "gradient across the image" if name == "depth" else
+           "the probe's intercept guarantees only the training mean target, which this baseline can beat")
+    return f"no block beats the {label} ({best:.4g}): {why}"
 
 
 def _select(all_blocks: list[BlockRef], wanted: list[int]) -> list[BlockRef]:

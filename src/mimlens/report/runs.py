@@ -375,7 +375,8 @@ def _metrics(metrics: dict[str, Any]) -> str:
     """The primary metric, every metric, and the metric variant that produced them."""
     primary = metrics.get("primary") or {}
     head = facts({"task": metrics.get("task"), "primary metric": primary.get("name"), "value": primary.get("value"),
-                  "higher is better": primary.get("higher_is_better")})
+                  "standard error": primary.get("se"), "evaluation items": primary.get("n"),
+                  "higher is better": primary.get("higher_is_better"), **_trained_facts(metrics)})
     values = metrics.get("metrics")
     body = json_table(values, "metrics") if isinstance(values, dict) else json_table(
         {k: v for k, v in metrics.items() if k not in ("variant", "primary")}, "metrics.json")
@@ -387,6 +388,18 @@ def _metrics(metrics: dict[str, Any]) -> str:
     if isinstance(metrics.get("train"), dict):
         body += json_table(metrics["train"], "training")
     return head + body
+
+
+def _trained_facts(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The best trivial baseline with its value, and whether the run beats it (``trained`` in metrics.json)."""
+    test, baselines, name = metrics.get("trained_test"), metrics.get("baselines"), (metrics.get("primary") or {})
+    if not isinstance(test, dict) or not isinstance(baselines, dict) or "trained" not in metrics:
+        return {}
+    best = test.get("baseline")
+    value = (baselines.get(best) or {}).get(name.get("name"))
+    shown = f"{best}: {value:.4g}" if isinstance(value, (int, float)) else best
+    return {"best trivial baseline": shown, "trained": "yes" if metrics["trained"] else "no",
+            "trained means": test.get("rule")}
 
 
 def _curves(run: Run, assets: Assets) -> str:

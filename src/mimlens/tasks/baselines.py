@@ -3,12 +3,16 @@
 - classification: the training set's majority class (lowest class index on ties), top-1;
 - depth: the training set's mean depth map (per pixel over the training images' valid pixels,
   ``min_depth < gt < max_depth``, at one reference shape; pixels never valid take the mean of all valid
-  pixels), bilinearly resized to each evaluation image; and the per-image constant oracle: each image's
-  median ground-truth depth over its evaluated pixels (it reads the ground truth, so it is labelled an oracle);
+  pixels), bilinearly resized to each evaluation image; and the per-image constant: each image's median
+  ground-truth depth over its evaluated pixels, constant over the image. It reads the ground truth, yet it is
+  no lower bound: no constant follows depth across an image (on synthetic scenes, the ground plane's depth
+  grows towards the top), so the position-aware mean map usually beats it;
 - pose: the mean normalised keypoint template, keypoint k at the training instances' mean of
   ((x - box x) / box w, (y - box y) / box h) over instances where k is labelled (the box centre where it
   never is), placed in each evaluation box with score 1;
-- tracking: the zero-motion tracker, the first frame's ground-truth box held for the whole sequence.
+- tracking: the zero-motion tracker, the first frame's ground-truth box held for the whole sequence;
+- detection: the mean box per category, one detection per category in every image at the training boxes'
+  mean image-normalised (x, y, w, h) of that category, scored by the category's share of training boxes.
 
 Training-set statistics stream over this process's shard and are summed over ``torchrun`` processes.
 """
@@ -103,3 +107,32 @@ def template_results(template: torch.Tensor, annotations: list[dict]) -> list[di
 def zero_motion(boxes: torch.Tensor) -> torch.Tensor:
     """(T, 4) predictions of the zero-motion tracker: the first ground-truth box in every frame."""
     return boxes[:1].double().expand(len(boxes), 4).clone()
+
+
+def mean_boxes(coco) -> dict[int, tuple[list[float], float]]:
+    """Per category of a COCO instances index: the mean image-normalised box (x / W, y / H, w / W, h / H) over
+    its non-crowd annotations and its share of them; categories without one are left out."""
+    sums: dict[int, list[float]] = {}
+    for ann in coco.dataset["annotations"]:
+        if ann.get("iscrowd", 0):
+            continue
+        info = coco.imgs[ann["image_id"]]
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        width, height = float(info["width"]), float(info["height"])
+        row = sums.setdefault(int(ann["category_id"]), [0.0] * 5)
+        for k, v in enumerate((x / width, y / height, w / width, h / height, 1.0)):
+            row[k] += v
+    total = sum(row[4] for row in sums.values())
+    return {cat: ([v / row[4] for v in row[:4]], row[4] / total) for cat, row in sorted(sums.items())}
+
+
+def mean_box_results(boxes: dict[int, tuple[list[float], float]], coco) -> list[dict]:
+    """COCO results placing each category's mean box (:func:`mean_boxes`) in every image of ``coco``, scored
+    by the category's share."""
+    results = []
+    for image_id in sorted(coco.getImgIds()):
+        width, height = float(coco.imgs[image_id]["width"]), float(coco.imgs[image_id]["height"])
+        for cat, ((x, y, w, h), share) in boxes.items():
+            results.append({"image_id": int(image_id), "category_id": cat,
+                            "bbox": [x * width, y * height, w * width, h * height], "score": share})
+    return results

@@ -2,7 +2,8 @@
 field's standard layout. Images come out as float RGB in [0, 1]; the task's transform normalises them.
 
 Folder layouts (``split`` is ``train`` or ``val``; ``test`` is accepted for ``val``):
-- classification: ``PATH/train/<class>/*.jpg`` and ``PATH/val/<class>/*.jpg`` (ImageFolder);
+- classification: ``PATH/train/<class>/*.jpg`` and ``PATH/val/<class>/*.jpg`` (ImageFolder; one class list for
+  the tree, the sorted union of the class folders of its splits, so a class has the same label in both);
 - depth: ``PATH/<split>/`` with ``rgb/`` and ``depth/`` (16-bit PNG in mm or ``.npy`` in m), or a BTS-style
   list file ``PATH/<split>.txt``;
 - pose: ``PATH/annotations/person_keypoints_<split>*.json`` (or ``PATH/<split>.json``) with images in
@@ -60,17 +61,33 @@ class _Fields(Dataset):
 
 def classification_set(source: str, split: str, img_size: int, seed: int, num: int, difficulty: dict[str, Any],
                        label: str) -> Dataset:
-    """Items with ``image`` and ``label_key`` (synthetic: ``label`` or ``fine_label``; folders: ``label``)."""
+    """Items with ``image`` and ``label_key`` (synthetic: ``label`` or ``fine_label``; folders: ``label``, the
+    position of the class folder in :func:`~mimlens.data.folders.tree_classes`, the same in every split)."""
     from mimlens.data import build_dataset
+    from mimlens.data.folders import tree_classes
 
     if synthetic_count(source) is not None:
         return build_dataset(f"synthetic:{num}", img_size=img_size, split=split, seed=seed, **difficulty)
     if label != "label":
         raise MimlensError(f"label {label!r} exists only for synthetic data; image folders give 'label'")
-    root = split_dir(Path(source).expanduser(), split)
-    dataset = build_dataset(root, img_size=img_size, seed=seed)
+    tree = Path(source).expanduser()
+    root = split_dir(tree, split)
+    dataset = build_dataset(root, img_size=img_size, seed=seed, classes=tree_classes(tree))
     report_skipped(dataset)
+    if split == "train":
+        report_untrained_classes(dataset)
     return dataset
+
+
+def report_untrained_classes(dataset: Dataset) -> None:
+    """Print one line naming the tree's classes that have no training image (main process only)."""
+    from mimlens import distributed
+
+    present = {label for _, label in getattr(dataset, "samples", [])}
+    missing = [name for i, name in enumerate(getattr(dataset, "classes", [])) if i not in present]
+    if missing and distributed.is_main():
+        print(f"note: class(es) {', '.join(missing)} have no image in {dataset.root}; they keep their label "
+              "but no model learns them", flush=True)
 
 
 def report_skipped(dataset: Dataset) -> None:

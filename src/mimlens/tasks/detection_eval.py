@@ -14,25 +14,23 @@ import copy
 import io
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.ops import box_convert
 
 from mimlens.tasks.detection_data import CocoInstances, letterbox
 
-__all__ = ["BBOX_METRICS", "METRIC_VARIANT", "coco_bbox_eval", "predict"]
+__all__ = ["BBOX_METRICS", "METRIC_VARIANT", "box_ap", "box_ap_resampled", "coco_bbox_eval", "coco_bbox_eval_images",
+           "predict"]
 
 #: Names of ``COCOeval.stats[0:6]`` for iouType 'bbox'.
 BBOX_METRICS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
 METRIC_VARIANT = "COCOeval bbox, maxDets 100, area ranges COCO default"
 
 
-def coco_bbox_eval(coco_gt, results: list[dict[str, Any]], image_ids: list[int] | None = None
-                   ) -> dict[str, float | None]:
-    """AP, AP50, AP75, APs, APm, APl of COCO ``results`` against ``coco_gt`` over ``image_ids`` (default all).
-
-    No result at all is a valid (empty) detection set: every AP with ground truth is then 0.
-    """
+def _evaluated(coco_gt, results: list[dict[str, Any]], image_ids: list[int] | None = None):
+    """A ``COCOeval(iouType='bbox')`` of ``results`` evaluated, accumulated and summarised (quietly)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -50,8 +48,59 @@ def coco_bbox_eval(coco_gt, results: list[dict[str, Any]], image_ids: list[int] 
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    return evaluator
+
+
+def _stats(evaluator) -> dict[str, float | None]:
     stats = evaluator.stats[: len(BBOX_METRICS)]
     return {name: (float(v) if v >= 0 else None) for name, v in zip(BBOX_METRICS, stats, strict=True)}
+
+
+def coco_bbox_eval(coco_gt, results: list[dict[str, Any]], image_ids: list[int] | None = None
+                   ) -> dict[str, float | None]:
+    """AP, AP50, AP75, APs, APm, APl of COCO ``results`` against ``coco_gt`` over ``image_ids`` (default all).
+
+    No result at all is a valid (empty) detection set: every AP with ground truth is then 0.
+    """
+    return _stats(_evaluated(coco_gt, results, image_ids))
+
+
+def coco_bbox_eval_images(coco_gt, results: list[dict[str, Any]]) -> tuple[dict[str, float | None], list[dict]]:
+    """:func:`coco_bbox_eval` and one record per ground-truth image (ascending image id) from which
+    :func:`box_ap` recomputes the AP of any resample of the images: ``image_id`` and ``categories``, one
+    :func:`~mimlens.tasks.pose.image_records` record per category of ``coco_gt`` (sorted ids; 100 detections)."""
+    from mimlens.tasks.pose import image_records
+
+    evaluator = _evaluated(coco_gt, results)
+    ids = sorted(coco_gt.getImgIds())
+    per_category = [image_records(evaluator, ids, cat) for cat in sorted(coco_gt.getCatIds())]
+    records = [{"image_id": int(image_id), "categories": [records[i] for records in per_category]}
+               for i, image_id in enumerate(ids)]
+    return _stats(evaluator), records
+
+
+def box_ap(records: list[dict]) -> float:
+    """COCO box AP (IoU 0.50:0.95, area "all", 100 detections) of :func:`coco_bbox_eval_images` records:
+    each category's AP as :func:`~mimlens.tasks.pose.keypoint_ap` computes it, averaged over the categories
+    with ground truth (COCOeval's mean over entries > -1); -1 when none has any."""
+    from mimlens.tasks.pose import keypoint_ap
+
+    if not records:
+        return -1.0
+    values = [keypoint_ap([r["categories"][c] for r in records]) for c in range(len(records[0]["categories"]))]
+    valid = [v for v in values if v > -1]
+    return float(np.mean(valid)) if valid else -1.0
+
+
+def box_ap_resampled(records: list[dict], counts: np.ndarray) -> np.ndarray:
+    """:func:`box_ap` of many resamples at once: ``counts`` (R, n) multiplicities of the n records; (R,) APs."""
+    from mimlens.tasks.pose import keypoint_ap_resampled
+
+    per_category = np.stack([keypoint_ap_resampled([r["categories"][c] for r in records], counts)
+                             for c in range(len(records[0]["categories"]))])  # (C, R)
+    valid = per_category > -1
+    total, number = np.where(valid, per_category, 0.0).sum(0), valid.sum(0)
+    return np.where(number > 0, total / np.maximum(number, 1), -1.0)
 
 
 class _Letterboxed(Dataset):

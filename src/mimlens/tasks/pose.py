@@ -108,11 +108,18 @@ def coco_keypoint_eval_images(coco_gt, results: list[dict], sigmas: np.ndarray |
         evaluator.accumulate()
         evaluator.summarize()
     metrics = {name: float(v) for name, v in zip(AP_NAMES, evaluator.stats, strict=True)}
+    return metrics, image_records(evaluator, sorted(coco_gt.getImgIds()), evaluator.params.catIds[0])
+
+
+def image_records(evaluator, image_ids: list[int], category_id: int) -> list[dict]:
+    """One record per image of an evaluated ``COCOeval`` (area "all", its largest maxDets) for one category:
+    ``image_id``, ``scores`` (the image's kept detections by descending score), ``matched`` and ``ignored``
+    (0/1, one row per threshold, one column per detection) and ``positives`` (non-ignored ground truths)."""
     params, thresholds = evaluator.params, len(evaluator.params.iouThrs)
     found = {e["image_id"]: e for e in evaluator.evalImgs
-             if e is not None and e["aRng"] == params.areaRng[0] and e["category_id"] == params.catIds[0]}
+             if e is not None and e["aRng"] == params.areaRng[0] and e["category_id"] == category_id}
     records = []
-    for image_id in sorted(coco_gt.getImgIds()):
+    for image_id in image_ids:
         e, keep = found.get(image_id), params.maxDets[-1]
         if e is None:
             records.append({"image_id": int(image_id), "scores": [], "matched": [[]] * thresholds,
@@ -122,7 +129,7 @@ def coco_keypoint_eval_images(coco_gt, results: list[dict], sigmas: np.ndarray |
                         "matched": (e["dtMatches"][:, :keep] > 0).astype(int).tolist(),
                         "ignored": e["dtIgnore"][:, :keep].astype(int).tolist(),
                         "positives": int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))})
-    return metrics, records
+    return records
 
 
 def keypoint_ap(records: list[dict]) -> float:
@@ -149,6 +156,20 @@ def keypoint_ap(records: list[dict]) -> float:
         at = np.searchsorted(tp / positives, recall_points, side="left")
         total += np.where(at < tp.size, precision[np.minimum(at, tp.size - 1)], 0.0).mean()
     return float(total / thresholds)
+
+
+def _interpolated(recall: np.ndarray, precision: np.ndarray, recall_points: np.ndarray) -> np.ndarray:
+    """Per row of (rows, D) monotone ``recall`` and its ``precision``: the mean over ``recall_points`` of the
+    precision at the first detection whose recall reaches the point (0 where none does), as
+    ``np.searchsorted(recall_row, recall_points, side="left")`` finds it, for all rows at once: the number of a
+    row's recalls below point j is the number of its detections whose first recall point above them is <= j."""
+    rows, detections = recall.shape
+    first = np.searchsorted(recall_points, recall, side="right")  # (rows, D)
+    width = len(recall_points) + 1
+    below = np.bincount((first + np.arange(rows)[:, None] * width).ravel(), minlength=rows * width)
+    at = np.cumsum(below.reshape(rows, width), axis=1)[:, :len(recall_points)]  # (rows, points)
+    picked = np.take_along_axis(precision, np.minimum(at, detections - 1), axis=1)
+    return np.where(at < detections, picked, 0.0).mean(axis=1)
 
 
 def keypoint_ap_resampled(records: list[dict], counts: np.ndarray, chunk: int = 64) -> np.ndarray:
@@ -186,10 +207,8 @@ def keypoint_ap_resampled(records: list[dict], counts: np.ndarray, chunk: int = 
         precision = np.flip(np.maximum.accumulate(np.flip(tp / (tp + fp + np.spacing(1)), 2), axis=2), 2)
         pos = positives[start:start + chunk, None, None]
         recall = np.divide(tp, pos, out=np.zeros_like(tp), where=pos > 0)
-        ap = np.empty(tp.shape[:2])
-        for r, t in np.ndindex(*ap.shape):
-            at = np.searchsorted(recall[r, t], recall_points, side="left")
-            ap[r, t] = np.where(at < tp.shape[2], precision[r, t][np.minimum(at, tp.shape[2] - 1)], 0.0).mean()
+        ap = _interpolated(recall.reshape(-1, tp.shape[2]), precision.reshape(-1, tp.shape[2]), recall_points)
+        ap = ap.reshape(tp.shape[:2])
         out[start:start + chunk] = np.where(positives[start:start + chunk] > 0, ap.mean(axis=1), -1.0)
     return out
 

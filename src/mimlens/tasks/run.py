@@ -190,6 +190,21 @@ def evidence(found: dict[str, Any], primary: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def result_line(result: dict[str, Any]) -> str:
+    """The fine-tuning's last line: the primary metric with its SE and evaluation items, the steps, and where
+    the task has baselines the best of them and whether the run beats it (``trained``, see :func:`evidence`)."""
+    primary = result["primary"]
+    text = f"{primary['name']} {primary['value']:.4g}"
+    if "se" in primary:
+        text += f" ± {primary['se']:.2g} (SE, {primary['n']} {result['items']['unit']}s)"
+    text += f" after {result['train']['steps']} steps"
+    if "trained" in result:
+        best = result["trained_test"]["baseline"]
+        verdict = "trained" if result["trained"] else "not trained"
+        text += f"; best trivial baseline ({best}) {result['baselines'][best][primary['name']]:.4g}: {verdict}"
+    return text
+
+
 def sweep_drop(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """One run per K in ``sweep_drop`` (``RUN/drop_<K>``), then ``drop_sweep.json`` and the figure."""
     run_dir = Path(run_dir)

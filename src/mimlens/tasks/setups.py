@@ -219,9 +219,11 @@ def setup_depth(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Pat
             "training mean depth map": {
                 "metrics": mean_map.all_reduce_().compute(), "per_item": mean_map.per_item(),
                 "description": "per-pixel mean of the training depths, resized to each image"},
-            "per-image median (oracle)": {
+            "per-image constant (ground-truth median)": {
                 "metrics": median.all_reduce_().compute(), "per_item": median.per_item(),
-                "description": "oracle: each image's median valid ground-truth depth, constant over the image"}})
+                "description": "each image's median valid ground-truth depth, constant over the image: it reads "
+                               "the ground truth but cannot follow depth across the image (a ground plane's "
+                               "gradient), so a position-aware map such as the training mean can beat it"}})
         return metrics.all_reduce_().compute(), metrics.variant()
 
     transform = normalizer(prep["mean"], prep["std"], flip=True)
@@ -334,10 +336,11 @@ def setup_detection(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir:
     """Faster R-CNN on the backbone; synthetic scenes are first written as a COCO instances folder
     (``RUN/data``) and read back like any COCO folder."""
     from mimlens.io import save_json
+    from mimlens.tasks.baselines import mean_box_results, mean_boxes
     from mimlens.tasks.data import synthetic_count
     from mimlens.tasks.detection import DetectionObjective, build_detector, detector_variant
     from mimlens.tasks.detection_data import DetectionTransform, detection_set, export_synthetic
-    from mimlens.tasks.detection_eval import coco_bbox_eval, predict
+    from mimlens.tasks.detection_eval import coco_bbox_eval_images, predict
     from mimlens.tasks.detection_figures import loss_curves
 
     size = square(prep["img_size"])
@@ -361,17 +364,27 @@ def setup_detection(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir:
     results: list[dict] = []
     order = {image_id: i for i, image_id in enumerate(eval_set.image_ids)}
 
+    evidence: dict[str, Any] = {}
+
     def evaluate() -> Metrics:
         local = predict(detector, distributed.shard(eval_set), size, prep["mean"],
                         max(1, int(cfg["optim"]["batch_size"]) // distributed.world_size()),
                         int(cfg["run"]["num_workers"]))
         parts = distributed.gather_sharded([local])  # one list per process
         results[:] = sorted((r for part in parts for r in part), key=lambda r: order[r["image_id"]])
-        return coco_bbox_eval(eval_set.coco, results), detector_variant(detector, eval_set, results, size)
+        metrics, images = coco_bbox_eval_images(eval_set.coco, results)
+        base, base_images = coco_bbox_eval_images(eval_set.coco,
+                                                  mean_box_results(mean_boxes(train_set.coco), eval_set.coco))
+        evidence.update(unit="image", ids=[r["image_id"] for r in images], per_item={"ap": images},
+                        statistics={"ap": "box_ap"}, baselines={"mean box per category": {
+                            "metrics": base, "per_item": {"ap": base_images},
+                            "description": "in every image, one box per category at the training boxes' mean "
+                                           "image-normalised box, scored by the category's share"}})
+        return metrics, detector_variant(detector, eval_set, results, size)
 
     def write_extras(out: Path) -> None:
         save_json(results, out / "detections_val.json")
         if (out / "log.jsonl").is_file():
             loss_curves([out], out / "figures" / "det_loss_curves.png")
 
-    return TaskSetup(DetectionObjective(detector), train_set, transform, evaluate, write_extras)
+    return TaskSetup(DetectionObjective(detector), train_set, transform, evaluate, write_extras, evidence)

@@ -92,7 +92,8 @@ def beats(a: Sequence[float], b: Sequence[float], higher_is_better: bool) -> boo
 
 
 def statistic(kind: str) -> Callable[[list], float]:
-    """The metric as a function of per-item values: ``mean``, or ``keypoint_ap`` of per-image records."""
+    """The metric as a function of per-item values: ``mean``, ``keypoint_ap`` or ``box_ap`` of per-image
+    records."""
     if kind == "mean":
         return lambda values: float(np.mean(values))
     if kind == "keypoint_ap":
@@ -103,6 +104,14 @@ def statistic(kind: str) -> Callable[[list], float]:
 
         ap.resampled = keypoint_ap_resampled  # type: ignore[attr-defined]
         return ap
+    if kind == "box_ap":
+        from mimlens.tasks.detection_eval import box_ap, box_ap_resampled
+
+        def bap(records: list) -> float:
+            return box_ap(records)
+
+        bap.resampled = box_ap_resampled  # type: ignore[attr-defined]
+        return bap
     raise MimlensError(f"unknown per-item statistic {kind!r}")
 
 
