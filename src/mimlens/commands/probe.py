@@ -59,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     from mimlens.data.spec import parse_data_spec
     from mimlens.model_names import check_model_spelling
     from mimlens.probe.analysis import slug
-    from mimlens.probe.layerwise import TASK_NAMES
     from mimlens.rundir import check_out
 
     flags = {"model.spec": args.model, "model.arch": args.arch, "probe.tasks": parse_list("--task", args.task),
@@ -69,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
              "run.progress": False if args.no_progress else None}
     cfg = resolve(DEFAULTS, args.config, flags)
     settings = cfg["probe"]
-    settings["tasks"] = list(settings["tasks"] or TASK_NAMES)
     # checked before torch is imported: a typo costs no start-up time
     parse_data_spec(str(settings["data"]), generated=("synthetic",))
     check_model_spelling(cfg["model"]["spec"], cfg["model"]["arch"])
@@ -80,9 +78,10 @@ def run(args: argparse.Namespace) -> int:
     from mimlens.config import save_config
     from mimlens.io import save_json
     from mimlens.probe.analysis import describe_weights, load, progress_enabled
-    from mimlens.probe.layerwise import layerwise_probes
+    from mimlens.probe.layerwise import TASK_NAMES, layerwise_probes
     from mimlens.report.figures_probe import plot_probe_by_layer
 
+    settings["tasks"] = list(settings["tasks"] or TASK_NAMES)
     device = distributed.init(cfg["run"]["device"])
     try:
         model, info = load(cfg["model"]["spec"], cfg["model"]["arch"], int(settings["seed"]))

@@ -306,6 +306,11 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path)
+        saved, current = _training_kind(state["config"]), _training_kind(self.cfg)
+        if saved != current:
+            hint = "give it as --init to fine-tune from it" if saved == "pre-training" else "resume from this run's own"
+            raise MimlensError(f"cannot resume from {path}: it is a {saved} checkpoint and this is a {current} run; "
+                               f"{hint}")
         changed = _differences(_without_run(state["config"]), _without_run(self.cfg))
         if changed:
             raise MimlensError(f"cannot resume from {path}: its config differs in {', '.join(changed)}; use the "
@@ -359,6 +364,11 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, list | tuple):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
+
+
+def _training_kind(cfg: dict[str, Any]) -> str:
+    """``pre-training`` (a config with ``objective``), ``fine-tuning`` (with ``task``) or ``other``."""
+    return "pre-training" if "objective" in cfg else "fine-tuning" if "task" in cfg else "other"
 
 
 def _without_run(cfg: dict[str, Any]) -> dict[str, Any]:

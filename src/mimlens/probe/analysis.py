@@ -149,6 +149,8 @@ def describe_weights(info: dict[str, Any]) -> str:
         encoder = f" ({info['encoder']} encoder)" if info.get("encoder") else ""
         return f"{info.get('format', 'checkpoint')} checkpoint {info.get('source', '')}".strip() + encoder
     text = f"run {info['source']}" + (f" at step {info['step']}" if "step" in info else "")
+    if info.get("encoder"):
+        text += f", {info['encoder']} encoder"
     if info.get("finished") is False:
         text += f" ({Path(info['weights_file']).name}; training has not finished)"
     return text

@@ -74,6 +74,10 @@ def pooled_features(backbone: nn.Module, images: torch.Tensor, block: int | None
         if out.ndim == 4:
             return out.mean(dim=(1, 2)) if getattr(backbone, "output_fmt", "NHWC") == "NHWC" else out.mean(dim=(2, 3))
         return out[:, 0] if pool == "cls" else out[:, prefix:].mean(dim=1)
+    count, unit = (len(backbone.layers), "stages") if has_stages(backbone) else (len(backbone.blocks), "blocks")
+    if not 0 <= block < count:
+        raise MimlensError(f"block {block} (linear.block, --probe-block) is out of range: the backbone has {count} "
+                           f"{unit}, 0 to {count - 1}")
     if has_stages(backbone):
         (fmap,) = backbone.forward_intermediates(
             images, indices=[block], intermediates_only=True, stop_early=True, output_fmt="NCHW"
