@@ -46,7 +46,7 @@ def check_out(out: Path, kind: str) -> None:
     found = run_kind(out) if out.is_dir() else None
     if found is not None and found != kind:
         what = KINDS[found][1] if found in KINDS else "a config.yaml of no mimlens run"
-        raise MimlensError(f"{out} holds {what} ({out / 'config.yaml'}), which this {kind} would overwrite: "
+        raise MimlensError(f"{out} holds {what} ({out / 'config.yaml'}); mimlens {kind} would overwrite it: "
                            "choose another --out")
     check_writable(out)
 
