@@ -37,7 +37,8 @@ class StopSignals:
 
     def _restore(self) -> None:
         for s, handler in self._previous.items():
-            signal.signal(s, handler)
+            if handler is not None:  # None: a handler installed outside Python, which cannot be put back
+                signal.signal(s, handler)
         self._previous = {}
 
 
