@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from mimlens import __version__
-from mimlens.errors import MimlensError
+from mimlens.errors import Interrupted, MimlensError
 from mimlens.tasks.registry import TASKS
 
 COMMANDS = {
@@ -49,9 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
+    except Interrupted as err:
+        print(f"mimlens {args.command}: {err}", file=sys.stderr)
+        return err.status
     except MimlensError as err:
         print(f"mimlens {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mimlens {args.command}: interrupted; finished work is kept and a rerun resumes", file=sys.stderr)
+        print(f"mimlens {args.command}: interrupted; files already written are complete, and a rerun "
+              "resumes from the last checkpoint where there is one", file=sys.stderr)
         return 130

@@ -8,8 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -38,6 +36,8 @@ def _atomic(path: str | os.PathLike, write) -> Path:
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through a temporary file and ``os.replace``."""
+    import torch  # here, so that the other writers (and mimlens.config) do not import torch
+
     return _atomic(path, lambda f: torch.save(obj, f))
 
 

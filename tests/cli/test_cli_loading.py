@@ -161,3 +161,22 @@ def test_a_truncated_jpeg_is_reported_in_one_line(tmp_path):
     lines = [line for line in (printed + err).splitlines() if "unreadable" in line]
     assert lines == [f"skipped 1 unreadable file(s) in {folder}: img1.jpg (truncated)"]
     assert "on 2 images of" in printed
+
+
+def test_the_momentum_encoder_of_a_moco_run_comes_from_its_last_checkpoint(cli, tmp_path):
+    run = tmp_path / "moco"
+    assert cli("pretrain", "moco", "--arch", "vit-micro-32", "--data", "synthetic:16", "--steps", "2",
+               "--batch-size", "8", "--out", run, "--no-progress")[0] == 0
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    momentum = {k.removeprefix("momentum_encoder."): v for k, v in state.items() if k.startswith("momentum_encoder.")}
+    for spec in (run, run / "checkpoints" / "last.pt"):
+        model, info = load_model(spec, moco_encoder="momentum")
+        assert info["encoder"] == "momentum"
+        loaded = model.state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in momentum.items() if k in loaded)
+        assert not torch.equal(loaded["blocks.0.attn.qkv.weight"], state["encoder.blocks.0.attn.qkv.weight"])
+    status, _, err = cli("analyze", run, "--encoder", "momentum", "--num-images", "4", "--batch-size", "4",
+                         "--out", tmp_path / "analysis", "--no-progress")
+    assert status == 0, err
+    doc = json.loads((tmp_path / "analysis" / "attention.json").read_text())
+    assert doc["weights"] == f"run {run} at step 2, momentum encoder"

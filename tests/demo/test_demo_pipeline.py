@@ -69,7 +69,7 @@ def test_prepare_out_refuses_other_directories_and_fresh_clears_a_demo(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.yaml").write_text("objective: simmim\n")
-    with pytest.raises(MimlensError, match="not a demo directory"):
+    with pytest.raises(MimlensError, match="holds a pre-training run"):
         prepare_out(other, QUICK, fresh=True)
     demo = tmp_path / "demo"
     prepare_out(demo, QUICK, fresh=False)

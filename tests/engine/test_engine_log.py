@@ -53,3 +53,16 @@ def test_durations_read_as_people_write_them():
     from mimlens.engine.runlog import format_duration
 
     assert [format_duration(s) for s in (45, 720, 7500)] == ["45 s", "12 min", "2 h 05 min"]
+
+
+def test_a_rerun_without_a_checkpoint_starts_the_log_afresh(tmp_path, cfg, toy_images):
+    """A run killed before its first checkpoint left lines; the rerun starts at step 0 and so does its log."""
+    cfg["train"].update(steps=4, log_every=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text("".join(json.dumps({"step": s, "epoch": 0, "lr": 0.0, "loss": 1.0}) + "\n"
+                                           for s in (1, 2, 3)))
+    train(Regression(), toy_images(16), identity, cfg, run)
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if not r.get("epoch_end")] == [1, 2, 3, 4]
+    assert all(r["loss"] != 1.0 for r in lines)

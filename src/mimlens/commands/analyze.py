@@ -76,24 +76,28 @@ def data_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mimlens.data.spec import parse_data_spec
-
-    if args.data is not None:  # before torch is imported: a typo costs no start-up time
-        parse_data_spec(args.data)
-    from mimlens import distributed
     from mimlens.config import resolve
-    from mimlens.probe.analysis import analyze, check_config, check_model, slug
-    from mimlens.probe.over_training import analyze_over_training
+    from mimlens.data.spec import parse_data_spec
+    from mimlens.model_names import check_model_spelling
+    from mimlens.probe.analysis import check_config, check_model, slug
+    from mimlens.rundir import check_out
 
     flags = {"model.spec": args.model, "model.arch": args.arch, "model.seed": args.seed,
              "model.pretrained": args.pretrained, "model.encoder": args.encoder, "analysis.cka": args.cka,
              "analysis.every_checkpoint": args.every_checkpoint, **data_flags(args)}
     cfg = resolve(DEFAULTS, args.config, flags)
+    # checked before torch is imported: a typo costs no start-up time
+    parse_data_spec(cfg["data"]["source"])
     check_model(cfg["model"])
     check_config(cfg)
+    check_model_spelling(cfg["model"]["spec"], cfg["model"]["arch"])
     out = Path(cfg["run"]["out"] or Path("runs") / f"analyze_{slug(cfg['model']['spec'])}")
     cfg["run"]["out"] = str(out)
-    check_out(out, "analysis")
+    check_out(out, "analyze")
+    from mimlens import distributed
+    from mimlens.probe.analysis import analyze
+    from mimlens.probe.over_training import analyze_over_training
+
     try:
         if cfg["analysis"]["every_checkpoint"]:
             summary = analyze_over_training(cfg, out, log=say)
@@ -113,17 +117,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown()
     return 0
-
-
-def check_out(out: Path, marker: str) -> None:
-    """Refuse to write into a directory whose ``config.yaml`` belongs to another kind of run (a training
-    run's config would be overwritten); ``marker`` is a top-level key of this command's config."""
-    from mimlens.config import load_yaml
-    from mimlens.errors import MimlensError
-
-    config = out / "config.yaml"
-    if config.is_file() and marker not in load_yaml(config):
-        raise MimlensError(f"{out} holds another kind of run ({config} has no {marker!r} key): choose another --out")
 
 
 def layer_table(doc: dict[str, Any]) -> str:

@@ -48,23 +48,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mimlens.data.spec import parse_data_spec
-
-    if args.data is not None:  # before torch is imported: a typo costs no start-up time
-        parse_data_spec(args.data)
-    from mimlens import distributed
-    from mimlens.commands.analyze import check_out
     from mimlens.config import resolve
+    from mimlens.data.spec import parse_data_spec
+    from mimlens.model_names import check_model_spelling
     from mimlens.probe.analysis import check_config, check_loading, slug
+    from mimlens.rundir import check_out
 
     cfg = resolve(DEFAULTS, args.config, {"items": args.items, "arch": args.arch, "seed": args.seed,
                                           "pretrained": args.pretrained, "encoder": args.encoder,
                                           **data_flags(args)})
+    # checked before torch is imported: a typo costs no start-up time
+    parse_data_spec(cfg["data"]["source"])
     check_loading(cfg["pretrained"], cfg["encoder"])
     check_config(cfg)
+    for item in cfg["items"]:
+        check_model_spelling(item)
     out = Path(cfg["run"]["out"] or Path("runs") / ("compare_" + "_".join(slug(i) for i in cfg["items"])))
     cfg["run"]["out"] = str(out)
-    check_out(out, "items")
+    check_out(out, "compare")
+    from mimlens import distributed
+
     try:
         compare(cfg, out)
     finally:

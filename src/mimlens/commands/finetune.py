@@ -11,9 +11,8 @@ resolved config is saved as ``RUN/config.yaml`` and the metrics, with the varian
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from mimlens.commands.training import add_training_arguments, default_out, training_flags
+from mimlens.commands.training import add_training_arguments, check_before_torch, config_value, training_flags
 from mimlens.tasks.registry import TASKS
 
 CLASSIFICATION = ("cls", "linear")
@@ -70,10 +69,11 @@ def task_flags(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mimlens.data.spec import parse_data_spec
+    from mimlens.model_names import DEFAULT_PRESET
 
-    if args.data is not None:  # before torch is imported: a typo costs no start-up time
-        parse_data_spec(args.data, generated=("synthetic",))
+    init = str(config_value(args, args.init, "init") or DEFAULT_PRESET)
+    out = check_before_torch(args, "finetune", f"finetune_{args.task}", init, config_value(args, args.arch, "arch"),
+                             ("synthetic",))
     from mimlens import distributed
     from mimlens.tasks.run import finetune, resolve_config, result_line
 
@@ -90,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
         **training_flags(args),
     }
     cfg = resolve_config(args.config, flags)
-    out = Path(cfg["run"]["out"] or default_out(f"finetune_{args.task}", str(cfg["init"])))
     cfg["run"]["out"] = str(out)
     result = finetune(cfg, out)
     if not distributed.is_main():

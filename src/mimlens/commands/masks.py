@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mimlens.config import resolve
+    from mimlens.rundir import check_out
 
     flags = {
         "masks.img_size": args.img_size, "masks.mask_patch_sizes": args.mask_patch, "masks.ratios": args.ratio,
@@ -44,10 +45,11 @@ def run(args: argparse.Namespace) -> int:
     }
     cfg = resolve(DEFAULTS, args.config, flags)
     settings = cfg["masks"]
-    patches, ratios = grid(settings)
-    settings["mask_patch_sizes"], settings["ratios"] = patches, ratios
     out = Path(cfg["run"]["out"] or Path("runs") / f"masks_{settings['img_size']}px")
     cfg["run"]["out"] = str(out)
+    check_out(out, "masks")
+    patches, ratios = grid(settings)
+    settings["mask_patch_sizes"], settings["ratios"] = patches, ratios
     rows = measure(settings["img_size"], patches, ratios, settings["num_masks"], settings["seed"])
     write_run(out, cfg, rows)
     print(format_table(rows, settings["img_size"], settings["num_masks"]))

@@ -9,9 +9,8 @@ resolved config is saved as ``RUN/config.yaml``. Rerunning the same command resu
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from mimlens.commands.training import add_training_arguments, default_out, training_flags
+from mimlens.commands.training import add_training_arguments, check_before_torch, config_value, training_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,10 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mimlens.data.spec import parse_data_spec
+    from mimlens.model_names import DEFAULT_PRESET
 
-    if args.data is not None:  # before torch is imported: a typo costs no start-up time
-        parse_data_spec(args.data)
+    arch = config_value(args, args.arch, "model.name") or DEFAULT_PRESET
+    out = check_before_torch(args, "pretrain", f"pretrain_{args.objective}", str(arch), None, ("synthetic", "photos"))
     from mimlens import distributed
     from mimlens.pretrain.run import pretrain, resolve_config
 
@@ -47,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
         "simmim.mask_patch": args.mask_patch,
     }
     cfg = resolve_config(args.config, flags)
-    out = Path(cfg["run"]["out"] or default_out(f"pretrain_{args.objective}", cfg["model"]["name"]))
     cfg["run"]["out"] = str(out)
     summary = pretrain(cfg, out)
     if distributed.is_main():

@@ -56,13 +56,11 @@ def parse_list(flag: str, values: list[str] | str | None, cast=str) -> list | No
 
 
 def run(args: argparse.Namespace) -> int:
-    from mimlens import distributed
-    from mimlens.commands.analyze import check_out
-    from mimlens.config import resolve, save_config
-    from mimlens.io import save_json
-    from mimlens.probe.analysis import describe_weights, load, progress_enabled, slug
-    from mimlens.probe.layerwise import layerwise_probes, probe_task_names
-    from mimlens.report.figures_probe import plot_probe_by_layer
+    from mimlens.config import resolve
+    from mimlens.data.spec import parse_data_spec
+    from mimlens.model_names import check_model_spelling
+    from mimlens.probe.analysis import slug
+    from mimlens.rundir import check_out
 
     flags = {"model.spec": args.model, "model.arch": args.arch, "probe.tasks": parse_list("--task", args.task),
              "probe.data": args.data, "probe.num_train": args.num_train, "probe.num_eval": args.num_eval,
@@ -71,10 +69,20 @@ def run(args: argparse.Namespace) -> int:
              "run.progress": False if args.no_progress else None}
     cfg = resolve(DEFAULTS, args.config, flags)
     settings = cfg["probe"]
-    settings["tasks"] = list(settings["tasks"] or probe_task_names())
+    # checked before torch is imported: a typo costs no start-up time
+    parse_data_spec(str(settings["data"]), generated=("synthetic",))
+    check_model_spelling(cfg["model"]["spec"], cfg["model"]["arch"])
     out = Path(cfg["run"]["out"] or Path("runs") / f"probe_{slug(cfg['model']['spec'])}")
     cfg["run"]["out"] = str(out)
     check_out(out, "probe")
+    from mimlens import distributed
+    from mimlens.config import save_config
+    from mimlens.io import save_json
+    from mimlens.probe.analysis import describe_weights, load, progress_enabled
+    from mimlens.probe.layerwise import layerwise_probes, probe_task_names
+    from mimlens.report.figures_probe import plot_probe_by_layer
+
+    settings["tasks"] = list(settings["tasks"] or probe_task_names())
     device = distributed.init(cfg["run"]["device"])
     try:
         model, info = load(cfg["model"]["spec"], cfg["model"]["arch"], int(settings["seed"]))

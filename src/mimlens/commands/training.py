@@ -46,3 +46,37 @@ def training_flags(args: argparse.Namespace) -> dict:
 def default_out(command: str, name: str) -> Path:
     """``runs/<command>_<name>``, the name made path-safe (``timm:`` and folders dropped)."""
     return Path("runs") / f"{command}_{re.sub(r'[^A-Za-z0-9_.-]+', '-', Path(name.removeprefix('timm:')).name)}"
+
+
+def config_value(args: argparse.Namespace, given, dotted: str):
+    """A flag's value, else the ``--config`` YAML's at ``dotted`` (None when neither sets it)."""
+    from mimlens.config import load_yaml
+
+    if given is not None or args.config is None:
+        return given
+    node = load_yaml(args.config)
+    for key in dotted.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def check_before_torch(args: argparse.Namespace, kind: str, name: str, model: str, arch: str | None,
+                       generated: tuple[str, ...]) -> Path:
+    """What a training command checks before torch is imported, so that a typo costs no start-up time: the data
+    spec, the MODEL spelling, the ``--resume`` file and the run directory ``kind`` writes (returned: ``--out``, else
+    ``runs/<name>_<model>``)."""
+    from mimlens.data.spec import parse_data_spec
+    from mimlens.errors import MimlensError
+    from mimlens.model_names import check_model_spelling
+    from mimlens.rundir import check_out
+
+    data = config_value(args, args.data, "data.source")
+    if data is not None:
+        parse_data_spec(str(data), generated=generated)
+    check_model_spelling(model, arch)
+    resume = config_value(args, args.resume, "run.resume")
+    if resume is not None and not Path(resume).is_file():
+        raise MimlensError(f"--resume {resume}: no such checkpoint file")
+    out = Path(config_value(args, args.out, "run.out") or default_out(name, model))
+    check_out(out, kind)
+    return out

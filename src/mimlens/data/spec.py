@@ -2,7 +2,8 @@
 start-up time: ``synthetic`` / ``synthetic:N`` (generated scenes or sequences), ``photos`` / ``photos:N`` (crops
 of the bundled photos) or a directory.
 
-A bare ``synthetic`` or ``photos`` means :data:`DEFAULT_COUNTS` items, the same in every reader.
+A bare ``synthetic`` or ``photos`` means :data:`DEFAULT_COUNTS` items, the same in every reader; where a folder of
+that name exists in the working directory, the bare word is refused as ambiguous (``./photos`` names the folder).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ def parse_data_spec(spec: str | Path, *, generated: tuple[str, ...] = ("syntheti
     text = str(spec)
     name, _, count = text.partition(":")
     if name in DEFAULT_COUNTS:
+        if not _ and Path(text).is_dir():
+            other = f", or {text}:N for N generated items" if name in generated else ""
+            raise MimlensError(f"data spec {text!r} is ambiguous: it names the generated {text} set, and ./{text} is "
+                               f"a folder here; write ./{text} for the folder{other}")
         if name not in generated:
             raise MimlensError(f"data spec {text!r}: this command takes {_choices(generated)} or a directory")
         if not _:

@@ -290,13 +290,14 @@ def run_stage(out: Path, stage: Stage) -> float:
 
 def prepare_out(out: Path, preset: Preset, fresh: bool) -> None:
     """Check that ``out`` is empty or a demo directory (``--fresh`` clears a demo directory)."""
-    from mimlens.config import load_yaml, save_config
+    from mimlens.config import save_config
+    from mimlens.rundir import check_out, run_kind
 
-    config = out / "config.yaml"
+    check_out(out, "demo")
     if out.exists() and any(out.iterdir()):
-        if not config.is_file() or MARKER not in load_yaml(config):
-            raise MimlensError(f"{out} exists and is not a demo directory (no {config} with a 'demo' key): "
-                               "choose another --out")
+        if run_kind(out) is None:
+            raise MimlensError(f"{out} exists and is not a demo directory (no {out / 'config.yaml'} with a "
+                               f"'{MARKER}' key): choose another --out")
         if fresh:
             shutil.rmtree(out)
     save_config({MARKER: {"preset": preset.name, "arch": preset.arch, "arch_kwargs": preset.arch_kwargs,

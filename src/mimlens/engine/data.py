@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from mimlens.engine.signals import ignore_in_worker
+
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A 63-bit seed mixed from the three integers (NumPy's SeedSequence)."""
@@ -94,6 +96,7 @@ def build_loader(
         pin_memory=pin_memory,
         drop_last=True,
         persistent_workers=num_workers > 0,
+        worker_init_fn=ignore_in_worker,  # a stop signal is the training process's to handle
         # its own generator, so creating an iterator never draws from the global RNG (exact resume)
         generator=torch.Generator().manual_seed(seed),
     )

@@ -18,7 +18,10 @@ Conventions:
   ``no_weight_decay()`` names;
 - resume: ``run.resume`` or ``RUN/checkpoints/last.pt`` restores everything needed to continue exactly as
   an uninterrupted run on CPU (data order mid-epoch, augmentation, dropout and mixing RNG). The config of
-  the checkpoint must equal the current one outside the ``run`` section.
+  the checkpoint must equal the current one outside the ``run`` section;
+- stop signals (:data:`mimlens.engine.signals.STOP_SIGNALS`: SIGINT, SIGTERM): the current step finishes, every
+  process agrees to stop after the same step (an all-reduce of the flag each step), a checkpoint is written at that
+  step and :class:`~mimlens.errors.Interrupted` is raised; a rerun resumes from it exactly.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ from mimlens.engine.data import build_loader
 from mimlens.engine.optim import build_optimizer, build_scheduler, param_group_rows
 from mimlens.engine.runlog import RunLog
 from mimlens.engine.settings import Plan, Settings
+from mimlens.engine.signals import StopSignals, signal_name
 from mimlens.engine.sync_bn import convert_process_batchnorm
-from mimlens.errors import MimlensError
+from mimlens.errors import Interrupted, MimlensError
 from mimlens.io import save_json
 from mimlens.models.load import BACKBONE_FILE, save_backbone
 from mimlens.models.snapshots import save_snapshot
@@ -142,9 +146,7 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------------------- loop
     def fit(self) -> dict:
-        tr, run = self.settings.train, self.settings.run
-        log_every, ckpt_every, snapshot_every, stop_at = tr.log_every, tr.checkpoint_every, tr.snapshot_every, \
-            run.stop_at
+        run = self.settings.run
         self.log = RunLog(self.run_dir, total_steps=self.total_steps, initial_step=self.step, enabled=self.is_main,
                           progress=run.progress, tensorboard=run.tensorboard)
         self.window: list[dict[str, torch.Tensor]] = []
@@ -153,39 +155,61 @@ class Trainer:
         if self.is_main:
             print(self._describe(), flush=True)
         try:
-            while self.step < self.total_steps:
-                epoch, done = divmod(self.step, self.steps_per_epoch)
-                self.sampler.set_epoch(epoch, start=done * self.accum * self.micro_batch)
-                batches = iter(self.loader)
-                for _ in range(done, self.steps_per_epoch):
-                    if on_step is not None:
-                        on_step(self.step, self.total_steps)
-                    self.window.append(self._update(batches))
-                    self.lr = max(g["lr"] for g in self.optimizer.param_groups)  # this update's (unscaled) lr
-                    self.step += 1
-                    self.scheduler.step_update(self.step)
-                    self.log.advance()
-                    end_of_epoch = self.step % self.steps_per_epoch == 0
-                    stop = self.step == self.total_steps or self.step == stop_at
-                    checkpoint = stop or (ckpt_every and self.step % ckpt_every == 0)
-                    if end_of_epoch or checkpoint or self.step % log_every == 0:
-                        self._flush(epoch)
-                    if end_of_epoch:
-                        self._end_epoch(epoch)
-                    if checkpoint:
-                        self._save()
-                    if snapshot_every and self.step % snapshot_every == 0 and self.is_main:
-                        save_snapshot(self.objective.encoder, self.run_dir, self.step)
-                    if stop:
-                        break
-                if self.step == stop_at:
-                    break
+            with StopSignals() as signals:
+                self._steps(signals, on_step)
             if self.step == self.total_steps and self.is_main:
                 self._export()
         finally:
             self.log.close()
         return {"run_dir": str(self.run_dir), "step": self.step, "total_steps": self.total_steps,
                 "finished": self.step == self.total_steps, "loss": self.last_loss, "plan": self.plan.as_dict()}
+
+    def _steps(self, signals: StopSignals, on_step) -> None:
+        """Updates until the end, ``run.stop_at`` or a stop signal (then :class:`Interrupted`, after a checkpoint)."""
+        tr, run = self.settings.train, self.settings.run
+        log_every, ckpt_every, snapshot_every, stop_at = tr.log_every, tr.checkpoint_every, tr.snapshot_every, \
+            run.stop_at
+        while self.step < self.total_steps:
+            epoch, done = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_epoch(epoch, start=done * self.accum * self.micro_batch)
+            batches = iter(self.loader)
+            for _ in range(done, self.steps_per_epoch):
+                if on_step is not None:
+                    on_step(self.step, self.total_steps)
+                self.window.append(self._update(batches))
+                self.lr = max(g["lr"] for g in self.optimizer.param_groups)  # this update's (unscaled) lr
+                self.step += 1
+                self.scheduler.step_update(self.step)
+                self.log.advance()
+                signalled = self._agreed_signal(signals)
+                end_of_epoch = self.step % self.steps_per_epoch == 0
+                stop = self.step == self.total_steps or self.step == stop_at or signalled is not None
+                checkpoint = stop or (ckpt_every and self.step % ckpt_every == 0)
+                if end_of_epoch or checkpoint or self.step % log_every == 0:
+                    self._flush(epoch)
+                if end_of_epoch:
+                    self._end_epoch(epoch)
+                if checkpoint:
+                    self._save()
+                if snapshot_every and self.step % snapshot_every == 0 and self.is_main:
+                    save_snapshot(self.objective.encoder, self.run_dir, self.step)
+                if signalled is not None:
+                    raise Interrupted(f"stopped by {signal_name(signalled)} after step {self.step}/"
+                                      f"{self.total_steps}; checkpoint {self.ckpt_path} written, rerun the same "
+                                      f"command to resume", 128 + signalled)
+                if stop:
+                    break
+            if self.step == stop_at:
+                break
+
+    def _agreed_signal(self, signals: StopSignals) -> int | None:
+        """The stop signal any process has received (the same answer in every process), else None."""
+        received = signals.received or 0
+        if self.world > 1:
+            flag = torch.tensor([received], device=distributed.collective_device())
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            received = int(flag.item())
+        return received or None
 
     def _update(self, batches) -> dict[str, torch.Tensor]:
         """One update over ``accum_steps`` micro-batches: the objective's outputs (mean) and the gradient norm."""
@@ -282,6 +306,11 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path)
+        saved, current = _training_kind(state["config"]), _training_kind(self.cfg)
+        if saved != current:
+            hint = "give it as --init to fine-tune from it" if saved == "pre-training" else "resume from this run's own"
+            raise MimlensError(f"cannot resume from {path}: it is a {saved} checkpoint and this is a {current} run; "
+                               f"{hint}")
         changed = _differences(_without_run(state["config"]), _without_run(self.cfg))
         if changed:
             raise MimlensError(f"cannot resume from {path}: its config differs in {', '.join(changed)}; use the "
@@ -335,6 +364,11 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, list | tuple):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
+
+
+def _training_kind(cfg: dict[str, Any]) -> str:
+    """``pre-training`` (a config with ``objective``), ``fine-tuning`` (with ``task``) or ``other``."""
+    return "pre-training" if "objective" in cfg else "fine-tuning" if "task" in cfg else "other"
 
 
 def _without_run(cfg: dict[str, Any]) -> dict[str, Any]:

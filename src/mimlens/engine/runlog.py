@@ -4,7 +4,8 @@
 for logged steps (``step``: updates done so far; ``epoch``: 0-based; ``lr``: the one the last update used;
 the other values are means over the steps since the previous line and over all processes) and
 ``{"epoch", "epoch_end": true, "step", "loss", ...}`` at the end of each epoch. A resumed run first drops the
-lines written after its checkpoint (by the interrupted run), then appends: the file reads as one run.
+lines written after its checkpoint (by the interrupted run; all of them when it had written none), then appends:
+the file reads as one run.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class RunLog:
                  tensorboard: bool):
         self.enabled = enabled
         path = run_dir / "log.jsonl"
-        if enabled and initial_step and path.is_file():
+        if enabled and path.is_file():  # from a checkpoint's step, or from 0 when there is none
             kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= initial_step]
             save_text("".join(f"{line}\n" for line in kept), path)
         self._file = open(path, "a") if enabled else None  # noqa: SIM115 (closed in close())

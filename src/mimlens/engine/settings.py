@@ -146,7 +146,7 @@ class Settings:
         if (t.steps is None) == (t.epochs is None):
             raise MimlensError(f"set exactly one of train.steps and train.epochs (got steps={t.steps}, "
                                f"epochs={t.epochs})")
-        _positive("train.steps" if t.steps is not None else "train.epochs", t.steps or t.epochs)
+        _positive(*(("train.steps", t.steps) if t.steps is not None else ("train.epochs", t.epochs)))
         _positive("train.log_every", t.log_every)
         for key in ("checkpoint_every", "snapshot_every"):  # None or 0: never (besides the end of the run)
             if (getattr(t, key) or 0) < 0:

@@ -8,7 +8,6 @@ A model spec is ``timm:NAME`` (any timm architecture, ``pretrained=False``) or a
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
 from typing import Any
 
 import timm
@@ -17,51 +16,11 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model
 from torch import nn
 
 from mimlens.errors import MimlensError
+from mimlens.model_names import PRESETS, Preset
 from mimlens.models.pos_embed import use_sincos_pos_embed
 
 __all__ = ["PRESETS", "Preset", "build_model", "preprocessing", "resolve_spec", "unknown_spec"]
 
-
-@dataclass(frozen=True)
-class Preset:
-    """A timm architecture with fixed keyword arguments and the image side it is built for."""
-
-    timm_name: str
-    img_size: int | None
-    summary: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-_SWIN_TINY = dict(window_size=4, embed_dim=48, depths=(2, 2, 6), num_heads=(3, 6, 12))
-
-PRESETS: dict[str, Preset] = {
-    "vit-micro-32": Preset(
-        "vit_tiny_patch16_224", 32, "ViT for tests: 32 px, patch 8, depth 3, width 48, 3 heads, CLS token",
-        dict(patch_size=8, depth=3, embed_dim=48, num_heads=3),
-    ),
-    "vit-tiny-64": Preset(
-        "vit_tiny_patch16_224", 64, "ViT for CPU runs: 64 px, patch 8, depth 6, width 192, 3 heads, CLS token",
-        dict(patch_size=8, depth=6, embed_dim=192, num_heads=3),
-    ),
-    "swin-tiny-64": Preset(
-        "swin_tiny_patch4_window7_224", 64,
-        "Swin for CPU runs: 64 px, patch 4, window 4, depths 2-2-6, widths 48-96-192, heads 3-6-12", _SWIN_TINY,
-    ),
-    "swinv2-tiny-64": Preset(
-        "swinv2_tiny_window8_256", 64,
-        "SwinV2 for CPU runs: 64 px, patch 4, window 4, depths 2-2-6, widths 48-96-192, heads 3-6-12", _SWIN_TINY,
-    ),
-    "vit-base-224": Preset("vit_base_patch16_224", 224, "the paper's ViT-B/16 (supervised, MoCo v3, MAE)"),
-    "simmim-vit-base-224": Preset(
-        "beit_base_patch16_224", 224,
-        "official SimMIM ViT-B pre-training model: BEiT-style, shared relative position bias, layer scale 0.1, "
-        "no absolute position embedding, CLS token and final norm",
-        dict(use_abs_pos_emb=False, use_rel_pos_bias=False, use_shared_rel_pos_bias=True, init_values=0.1,
-             global_pool="token"),
-    ),
-    "swin-base-224": Preset("swin_base_patch4_window7_224", 224, "the paper's Swin-B (window 7)"),
-    "swinv2-base-192": Preset("swinv2_base_window12_192", 192, "SimMIM SwinV2-B pre-training setting (window 12)"),
-}
 
 _POS_EMBEDS = ("learned", "sincos")
 

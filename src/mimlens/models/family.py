@@ -65,11 +65,11 @@ class Family:
         """The ``forward_intermediates`` index after which ``block``'s output exists (timm counts stages for Swin)."""
         return block.index
 
-    def block(self, model: nn.Module, index: int) -> BlockRef:
-        """The block of ``index``; an error naming the valid range otherwise."""
+    def block(self, model: nn.Module, index: int, what: str = "block") -> BlockRef:
+        """The block of ``index``; an error naming ``what`` was asked for and the valid range otherwise."""
         blocks = self.blocks(model)
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(blocks):
-            raise MimlensError(f"block {index!r} does not exist: {type(model).__name__} has {len(blocks)} blocks, "
+            raise MimlensError(f"{what} {index!r} does not exist: {type(model).__name__} has {len(blocks)} blocks, "
                                f"indices 0 to {len(blocks) - 1}")
         return blocks[index]
 

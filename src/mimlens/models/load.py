@@ -21,7 +21,7 @@ from mimlens.config import load_yaml
 from mimlens.errors import MimlensError
 from mimlens.io import save_bytes
 from mimlens.models.build import PRESETS, build_model, resolve_spec, unknown_spec
-from mimlens.models.checkpoint import head_prefixes, load_checkpoint, load_pretrained
+from mimlens.models.checkpoint import head_prefixes, load_checkpoint, load_pretrained, read_checkpoint
 from mimlens.models.snapshots import load_run_weights, load_training_file
 
 __all__ = ["BACKBONE_FILE", "load_model", "model_section", "save_backbone"]
@@ -62,10 +62,12 @@ def load_model(spec: str | os.PathLike, arch: str | None = None, *, moco_encoder
             raise MimlensError(f"arch={arch!r} is only for checkpoint files; run directory {path} names its model")
         return _load_run(path, moco_encoder, overrides)
     if path.is_file():
-        trained = load_training_file(path, arch, overrides)  # a run's last.pt, or a snapshot inside RUN/checkpoints
+        # a run's last.pt, or a snapshot inside RUN/checkpoints
+        trained = load_training_file(path, arch, overrides, moco_encoder)
         if trained is not None:
             return trained
         if arch is None:
+            read_checkpoint(path)  # a damaged file is named as such, not as one that lacks an arch
             raise MimlensError(
                 f"checkpoint {path} needs an arch: the preset or timm model it belongs to (e.g. vit-base-224, "
                 f"timm:deit_small_patch16_224)"

@@ -33,6 +33,7 @@ __all__ = ["LAST_CHECKPOINT", "checkpoint_step", "list_snapshots", "load_run_wei
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 ENCODER = "encoder."
+MOMENTUM_ENCODER = "momentum_encoder."  # MoCo v3's, in its objective's state
 _SNAPSHOT = re.compile(r"^step_(\d+)\.safetensors$")
 
 
@@ -78,11 +79,17 @@ def checkpoint_step(path: str | os.PathLike) -> int:
     return int(state["step"])
 
 
-def _load_encoder(state: dict[str, Any], model: nn.Module, path: Path) -> None:
-    """Load the ``encoder.`` part of a training checkpoint's objective into ``model``; only head keys may differ."""
-    weights = {k.removeprefix(ENCODER): v for k, v in state["model"].items() if k.startswith(ENCODER)}
+def _load_encoder(state: dict[str, Any], model: nn.Module, path: Path, moco_encoder: str = "base") -> dict[str, Any]:
+    """Load the ``encoder.`` part of a training checkpoint's objective into ``model`` (MoCo v3's
+    ``momentum_encoder.`` with ``moco_encoder="momentum"``); only head keys may differ. Returns the info entry
+    naming a momentum encoder (empty for the base one)."""
+    prefix = ENCODER if moco_encoder == "base" else MOMENTUM_ENCODER
+    weights = {k.removeprefix(prefix): v for k, v in state["model"].items() if k.startswith(prefix)}
     prefixes = head_prefixes(model)
     weights = {k: v for k, v in weights.items() if not (prefixes and k.startswith(prefixes))}
+    if not weights and moco_encoder != "base":
+        raise MimlensError(f"{path}: its model state has no '{prefix}' keys: encoder {moco_encoder!r} is for MoCo v3 "
+                           "runs")
     if not weights:
         raise MimlensError(f"{path}: its model state has no '{ENCODER}' keys: not a checkpoint of a backbone objective")
     expected = model.state_dict()
@@ -93,6 +100,7 @@ def _load_encoder(state: dict[str, Any], model: nn.Module, path: Path) -> None:
     if mismatched or missing or unexpected:
         raise MimlensError(f"{path}: the encoder does not fit the model of its own config (missing {missing[:10]}, "
                            f"unexpected {unexpected[:10]}, shape mismatch {mismatched[:10]})")
+    return {"encoder": moco_encoder} if moco_encoder != "base" else {}
 
 
 def _build(section: dict[str, Any], where: Path, overrides: dict[str, Any]) -> nn.Module:
@@ -102,7 +110,8 @@ def _build(section: dict[str, Any], where: Path, overrides: dict[str, Any]) -> n
     return build_model(section["name"], **{**kwargs, **overrides})
 
 
-def load_training_file(path: Path, arch: str | None, overrides: dict[str, Any]) -> tuple[nn.Module, dict] | None:
+def load_training_file(path: Path, arch: str | None, overrides: dict[str, Any],
+                       moco_encoder: str = "base") -> tuple[nn.Module, dict] | None:
     """``(model, info)`` for a run's own weights file — a training checkpoint (its config names the model) or,
     without ``arch``, a snapshot inside ``RUN/checkpoints/`` (``RUN/config.yaml`` names it) — else None.
 
@@ -117,8 +126,8 @@ def load_training_file(path: Path, arch: str | None, overrides: dict[str, Any]) 
             raise MimlensError(f"{path} is a mimlens training checkpoint of {section['name']!r} (its config says so): "
                                f"drop --arch {arch}, or give the arch it was trained with")
         model = _build(section, path, overrides)
-        _load_encoder(state, model, path)
-        return model, {"source": str(path), "format": "training-checkpoint", "step": int(state["step"]),
+        encoder = _load_encoder(state, model, path, moco_encoder)
+        return model, {"source": str(path), "format": "training-checkpoint", "step": int(state["step"]), **encoder,
                        "run": {"name": section["name"], "kwargs": section.get("kwargs") or {}}}
     match = _SNAPSHOT.match(path.name)
     config = path.parent.parent / "config.yaml"
@@ -135,9 +144,13 @@ def load_training_file(path: Path, arch: str | None, overrides: dict[str, Any]) 
 
 def load_run_weights(run: Path, model: nn.Module, backbone: Path, moco_encoder: str = "base") -> dict[str, Any]:
     """Load a run's weights into ``model``: ``backbone`` when the run finished, else its latest snapshot or
-    checkpoint. Returns :func:`load_checkpoint`'s info with ``weights_file``, ``finished`` and ``step`` (when
-    known)."""
+    checkpoint; MoCo v3's momentum encoder (``moco_encoder="momentum"``) from ``RUN/checkpoints/last.pt``. Returns
+    :func:`load_checkpoint`'s info with ``weights_file``, ``finished`` and ``step`` (when known)."""
     last = run / CHECKPOINTS / LAST_CHECKPOINT
+    state = _training_state(last) if moco_encoder != "base" and last.is_file() else None
+    if state is not None:  # the momentum encoder is in the checkpoint only
+        info = {"source": str(last), "format": "training-checkpoint", **_load_encoder(state, model, last, moco_encoder)}
+        return {**info, "weights_file": str(last), "finished": backbone.is_file(), "step": int(state["step"])}
     if backbone.is_file():
         info = load_checkpoint(backbone, model, moco_encoder=moco_encoder)
         step = {"step": checkpoint_step(last)} if last.is_file() else {}

@@ -19,11 +19,12 @@ from mimlens import distributed
 from mimlens.config import merge, resolve
 from mimlens.engine.settings import engine_defaults
 from mimlens.errors import MimlensError
+from mimlens.model_names import DEFAULT_PRESET
 from mimlens.pretrain.registry import OBJECTIVES, objective
 
 DEFAULTS: dict[str, Any] = {
     "objective": "simmim",
-    "model": {"name": "vit-tiny-64", "kwargs": {"img_size": None, "pos_embed": None, "drop_path_rate": None}},
+    "model": {"name": DEFAULT_PRESET, "kwargs": {"img_size": None, "pos_embed": None, "drop_path_rate": None}},
     "data": {
         "source": "synthetic:4096",  # synthetic[:N], photos[:N] or an image folder (ImageFolder tree or flat)
         "crop_scale": None,  # random resized crop area range; None: the objective's (SimMIM 0.67–1, others 0.08–1)

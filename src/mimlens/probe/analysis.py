@@ -47,6 +47,7 @@ __all__ = [
     "loading_record",
     "progress_enabled",
     "raw_batches",
+    "remove_stale",
     "skipped_files",
     "slug",
 ]
@@ -64,6 +65,31 @@ ENCODERS = ("base", "momentum")  # MoCo v3's two encoders
 # The key lists of a load, as ``loading_record`` counts and lists them.
 KEY_LISTS = {"dropped": ("dropped_keys", "dropped_head_keys"), "missing": ("missing_keys",),
              "resized": ("resized_keys",)}
+
+
+# What an analysis writes, by part: a rerun into the same run directory removes the parts it does not write
+# again, so that nothing from an earlier analysis (e.g. another model's cka.json) outlives it.
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "attention": ("attention.json", "attention.csv", "figures/attention_distance.png",
+                  "figures/attention_entropy.png", "figures/head_kl.png", "report.html"),
+    "cka": ("cka.json", "figures/cka_within.png"),
+    "over_training": ("attention_over_training.json", "attention", "figures/attention_over_training.png"),
+}
+
+
+def remove_stale(out: Path, written: tuple[str, ...]) -> None:
+    """Delete the :data:`OUTPUTS` of every part not in ``written`` from ``out`` (files and folders)."""
+    import shutil
+
+    for part, names in OUTPUTS.items():
+        if part in written:
+            continue
+        for name in names:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
 
 
 def check_config(cfg: dict[str, Any]) -> None:
@@ -123,6 +149,8 @@ def describe_weights(info: dict[str, Any]) -> str:
         encoder = f" ({info['encoder']} encoder)" if info.get("encoder") else ""
         return f"{info.get('format', 'checkpoint')} checkpoint {info.get('source', '')}".strip() + encoder
     text = f"run {info['source']}" + (f" at step {info['step']}" if "step" in info else "")
+    if info.get("encoder"):
+        text += f", {info['encoder']} encoder"
     if info.get("finished") is False:
         text += f" ({Path(info['weights_file']).name}; training has not finished)"
     return text
@@ -261,6 +289,7 @@ def analyze(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print) 
         if message:
             log(message)
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale(out, ("attention", "cka") if cka is not None else ("attention",))
         save_config({**cfg, "resolved": {"loading": doc["loading"]}}, out)
         stats.save(out, spec, extra=doc)
         save_attention_figures(stats, out / "figures", labels=[slug(spec)], title=f"{spec} ({weights})")

@@ -64,7 +64,7 @@ def analyze_over_training(cfg: dict[str, Any], out: Path, log: Callable[[str], N
     from mimlens.data.folders import skipped_message
     from mimlens.io import save_json
     from mimlens.models import load_model, preprocessing
-    from mimlens.probe.analysis import attention_document, attention_pass, image_dataset, progress_enabled
+    from mimlens.probe.analysis import attention_document, attention_pass, image_dataset, progress_enabled, remove_stale
     from mimlens.report.figures_over_training import plot_attention_over_training
 
     run = Path(cfg["model"]["spec"])
@@ -102,6 +102,7 @@ def analyze_over_training(cfg: dict[str, Any], out: Path, log: Callable[[str], N
         if message:
             log(message)
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale(out, ("over_training",))
         save_config(cfg, out)
         for (step, _), doc in zip(points, docs, strict=True):
             save_json(doc, out / "attention" / f"step_{step}.json")

@@ -27,12 +27,13 @@ from mimlens.config import merge, resolve, save_config
 from mimlens.engine.settings import engine_defaults
 from mimlens.errors import MimlensError
 from mimlens.io import save_json
+from mimlens.model_names import DEFAULT_PRESET
 from mimlens.models.family import family_of
 from mimlens.tasks.registry import TASKS, task
 
 COMMON: dict[str, Any] = {
     "task": "cls",
-    "init": "vit-tiny-64",  # MODEL: preset, timm:NAME, checkpoint file (with arch) or run directory
+    "init": DEFAULT_PRESET,  # MODEL: preset, timm:NAME, checkpoint file (with arch) or run directory
     "arch": None,
     "model": {"name": None, "kwargs": {}},  # kwargs: build_model overrides; name: filled in (the result's arch)
     "drop_last": 0,

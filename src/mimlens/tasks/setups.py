@@ -115,6 +115,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 def setup_classification(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path,
                          linear: bool = False) -> TaskSetup:
+    from mimlens.models.family import family_of
     from mimlens.tasks.backbone import pooled_features
     from mimlens.tasks.baselines import class_counts, majority_class
     from mimlens.tasks.classification import Classifier, LinearProbe, cross_entropy, evaluate_classification
@@ -129,6 +130,8 @@ def setup_classification(cfg: dict[str, Any], encoder, prep: dict[str, Any], run
     eval_set = classification_set(source, eval_split(cfg), size, seed, num_eval, difficulty, section["label"])
     num_classes = _num_classes(train_set, section["label"])
     if linear:
+        if section["block"] is not None:
+            family_of(encoder).block(encoder, section["block"], "linear.block (--probe-block)")
         with torch.no_grad():
             dim = pooled_features(encoder.eval(), torch.zeros(2, 3, size, size), section["block"],
                                   section["pool"]).shape[1]
