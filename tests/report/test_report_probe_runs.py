@@ -45,6 +45,7 @@ def test_a_probe_run_is_reported_with_its_figure_and_every_row(runs):
     doc = json.loads((runs / "probe" / "probe.json").read_text())
     assert "<h2" in page and "Probe: vit-micro-32" in page and "Frozen probes by block" in page
     assert page.count("data:image/png;base64,") == 1 and 'href="figures/probe_by_layer.png"' in page
+    assert "<th>top1</th><th>SE</th><th>λ</th>" in page.replace(' class="num"', "")  # no lambda_factor column
     for name, task in doc["tasks"].items():
         assert f"{name}: {task['primary']} by block" in page
         for row in task["rows"]:

@@ -13,7 +13,7 @@ from mimlens.report import explanations as ex
 from mimlens.report.blocks import Section, explain, facts, plural, table
 from mimlens.report.runs import Assets, Run, _weights_notice, read_json, run_figure
 
-ROW_KEYS = ("block", "name", "stage", "lambda", "se", "values")  # a probe row's keys that are not metrics
+ROW_KEYS = ("block", "name", "stage", "lambda", "lambda_factor", "se", "values")  # a probe row's non-metric keys
 OVER_TRAINING = (("distance_px", "Mean attention distance (px)"), ("entropy", "Mean attention entropy (nats)"),
                  ("head_kl_mean", "Mean KL between heads"))
 
@@ -38,7 +38,8 @@ def probe_section(run: Run, assets: Assets) -> Section:
 def _probe_table(task: Mapping[str, Any]) -> str:
     rows = [r for r in task.get("rows") or [] if isinstance(r, Mapping)]
     primary = task.get("primary")
-    metrics = list(dict.fromkeys([primary, *(k for r in rows for k in r if k not in ROW_KEYS)]))
+    metrics = list(dict.fromkeys([primary, *(k for r in rows for k, v in r.items() if k not in ROW_KEYS
+                                             and isinstance(v, (int, float)) and not isinstance(v, bool))]))
     body = [[r.get("block"), r.get("name"), *(r.get(m) for m in metrics), r.get("se"), r.get("lambda")]
             for r in rows]
     for base, values in (task.get("baselines") or {}).items():
