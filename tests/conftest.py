@@ -17,8 +17,8 @@ def _seed():
 
 
 # The headless-Chromium check of a report: load the page from file:// in a 1280 x 900 window with a probe script
-# that records script errors, failed resources and console.error, lists broken images and what is cut off at the
-# right: a table scrolling sideways, an image reaching past the page.
+# that records script errors, failed resources and console.error, lists broken images and figures cut off at the
+# right: a table of figures scrolling sideways, an image reaching past the page (a wide table of numbers may scroll).
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--window-size=1280,900",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")
@@ -39,7 +39,9 @@ window.addEventListener('load', function () {
   var page = document.querySelector('.page'), cut = [];
   var right = (page || document.body).getBoundingClientRect().right;
   document.querySelectorAll('.table-wrap').forEach(function (wrap) {
-    if (wrap.scrollWidth > wrap.clientWidth + 1) cut.push('table ' + wrap.textContent.slice(0, 40));
+    if (wrap.querySelector('img') && wrap.scrollWidth > wrap.clientWidth + 1) {
+      cut.push('table ' + wrap.textContent.slice(0, 40));
+    }
   });
   for (var j = 0; j < document.images.length; j++) {
     if (document.images[j].getBoundingClientRect().right > right + 1) cut.push('image ' + document.images[j].alt);

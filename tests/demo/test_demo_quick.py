@@ -273,6 +273,7 @@ def test_demo_report_opens_with_the_findings_and_cleanly_in_a_browser(demo, brow
     assert not re.search(r"\b1 [a-z]+s\b", re.sub(r"<[^>]+>", " ", page))  # "1 image", never "1 images"
     found = browser(demo.path / "report.html")
     assert found["images"] > 20 and found["broken"] == [] and found["errors"] == [] and found["console"] == []
+    assert found["width"] == 1280 and found["cut"] == []  # the findings table and its figures fit the page
 
 
 def test_mimlens_report_renders_the_demo_directory_as_the_demo_does(demo, tmp_path, browser):
