@@ -16,10 +16,11 @@ def _seed():
     torch.manual_seed(0)
 
 
-# The headless-Chromium check of a report: load the page from file:// with a probe script that records script
-# errors, failed resources and console.error and lists broken images.
+# The headless-Chromium check of a report: load the page from file:// in a 1280 x 900 window with a probe script
+# that records script errors, failed resources and console.error, lists broken images and figures cut off at the
+# right: a table of figures scrolling sideways, an image reaching past the page (a wide table of numbers may scroll).
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--window-size=1280,900",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")
 PROBE = """<script>
 window.__errors = [];
@@ -35,8 +36,19 @@ window.addEventListener('load', function () {
     var img = document.images[i];
     if (!img.complete || img.naturalWidth === 0) broken.push(img.alt || i);
   }
+  var page = document.querySelector('.page'), cut = [];
+  var right = (page || document.body).getBoundingClientRect().right;
+  document.querySelectorAll('.table-wrap').forEach(function (wrap) {
+    if (wrap.querySelector('img') && wrap.scrollWidth > wrap.clientWidth + 1) {
+      cut.push('table ' + wrap.textContent.slice(0, 40));
+    }
+  });
+  for (var j = 0; j < document.images.length; j++) {
+    if (document.images[j].getBoundingClientRect().right > right + 1) cut.push('image ' + document.images[j].alt);
+  }
   var out = document.createElement('pre'); out.id = 'mimlens-probe';
-  out.textContent = JSON.stringify({images: document.images.length, broken: broken, errors: window.__errors});
+  out.textContent = JSON.stringify({images: document.images.length, broken: broken, errors: window.__errors,
+                                    cut: cut, width: window.innerWidth});
   document.body.appendChild(out);
 });
 </script>"""
@@ -44,7 +56,8 @@ window.addEventListener('load', function () {
 
 @pytest.fixture
 def browser():
-    """``browser(report.html) -> {"images", "broken", "errors", "console"}`` (skipped without Chromium)."""
+    """``browser(report.html) -> {"images", "broken", "errors", "cut", "width", "console"}`` (skipped without
+    Chromium)."""
     return browser_check
 
 

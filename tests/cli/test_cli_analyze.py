@@ -217,3 +217,16 @@ def test_an_unfinished_run_is_analysed_at_its_latest_checkpoint(demo_dir, workdi
     (unfinished / "checkpoints" / "last.pt").unlink()
     status, _, err = cli("analyze", unfinished, "--out", workdir / "bad_unfinished")
     assert status == 2 and "has no backbone.safetensors (written when training finishes) and no checkpoint" in err
+
+
+def test_cka_axes_name_the_model_as_given_not_its_timm_class(workdir, cli, monkeypatch):
+    from mimlens.report import figures_cka
+
+    drawn, save = [], figures_cka.save_png
+    monkeypatch.setattr(figures_cka, "save_png", lambda figure, path: drawn.append(figure) or save(figure, path))
+    status, _, _ = cli("analyze", "vit-micro-32", "--cka", "--num-images", "4", "--batch-size", "4",
+                       "--out", workdir / "cka_label", "--no-progress")
+    assert status == 0
+    assert json.loads((workdir / "cka_label" / "cka.json").read_text())["model_a"] == "vit-micro-32"
+    (figure,) = drawn
+    assert figure.axes[0].get_xlabel() == figure.axes[0].get_ylabel() == "layer of vit-micro-32"

@@ -73,3 +73,31 @@ def test_compare_of_a_random_init_analysis_with_itself_gives_cka_one(cli, workdi
     matrix = torch.tensor(pair["matrix"], dtype=torch.float64)
     torch.testing.assert_close(matrix.diagonal(), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-6)
     assert "seeded vs seeded-2: mean diagonal 1.000" in printed
+
+
+def test_labels_name_a_checkpoint_by_its_run_and_stay_unique():
+    from mimlens.commands.compare import labels_for
+
+    items = ["runs/x/checkpoints/last.pt", "runs/y/checkpoints/last.pt", "old/x/checkpoints/last.pt",
+             "runs/x/checkpoints/step_500.safetensors", "timm:vit_small_patch16_224", "vit-micro-32", "runs/x/",
+             "weights/mae_pretrain_vit_base.pth"]
+    assert labels_for(items) == ["x", "y", "x-2", "x-step_500", "vit_small_patch16_224", "vit-micro-32", "x-3",
+                                 "mae_pretrain_vit_base.pth"]
+
+
+def test_compare_of_two_runs_checkpoints_labels_each_by_its_run(demo_dir, workdir, cli):
+    import shutil
+
+    copy = workdir / "elsewhere" / "pretrain_simmim"
+    shutil.copytree(demo_dir / "pretrain_simmim", copy)
+    out = workdir / "compare_checkpoints"
+    status, printed, _ = cli("compare", demo_dir / "pretrain_simmim" / "checkpoints" / "last.pt",
+                             copy / "checkpoints" / "last.pt", "--num-images", "4", "--batch-size", "4",
+                             "--out", out, "--no-progress")
+    assert status == 0
+    assert [m["label"] for m in json.loads((out / "compare.json").read_text())["models"]] == [
+        "pretrain_simmim", "pretrain_simmim-2"]
+    (pair,) = json.loads((out / "cka_across.json").read_text())["pairs"]
+    assert (pair["model_a"], pair["model_b"]) == ("pretrain_simmim", "pretrain_simmim-2")
+    assert "pretrain_simmim vs pretrain_simmim-2: mean diagonal" in printed and "last.pt" not in pair["model_a"]
+    assert (out / "attention" / "pretrain_simmim-2.json").is_file()

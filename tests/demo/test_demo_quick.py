@@ -267,12 +267,13 @@ def test_demo_report_opens_with_the_findings_and_cleanly_in_a_browser(demo, brow
     findings, contents, stages = (page.index(s) for s in ('<table class="findings">', '<nav class="toc">',
                                                            "<th>stage</th>"))
     assert findings < contents < stages and page.count('<img class="thumb"') == 10  # F4-probe, F6-probe: 1 each
-    assert page.count('<details class="fold">') == 29 + 2  # the runs, then the stages and the files of the demo
+    assert page.count('<details class="fold">') == 29 + 4 + 2  # the runs, the 4 probe runs, then the stages and files
     assert "quick preset: models not trained enough" in page and "Training bars" in page
     assert "Comparison (1 run)" in page and "/stages" not in page and str(demo.path) not in page
     assert not re.search(r"\b1 [a-z]+s\b", re.sub(r"<[^>]+>", " ", page))  # "1 image", never "1 images"
     found = browser(demo.path / "report.html")
     assert found["images"] > 20 and found["broken"] == [] and found["errors"] == [] and found["console"] == []
+    assert found["width"] == 1280 and found["cut"] == []  # the findings table and its figures fit the page
 
 
 def test_mimlens_report_renders_the_demo_directory_as_the_demo_does(demo, tmp_path, browser):
@@ -396,7 +397,7 @@ def test_the_study_decides_the_f2_row_of_the_demo_it_joins(study):
     assert "masking/figures/f2_transfer.png" in joined["figures"]
     page = (study.demo / "report.html").read_text()
     assert "masking/report.html" in page
-    assert page.count('<details class="fold">') == 29 + 2  # the study's runs stay in the study's own report
+    assert page.count('<details class="fold">') == 29 + 4 + 2  # the study's runs stay in the study's own report
 
 
 def test_a_rerun_of_the_study_reuses_every_stage(study):

@@ -109,3 +109,25 @@ def test_swin_blocks_are_grouped_by_stage_on_the_x_axis(vit_stats, swin_stats):
 
     assert _positions(swin_stats) == ([0.0, 1.0, 2.8, 3.8], ["0.0", "0.1", "1.0", "1.1"], [pytest.approx(1.9)])
     assert _positions(vit_stats) == ([0.0, 1.0, 2.0], ["0", "1", "2"], [])
+
+
+def test_near_uniform_heads_are_drawn_flat_on_an_axis_around_the_uniform_line(vit_stats, tmp_path, monkeypatch):
+    from mimlens.report import figures_attention
+
+    drawn = []
+    monkeypatch.setattr(figures_attention, "save_png", lambda figure, path: drawn.append(figure) or path)
+    doc = vit_stats.to_json("flat")
+    for layer in doc["layers"]:  # every head within 0.03 px / 0.003 nats of uniform attention
+        layer["distance_px"] = [layer["uniform"]["distance_px"] + d for d in (-0.03, 0.03)]
+        layer["entropy"] = [layer["uniform"]["entropy"] - d for d in (0.001, 0.003)]
+    plot_attention_distance(doc, tmp_path / "d.png")
+    plot_attention_entropy(doc, tmp_path / "e.png")
+    for figure, key in zip(drawn, ("distance_px", "entropy"), strict=True):
+        uniform = [layer["uniform"][key] for layer in doc["layers"]]
+        low, high = figure.axes[0].get_ylim()
+        assert low <= 0.9 * min(uniform) + 1e-9 and high >= 1.1 * max(uniform) - 1e-9, key
+    spread = torch.tensor([[5.0, 30.0]] * 3)  # far from uniform: the data sets the limits, not the margin
+    doc["layers"] = [{**layer, "distance_px": row.tolist()} for layer, row in zip(doc["layers"], spread, strict=True)]
+    plot_attention_distance(doc, tmp_path / "d2.png")
+    low, high = drawn[-1].axes[0].get_ylim()
+    assert low < 5.0 and high > 30.0

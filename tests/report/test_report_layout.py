@@ -160,3 +160,44 @@ def test_figures_never_use_offset_notation(tmp_path):
                             env={"MPLBACKEND": "Agg", "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False" and (tmp_path / "drop.png").is_file()
+
+
+def wide_demo(out: Path) -> Path:
+    """A demo directory whose findings table is as wide as the real one's: eight rows, each with a numbers table
+    of four models and two or three figures of the demo's aspect ratios (wide fine-tuning panels, square maps)."""
+    models = ["SimMIM", "supervised", "random init", "MoCo v3"]
+    quantities = ("distance px (mean of layers 0-5)", "uniform px")
+    rows = []
+    for i, fid in enumerate(["F1", "F2", "F3", "F4", "F5", "F6", "F4-probe", "F6-probe"]):
+        figures = [f"figures/f{i}_{k}.png" for k in range(2 + i % 2)]
+        for k, name in enumerate(figures):
+            buffer = io.BytesIO()
+            Image.new("RGB", (1320, 440) if k == 0 else (660, 600), (30, 30, 200)).save(buffer, format="PNG")
+            write(out / name, buffer.getvalue())
+        rows.append({"id": fid, "statement": "MIM brings locality to every layer, with heads that attend locally",
+                     "verdict": "inconclusive", "figures": figures,
+                     "numbers": {**{f"{m} {q}": 12.345678 + j for j, m in enumerate(models) for q in quantities},
+                                 "reason": "quick preset: models not trained enough (masked L1 0.31 >= 0.29)"},
+                     "table": {"columns": models, "rows": [[q, *(f"{m} {q}" for m in models)] for q in quantities]},
+                     "rule": "reproduced when SimMIM's mean distance is at least 10 % below uniform in every layer"})
+    write(out / "findings.json", {"preset": "quick", "findings": rows, "about": {"preset": "quick"}})
+    return out
+
+
+def test_no_rule_gives_the_report_a_fixed_width_that_clips_figures():
+    from mimlens.report.style import CSS
+
+    rules = dict(re.findall(r"^([^{}\n@][^{}]*?)\s*\{([^}]*)\}", CSS, re.M))
+    assert "max-width: 100%" in rules["figure img"] and "max-width: 100%" in rules["img.thumb"]
+    fixed = {selector: body for selector, body in rules.items()
+             if re.search(r"(?<![-\w])width:\s*[\d.]+(px|rem|em)", body)}
+    assert fixed == {}, f"fixed widths clip the page on narrow windows: {fixed}"
+    assert "min-width: 10rem" in rules[".thumbs"] and "flex-wrap: wrap" in rules[".thumbs"]
+
+
+def test_the_findings_table_and_its_figures_fit_a_1280_px_window(tmp_path, browser):
+    page = build_report([wide_demo(tmp_path / "demo")], tmp_path / "demo" / "report.html")
+    assert page.read_text().count('<img class="thumb"') == 20
+    found = browser(page)
+    assert found["width"] == 1280 and found["images"] == 40  # thumbnails, and again under "Figures across runs"
+    assert found["cut"] == [] and found["broken"] == [] and found["errors"] == []

@@ -89,12 +89,13 @@ def archs_for(items: list[str], archs: list[str] | None) -> list[str | None]:
 
 
 def labels_for(items: list[str]) -> list[str]:
-    """Short unique labels: the item's name, numbered on collisions."""
-    from mimlens.probe.analysis import slug
+    """Short unique labels: the item's name (a checkpoint of a run: the run's, see
+    :func:`mimlens.probe.analysis.model_label`), numbered on collisions."""
+    from mimlens.probe.analysis import model_label
 
     labels: list[str] = []
     for item in items:
-        label = base = slug(item)
+        label = base = model_label(item)
         n = 2
         while label in labels:
             label, n = f"{base}-{n}", n + 1

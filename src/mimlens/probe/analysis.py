@@ -45,6 +45,7 @@ __all__ = [
     "load",
     "loading_lines",
     "loading_record",
+    "model_label",
     "progress_enabled",
     "raw_batches",
     "remove_stale",
@@ -131,6 +132,18 @@ def slug(text: str) -> str:
     """A file-name-safe short form of a MODEL spelling (``timm:vit_small`` → ``vit_small``)."""
     name = Path(str(text).removeprefix("timm:").rstrip("/")).name or str(text)
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def model_label(spec: str) -> str:
+    """The name figures give a MODEL spelling: a preset or timm name as written (``timm:`` dropped), a run
+    directory's folder name, and for a checkpoint inside a run (``RUN/checkpoints/last.pt``) the run's folder
+    name, with the step of a snapshot (``RUN/checkpoints/step_500.safetensors`` → ``RUN-step_500``); any other
+    file keeps its file name. File-name safe, as :func:`slug`."""
+    path = Path(str(spec))
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        step = path.stem if path.stem.startswith("step_") else ""
+        return slug(path.parent.parent.name + (f"-{step}" if step else ""))
+    return slug(spec)
 
 
 def progress_enabled(cfg: dict[str, Any]) -> bool:
@@ -292,8 +305,9 @@ def analyze(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print) 
         remove_stale(out, ("attention", "cka") if cka is not None else ("attention",))
         save_config({**cfg, "resolved": {"loading": doc["loading"]}}, out)
         stats.save(out, spec, extra=doc)
-        save_attention_figures(stats, out / "figures", labels=[slug(spec)], title=f"{spec} ({weights})")
+        save_attention_figures(stats, out / "figures", labels=[model_label(spec)], title=f"{spec} ({weights})")
         if cka is not None:
+            cka.model_a = model_label(spec)  # the axes name the model as the user did, not its timm class
             save_json(cka.to_json(), out / "cka.json")
             plot_cka(cka, out / "figures" / "cka_within.png", title=f"CKA between layers of {spec}")
         build_report([out], out / "report.html", title=f"mimlens analyze {spec}")

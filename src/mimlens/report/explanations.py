@@ -50,6 +50,16 @@ FIGURES: dict[str, tuple[str, str]] = {
         "Example masks",
         "One random SimMIM mask per setting laid over a bundled photo (masked blocks darkened).",
     ),
+    "probe_by_layer": (
+        "Frozen probes by block",
+        "One panel per task: the task's primary metric of a probe trained on the frozen features of each block "
+        "(ridge regression; tracking: training-free correlation), ±1 standard error, the trivial baselines dashed.",
+    ),
+    "attention_over_training": (
+        "Attention over training",
+        "Per layer (light: first, dark: last) the mean over its heads of the attention distance, the entropy and "
+        "the KL between heads, at every saved checkpoint of the training run.",
+    ),
     "layer_drop": (
         "Dropping the last blocks",
         "Downstream metric against the number of last blocks removed before fine-tuning.",
@@ -113,6 +123,17 @@ READING: dict[str, str] = {
         "<b>Against the paper (F4, Fig. 5).</b> For a supervised model, removing the last blocks, whose heads "
         "have lost their diversity, should not hurt geometric tasks (pose AP, depth RMSE) and can help; for "
         "a MIM model the last blocks still carry diverse heads, so dropping them costs more."
+    ),
+    "probe": (
+        "<b>Against the paper (F4, F6).</b> A block whose features carry geometry (depth, keypoints, tracking) "
+        "gives a better probe. A MIM model keeps that information up to its last blocks; in a supervised model "
+        "the last blocks lose it while classification peaks there. Read every value against the dashed "
+        "baselines: a probe that does not beat them has found nothing."
+    ),
+    "attention_over_training": (
+        "<b>Reading attention over training.</b> At step 0 every layer attends nearly uniformly. With SimMIM the "
+        "distance should fall in every layer as training goes on (F1); with supervised training mainly in the "
+        "low layers, while the high layers' heads lose their diversity (F3: KL between heads towards 0)."
     ),
     "findings": (
         "Each of the paper's findings next to its verdict, the numbers it was computed from (open "

@@ -3,8 +3,11 @@
 Each figure has layers on the x axis: small dots are heads (for head KL, ordered head pairs), the large
 dots joined by a line are layer means, and a dashed line of the same colour is uniform attention over
 the same keys — what an untrained layer gives, so a "global" layer is only global if it sits well below
-it in entropy and near it in distance. Swin blocks are grouped by stage (ticks ``stage.block``, a gap and
-a rule between stages). Several models are overlaid with a legend, or drawn side by side.
+it in entropy and near it in distance. The y axis of distance and entropy always spans at least
+``UNIFORM_MARGIN`` (10 %) of the uniform value on each side of the uniform line, so heads that all sit
+within a hair of uniform attention draw as the flat line they are, not as structure on a ±0.03 px axis.
+Swin blocks are grouped by stage (ticks ``stage.block``, a gap and a rule between stages). Several models
+are overlaid with a legend, or drawn side by side.
 
 Every function takes one model or a sequence of them, each an ``AttentionStats``, an ``attention.json``
 document (dict) or the path of one, and returns the path of the PNG it wrote (atomically).
@@ -34,6 +37,7 @@ __all__ = [
 
 StatsLike = AttentionStats | dict | str | os.PathLike
 _STAGE_GAP = 0.8
+UNIFORM_MARGIN = 0.1  # distance and entropy axes include [(1 - m) u_min, (1 + m) u_max], u: the uniform values
 
 
 def run_colour(index: int) -> str:
@@ -133,12 +137,14 @@ def _plot(
     figure = Figure(figsize=(width * panels, 4.0))
     axes = figure.subplots(1, panels, sharey=True, squeeze=False)[0]
     shift = 0.5 / max(1, len(items)) if layout == "overlay" else 0.0
+    references: list[float] = []
     for m, (stats, label) in enumerate(zip(items, labels, strict=True)):
         ax = axes[m if layout == "side" else 0]
         colour = run_colour(m)
         xs = _positions(stats)[0]
         offset = (m - (len(items) - 1) / 2) * shift
         dots, means, reference = _series(stats, metric)
+        references += reference
         dot_x = [x + offset for x, d in zip(xs, dots, strict=True) for _ in range(d.numel())]
         dot_y = [v for d in dots for v in d.tolist()]
         ax.scatter(dot_x, dot_y, s=7 if metric == "head_kl" else 12, color=colour, alpha=0.5, linewidths=0)
@@ -154,11 +160,22 @@ def _plot(
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False)
+        if metric != "head_kl":
+            _around_uniform(ax, references)
     axes[0].set_ylabel(_YLABELS[metric])
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return save_png(figure, path)
+
+
+def _around_uniform(ax, references: list[float]) -> None:
+    """Widen the y limits to include ``UNIFORM_MARGIN`` of the uniform value either side of the uniform line."""
+    finite = [r for r in references if math.isfinite(r)]
+    if not finite:
+        return
+    low, high = ax.get_ylim()
+    ax.set_ylim(min(low, (1 - UNIFORM_MARGIN) * min(finite)), max(high, (1 + UNIFORM_MARGIN) * max(finite)))
 
 
 def plot_attention_distance(

@@ -1,10 +1,11 @@
 """Report sections for each kind of run directory, recognised by the files it holds.
 
 kinds: ``comparison`` (``cka_across.json`` / ``compare.json``), ``analysis`` (``attention.json``),
-``masks`` (``avgdist.json``), ``training`` (``log.jsonl`` or ``metrics.json``: pre-training and
-fine-tuning runs) and ``findings`` (``findings.json``, e.g. a demo directory, rendered by
-:mod:`mimlens.report.findings`). A directory with none of these may still hold runs in its
-sub-directories (a demo); they are found up to three levels down.
+``probe`` (``probe.json``), ``over_training`` (``attention_over_training.json``: every checkpoint of a
+run analysed; both rendered by :mod:`mimlens.report.probe_runs`), ``masks`` (``avgdist.json``),
+``training`` (``log.jsonl`` or ``metrics.json``: pre-training and fine-tuning runs) and ``findings``
+(``findings.json``, e.g. a demo directory, rendered by :mod:`mimlens.report.findings`). A directory with
+none of these may still hold runs in its sub-directories (a demo); they are found up to three levels down.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows
 MARKERS = {
     "comparison": ("cka_across.json", "compare.json"),
     "analysis": ("attention.json",),
+    "probe": ("probe.json",),
+    "over_training": ("attention_over_training.json",),
     "masks": ("avgdist.json",),
     "training": ("log.jsonl", "metrics.json"),
     "findings": ("findings.json",),
 }
 NOT_RUNS = {"figures", "checkpoints", "tensorboard", "attention", "stages", "__pycache__"}  # stages: a demo's records
-GROUPS = ("Pre-training", "Analysis", "Comparison", "Masking", "Fine-tuning", "Training run")  # title prefixes
+GROUPS = ("Pre-training", "Analysis", "Over training", "Comparison", "Probe", "Masking", "Fine-tuning",
+          "Training run")  # title prefixes
 DATA_SUFFIXES = (".json", ".csv", ".yaml", ".jsonl")
 
 
@@ -156,7 +160,10 @@ class Assets:
 
 def run_section(run: Run, assets: Assets) -> Section:
     """The section of one run: its own subsections, then any figure not shown yet, then its files."""
-    builders = {"comparison": _comparison, "analysis": _analysis, "masks": _masks, "training": _training}
+    from mimlens.report.probe_runs import over_training_section, probe_section
+
+    builders = {"comparison": _comparison, "analysis": _analysis, "probe": probe_section,
+                "over_training": over_training_section, "masks": _masks, "training": _training}
     section = builders[run.kind](run, assets)
     leftover = [p.stem for p in sorted((run.path / "figures").glob("*.png"))
                 if not assets.has(run, f"figures/{p.name}")]

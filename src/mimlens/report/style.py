@@ -2,7 +2,9 @@
 report is a single file.
 
 System fonts only (no web fonts, no external resources); numbers use tabular figures so columns align;
-the layout narrows to one column on small screens and prints without the contents box.
+the layout narrows to one column on small screens and prints without the contents box. Nothing has a fixed
+width: figures scale down to their column (``max-width: 100%``) and the findings table's figure column shrinks
+and wraps its thumbnails, so a demo page fits a 1,024 px window without scrolling sideways.
 """
 
 from __future__ import annotations
@@ -87,17 +89,18 @@ tbody tr:nth-child(even) td { background: #fafbfd; }
 .verdict.not-reproduced { background: #fbe5e3; color: var(--bad); }
 .verdict.inconclusive { background: #fbf1d9; color: var(--meh); }
 table.findings { width: 100%; }
-.findings > tbody > tr > td:first-child { width: 25%; min-width: 16rem; }
+.findings > tbody > tr > td:first-child { width: 25%; min-width: 12rem; }
 .findings .reason { margin-top: 0.3rem; color: var(--muted); font-size: 0.88em; }
 .findings .rule, .bars .rule { margin-top: 0.3rem; color: var(--muted); font-size: 0.88em; }
 .findings summary { cursor: pointer; }
 table.numbers { font-size: 0.88rem; min-width: 0; margin: 0; }
 table.numbers th, table.numbers td { padding: 0.12rem 0.5rem; }
-table.numbers th { background: none; font-weight: normal; color: var(--muted); white-space: nowrap; }
+table.numbers th { background: none; font-weight: normal; color: var(--muted); }
 table.numbers td { background: none !important; }
 table.numbers td.span { text-align: left; }
 table.numbers thead th { font-weight: 600; color: var(--ink); }
-.thumbs { display: flex; gap: 0.4rem; width: 25rem; justify-content: center; }
+.thumbs { display: flex; flex-wrap: wrap; gap: 0.4rem; width: 100%; min-width: 10rem; max-width: 25rem;
+  justify-content: center; }
 .thumbs a { min-width: 0; }
 img.thumb { display: block; max-width: 100%; max-height: 12.5rem; border: 1px solid var(--line); border-radius: 3px; }
 .bars { display: flex; flex-wrap: wrap; gap: 0 2rem; }
@@ -107,7 +110,7 @@ details.fold > summary > :is(h3, h4) { display: inline; font-size: 1.02rem; marg
 ul.files { columns: 2; font-size: 0.92rem; }
 footer { margin-top: 3rem; color: var(--muted); font-size: 0.85rem; border-top: 1px solid var(--line);
   padding-top: 0.8rem; }
-@media (max-width: 700px) { .page { padding: 1.2rem 0.8rem; } ul.files { columns: 1; } .thumbs { width: 12rem; } }
+@media (max-width: 700px) { .page { padding: 1.2rem 0.8rem; } ul.files { columns: 1; } .thumbs { min-width: 8rem; } }
 @media print { body { background: none; } .page { box-shadow: none; max-width: none; } nav.toc { display: none; }
   figure, table { break-inside: avoid; } }
 """
