@@ -383,3 +383,53 @@ def test_every_row_renders_in_the_report_table():
     assert 'class="verdict reproduced"' in page and 'class="verdict not-judged"' in page
     assert 'class="verdict within-errors"' in page and fd.QUICK_REASON in page
     assert "F4-probe" in page and "supervised chosen - last SE" in page and "detectable difference" in page
+
+
+# ---------------------------------------------------------------------------------------------- every verdict
+
+SIM_KL = attention([10.0] * 6, kls=[1.0, 1.2, 1.1, 0.9, 0.8, 0.7])
+SUP_KL = attention([30.0] * 6, kls=[1.0, 0.8, 0.6, 0.2, 0.1, 0.05])
+CKA_HIGH, CKA_LOW = cka([[1.0, 0.9], [0.9, 1.0]]), cka([[1.0, 0.2], [0.2, 1.0]])
+CASES = {  # (rule, verdict): a row computed from hand-made JSON that should get that verdict
+    ("F1", "reproduced"): lambda: fd.f1_locality(LOCAL_SIMMIM, GROWING_SUPERVISED, UNIFORM, PASSED, True),
+    ("F1", "not reproduced"): lambda: fd.f1_locality(GROWING_SUPERVISED, LOCAL_SIMMIM, UNIFORM, PASSED, True),
+    ("F1", "not judged"): lambda: fd.f1_locality(LOCAL_SIMMIM, GROWING_SUPERVISED, UNIFORM, FAILED_SIMMIM, True),
+    ("F3", "reproduced"): lambda: fd.f3_head_diversity(SIM_KL, SUP_KL, PASSED, True),
+    ("F3", "not reproduced"): lambda: fd.f3_head_diversity(SUP_KL, SIM_KL, PASSED, True),
+    ("F3", "not judged"): lambda: fd.f3_head_diversity(SIM_KL, SUP_KL, PASSED, False),
+    ("F4", "reproduced"): lambda: f4([0.0, -0.05], [0.0, 0.05]),
+    ("F4", "not reproduced"): lambda: f4([0.0, 0.05], [0.0, -0.05]),
+    ("F4", "within errors"): lambda: f4([0.0, 0.0001], [0.0, -0.0001], sd=0.05),
+    ("F4", "not judged"): lambda: f4([0.0, -0.05], [0.0, 0.05], pose_random=0.5),
+    ("F5", "reproduced"): lambda: fd.f5_cka(CKA_HIGH, CKA_LOW, PASSED, True),
+    ("F5", "not reproduced"): lambda: fd.f5_cka(CKA_LOW, CKA_HIGH, PASSED, True),
+    ("F5", "not judged"): lambda: fd.f5_cka(CKA_HIGH, CKA_LOW, FAILED_SIMMIM, True),
+    ("F6", "reproduced"): lambda: f6({"cls": 0.05, "depth": 0.05, "pose": 0.05}),
+    ("F6", "not reproduced"): lambda: f6({"cls": -0.05, "depth": -0.05, "pose": -0.05}),
+    ("F6", "within errors"): lambda: f6({"cls": 0.0, "depth": 0.0, "pose": 0.0}, sd=0.05),
+    ("F6", "not judged"): lambda: f6({"cls": 0.05, "depth": 0.05}, trained=False),
+    ("F4-probe", "reproduced"): lambda: fd.f4_probe(probe_doc(RISING), probe_doc(PEAKED), PASSED, True),
+    ("F4-probe", "not reproduced"): lambda: fd.f4_probe(probe_doc(PEAKED), probe_doc(RISING), PASSED, True),
+    ("F4-probe", "within errors"): lambda: fd.f4_probe(probe_doc(RISING), probe_doc(PEAKED, 2.0), PASSED, True),
+    ("F4-probe", "not judged"): lambda: fd.f4_probe(probe_doc(RISING), probe_doc(PEAKED), FAILED_SIMMIM, True),
+    ("F6-probe", "reproduced"): lambda: fd.f6_probe(probe_doc(RISING), probe_doc(PEAKED), PASSED, True),
+    ("F6-probe", "not reproduced"): lambda: fd.f6_probe(probe_doc(PEAKED), probe_doc(RISING), PASSED, True),
+    ("F6-probe", "within errors"): lambda: fd.f6_probe(probe_doc(FLAT, 2.0), probe_doc(FLAT, 2.0, seed=1), PASSED,
+                                                       True),
+    ("F6-probe", "not judged"): lambda: fd.f6_probe(probe_doc(RISING), probe_doc(PEAKED), PASSED, False),
+}  # F2's four verdicts: tests/demo/test_demo_masking.py; F1, F3, F5 have no SE, so no "within errors"
+
+
+@pytest.mark.parametrize(("rule", "verdict"), list(CASES), ids=[f"{r}-{v}" for r, v in CASES])
+def test_each_rule_gives_each_of_its_verdicts(rule, verdict):
+    row = CASES[rule, verdict]()
+    assert row["id"] == rule and row["verdict"] == verdict
+    assert ("reason" in row["numbers"]) == (verdict in ("within errors", "not judged"))
+
+
+def test_one_item_to_judge_on_has_no_standard_error_and_stays_within_errors():
+    # two items: the block is chosen on one and judged on the other, whose SE is undefined
+    row = fd.f6_probe(probe_doc(RISING, items=2), probe_doc(PEAKED, items=2), PASSED, True)
+    n = row["numbers"]
+    assert n["depth SimMIM - supervised at best items"] == 1 and math.isnan(n["depth SimMIM - supervised at best SE"])
+    assert n["depth SimMIM - supervised at last SE"] == 0.0 and n["depth outcome"] == "within errors"

@@ -14,6 +14,7 @@ errors otherwise.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,12 +44,14 @@ def decide(reason: str | None, holds: bool, numbers: dict[str, Any]) -> str:
 
 
 def paired(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> dict[str, float] | None:
-    """Paired ``{"diff", "se", "n"}`` of runs' ``items`` sections a - b, or None when either has none."""
+    """Paired ``{"diff", "se", "n"}`` of runs' ``items`` sections a - b, or None when either has none. One item
+    has no standard error: its SE is NaN, so the comparison reads within errors."""
     if not a or not b:
         return None
     from mimlens.tasks.uncertainty import compare_runs
 
-    return compare_runs(dict(a), dict(b))
+    found = compare_runs(dict(a), dict(b))
+    return found if found["n"] > 1 else {**found, "se": math.nan}
 
 
 def compare(a: Mapping[str, Any], b: Mapping[str, Any], chosen: bool) -> dict[str, float]:
@@ -115,7 +118,9 @@ def combine(parts: Sequence[str]) -> str:
 
 def majority(outcomes: Mapping[str, str], numbers: dict[str, Any], reason: str | None) -> str:
     """A row's verdict from its tasks' outcomes ("holds", "fails", "within errors" or "not judged: why") by
-    :data:`JUDGED_RULE`; ``numbers[task + " detectable"]``, where set, is quoted for tasks within errors."""
+    :data:`JUDGED_RULE`. A task's rule leaves the detectable difference of a task within errors in
+    ``numbers[task + " detectable"]`` (a copy of a number the table shows); it is moved into the reason."""
+    detectable = {t: numbers.pop(f"{t} detectable", None) for t in outcomes}
     judged = {t: o for t, o in outcomes.items() if not o.startswith(NOT_JUDGED)}
     count = {o: sum(v == o for v in judged.values()) for o in ("holds", "fails", "within errors")}
     numbers.update({"tasks": len(outcomes), "tasks judged": len(judged), "tasks holding": count["holds"],
@@ -131,14 +136,11 @@ def majority(outcomes: Mapping[str, str], numbers: dict[str, Any], reason: str |
         return "reproduced"
     if 2 * count["fails"] > len(judged):
         return "not reproduced"
-    parts = [t + (f" {o}" if o != "within errors" else "") + _detectable(numbers, t) for t, o in judged.items()]
+    parts = [t + (f" {o}" if o != "within errors" else "")
+             + ("" if detectable[t] is None else f" (detectable difference {detectable[t]:.3g})")
+             for t, o in judged.items()]
     numbers["reason"] = "within errors: " + ", ".join(parts)
     return "within errors"
-
-
-def _detectable(numbers: Mapping[str, Any], task: str) -> str:
-    value = numbers.get(f"{task} detectable")
-    return "" if value is None else f" (detectable difference {value:.3g})"
 
 
 def row(fid: str, statement: str, verdict: str, numbers: dict[str, Any], rule: str, columns: Sequence[str],
