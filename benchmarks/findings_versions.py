@@ -1,11 +1,14 @@
 """The findings of a finished demo folder under the rules that wrote its ``findings.json`` and under the current
-rules, side by side, recomputed from the same stages; nothing is written.
+rules, side by side, recomputed from the same stages; nothing is written unless ``--write`` is given.
 
     python benchmarks/findings_versions.py runs/demo-default            # the demo and its masking study
     python benchmarks/findings_versions.py runs/demo-default/masking    # the study alone
+    python benchmarks/findings_versions.py runs/demo-default --write    # then rewrite findings.json and report.html
 
 Per finding: the verdict in ``findings.json`` (with its ``rules_version``; none written means version 1), the
-verdict of the current rules (``mimlens.demo.findings.RULES_VERSION``) and the reasons of both.
+verdict of the current rules (``mimlens.demo.findings.RULES_VERSION``) and the reasons of both. ``--write``
+rewrites ``findings.json``, the cross-run figures and ``report.html`` under the current rules (the study's first,
+which rewrites the demo's too) as the demo's last stage does, without checking or running any other stage.
 """
 
 from __future__ import annotations
@@ -78,14 +81,32 @@ def show(out: Path) -> None:
             print("  v2 per task: " + "; ".join(f"{k[:-len(' outcome')]}: {v}" for k, v in outcomes.items()))
 
 
+def write(out: Path) -> None:
+    """Rewrite the findings and report of ``out`` (and of its masking study, or of the demo holding the study)."""
+    from mimlens.demo import masking, report
+    from mimlens.demo.masking import FOLDER
+
+    preset = preset_of(out)
+    if preset.mask_settings:
+        masking.write_findings_and_report(out, preset)
+    elif (out / FOLDER / "findings.json").is_file():
+        masking.write_findings_and_report(out / FOLDER, preset_of(out / FOLDER))  # rewrites this demo's too
+    else:
+        report.write_findings_and_report(out, preset)
+    print(f"\nrewritten under the current rules: {out / 'findings.json'}, {out / 'report.html'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="a finished demo folder (or its masking study)")
+    parser.add_argument("--write", action="store_true", help="then rewrite findings.json and report.html")
     args = parser.parse_args()
     show(args.out)
     if not preset_of(args.out).mask_settings and (args.out / "masking" / "findings.json").is_file():
         print()
         show(args.out / "masking")
+    if args.write:
+        write(args.out)
 
 
 if __name__ == "__main__":
