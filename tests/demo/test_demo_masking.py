@@ -81,30 +81,33 @@ def test_a_moderate_setting_best_beyond_errors_reproduces_f2():
     row = judge([0.2, 0.0, 0.1, 0.3])
     assert row["verdict"] == "reproduced"
     numbers = row["numbers"]
-    assert numbers["depth best setting"] == "b" and numbers["depth outcome"] == "holds"
+    assert numbers["depth chosen in band"] == "b" and numbers["depth chosen outside band"] == "c"
+    assert numbers["depth outcome"] == "holds" and numbers["depth band - outside items"] == 100  # judgement half
     assert numbers["b in band"] and not numbers["a in band"] and not numbers["d in band"]
-    assert numbers["depth best - a"] == pytest.approx(-0.2, abs=0.01) and numbers["depth best - a SE"] < 0.01
+    assert numbers["depth band - outside"] == pytest.approx(-0.1, abs=0.01)
+    assert numbers["depth band - outside SE"] < 0.01
     assert numbers["b mean attention px"] == pytest.approx(4.5)
+    assert "ImageNet-1k" in numbers["paper's setting"] and "ImageNet-1k" in row["rule"]
     assert row["table"]["columns"] == ["a", "b", "c", "d"]  # in AvgDist order
 
 
-def test_an_extreme_setting_best_beyond_errors_does_not_reproduce_f2():
+def test_a_setting_outside_the_band_best_beyond_errors_does_not_reproduce_f2():
     row = judge([0.3, 0.2, 0.1, 0.0])
     assert row["verdict"] == "not reproduced"
-    assert row["numbers"]["depth best setting"] == "d" and row["numbers"]["depth outcome"] == "fails"
+    assert row["numbers"]["depth chosen outside band"] == "d" and row["numbers"]["depth outcome"] == "fails"
 
 
-def test_differences_within_errors_leave_f2_inconclusive():
+def test_differences_within_errors_give_within_errors_with_the_detectable_difference():
     row = judge([0.002, 0.0, 0.001, 0.003], noise=0.1)
     assert row["numbers"]["depth outcome"] == "within errors"
-    assert row["verdict"] == "inconclusive" and row["numbers"]["reason"].startswith("within errors")
-    # the moderate setting best, but one extreme not beaten by 2 SE: within errors too
-    assert judge([0.2, 0.0, 0.1, 0.001])["numbers"]["depth outcome"] == "within errors"
+    assert row["verdict"] == "within errors" and row["numbers"]["reason"].startswith("within errors: depth (detectable")
 
 
-def test_an_untrained_best_fine_tuning_or_a_smoke_run_claims_nothing():
-    assert judge([0.2, 0.0, 0.1, 0.3], trained=False)["numbers"]["reason"].startswith(fd.UNTRAINED_REASON)
-    assert judge([0.2, 0.0, 0.1, 0.3], claims=False)["numbers"]["reason"] == fd.QUICK_REASON
+def test_untrained_fine_tunings_or_a_smoke_run_are_not_judged():
+    row = judge([0.2, 0.0, 0.1, 0.3], trained=False)
+    assert row["verdict"] == "not judged" and fd.UNTRAINED_REASON in row["numbers"]["reason"]
+    row = judge([0.2, 0.0, 0.1, 0.3], claims=False)
+    assert row["verdict"] == "not judged" and row["numbers"]["reason"] == fd.QUICK_REASON
 
 
 def test_the_default_demo_takes_its_f2_row_from_a_study_in_its_folder(tmp_path):
@@ -113,11 +116,16 @@ def test_the_default_demo_takes_its_f2_row_from_a_study_in_its_folder(tmp_path):
     (tmp_path / "masks").mkdir()
     (tmp_path / "masks" / "avgdist.json").write_text(json.dumps(AVGDIST))
     alone = f2_row(tmp_path, DEFAULT)
-    assert alone["verdict"] == "inconclusive" and "--preset masking" in alone["numbers"]["reason"]
+    assert alone["verdict"] == "not judged" and "--preset masking" in alone["numbers"]["reason"]
     study = judge([0.2, 0.0, 0.1, 0.3])
     (tmp_path / "masking").mkdir()
-    (tmp_path / "masking" / "findings.json").write_text(json.dumps({"findings": [study]}))
+    (tmp_path / "masking" / "findings.json").write_text(json.dumps({"rules_version": fd.RULES_VERSION,
+                                                                    "findings": [study]}))
     row = f2_row(tmp_path, DEFAULT)
     assert row["verdict"] == "reproduced" and row["rule"] == study["rule"]
     assert row["numbers"]["masking study"] == "masking/report.html"
     assert {k: v for k, v in row["numbers"].items() if k != "masking study"} == study["numbers"]
+    # a study judged under other rules (version 1 wrote no version) is not quoted
+    (tmp_path / "masking" / "findings.json").write_text(json.dumps({"findings": [study]}))
+    old = f2_row(tmp_path, DEFAULT)
+    assert old["verdict"] == "not judged" and "rules version 1" in old["numbers"]["reason"]

@@ -86,12 +86,12 @@ def test_progress_names_every_stage_with_time_left(demo):
     assert lines[-1].startswith("[32/32] findings and report")
 
 
-def test_quick_findings_all_inconclusive_with_the_reason(demo):
+def test_quick_findings_all_not_judged_with_the_reason(demo):
     doc = load(demo.path / "findings.json")
-    assert doc["preset"] == "quick" and doc["claims_findings"] is False
+    assert doc["preset"] == "quick" and doc["claims_findings"] is False and doc["rules_version"] == 2
     assert [r["id"] for r in doc["findings"]] == ["F1", "F2", "F3", "F4", "F5", "F6", "F4-probe", "F6-probe"]
     for row in doc["findings"]:
-        assert row["verdict"] == "inconclusive"
+        assert row["verdict"] == "not judged"
         assert row["numbers"]["reason"] == "quick preset: models not trained enough"
     assert doc["bars"] == load(demo.path / "bars.json")
 
@@ -108,21 +108,59 @@ def paired(a, b):
         from mimlens.tasks.uncertainty import compare_runs
 
         found = compare_runs(a, b)
-        return found["diff"], found["se"]
+        return found["diff"], (found["se"] if found["n"] > 1 else float("nan"))
     d = np.array([x - y for x, y in zip(a["values"], b["values"], strict=True) if x is not None and y is not None])
-    return d.mean(), d.std(ddof=1) / np.sqrt(len(d))
+    return d.mean(), (d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan"))  # one item: no SE
+
+
+def half(items, which):
+    """Items at even (0: selection) or odd (1: judgement) positions; None: all items."""
+    return items if which is None else {**items, "ids": items["ids"][which::2], "values": items["values"][which::2]}
+
+
+def selection_score(items, sign):
+    values = [v for v in items["values"][0::2] if v is not None]
+    if items["statistic"] == "mean":
+        return sign * float(np.mean(values))
+    from mimlens.tasks.pose import keypoint_ap
+
+    return sign * keypoint_ap(values)
+
+
+def choose(candidates, sign):
+    """The key of the best items section on the selection half (the first on ties); a single one as is."""
+    keys = list(candidates)
+    return keys[0] if len(keys) == 1 else max(keys, key=lambda k: (selection_score(candidates[k], sign),
+                                                                   -keys.index(k)))
+
+
+def put(found, key, a, b, sign, which=None):
+    """Paired a - b (on ``which`` half) into ``found`` with SE, detectable difference and items; its outcome."""
+    a, b = half(a, which), half(b, which)
+    diff, se = paired(a, b)
+    found[key], found[f"{key} SE"], found[f"{key} detectable"] = diff, se, (2 + 0.8416) * se
+    found[f"{key} items"] = sum(x is not None and y is not None for x, y in zip(a["values"], b["values"], strict=True))
+    return "holds" if sign * diff > 2 * se else "fails" if -sign * diff > 2 * se else "within errors"
+
+
+def tally(found, outcomes):
+    judged = [o for o in outcomes.values() if not o.startswith("not judged")]
+    found.update({"tasks": len(outcomes), "tasks judged": len(judged), "tasks holding": judged.count("holds"),
+                  "tasks failing": judged.count("fails"), "tasks within errors": judged.count("within errors")})
+    for task, result in outcomes.items():
+        found[f"{task} outcome"] = result
 
 
 def expected_numbers(out: Path) -> dict[str, dict]:
     """Every number of the findings table, computed here from the runs' JSON files."""
     att = {m: load(out / "analysis" / m / "attention.json") for m in MODELS}
     sim, sup, ref = (layer_distance(att[m]) for m in ("simmim", "supervised", "random_init"))
-    upper = range(len(ref) // 2, len(ref))
+    k = len(ref) // 2
     f1 = {"layers": len(ref), "SimMIM local layers": sum(s <= 0.9 * r for s, r in zip(sim, ref, strict=True)),
           "SimMIM mean distance px": np.mean(sim), "supervised mean distance px": np.mean(sup),
-          "random-init mean distance px": np.mean(ref),
-          "SimMIM upper-half gap to uniform": np.mean([(ref[i] - sim[i]) / ref[i] for i in upper]),
-          "supervised upper-half gap to uniform": np.mean([(ref[i] - sup[i]) / ref[i] for i in upper])}
+          "random-init mean distance px": np.mean(ref), "supervised lower-half distance px": np.mean(sup[:k]),
+          "supervised upper-half distance px": np.mean(sup[len(ref) - k:]),
+          "supervised growth / random-init distance": (np.mean(sup[len(ref) - k:]) - np.mean(sup[:k])) / np.mean(ref)}
     avg = load(out / "masks" / "avgdist.json")
     mask_patch = yaml.safe_load((out / "pretrain" / "simmim" / "config.yaml").read_text())["simmim"]["mask_patch"]
     low, high = avg["moderate_band_px"]
@@ -133,20 +171,6 @@ def expected_numbers(out: Path) -> dict[str, dict]:
           "pre-training AvgDist px": next(s["avg_dist_px"] for s in avg["settings"]
                                           if s["mask_patch_size"] == mask_patch and s["ratio"] == 0.6)}
     f3 = {"layers": len(att["simmim"]["layers"])}
-    f4 = {}
-    for task in ("depth", "pose"):
-        sweep = load(out / "finetune" / f"{task}_supervised" / "drop_sweep.json")
-        for row in sweep["rows"]:
-            f4[f"{task} {sweep['metric']} K={row['drop_last']}"] = row[sweep["metric"]]
-        random_init = load(out / "finetune" / f"{task}_random_init" / "metrics.json")
-        f4[f"{task} {sweep['metric']} random init"] = random_init["metrics"][sweep["metric"]]
-        for key, (a, b) in {"K=0 - random init": (sweep["items"]["0"], random_init["items"]),
-                            "K=1 - K=0": (sweep["items"]["1"], sweep["items"]["0"])}.items():
-            f4[f"{task} {key}"], f4[f"{task} {key} SE"] = paired(a, b)
-        f4[f"{task} K=0 trained"] = sweep["rows"][0]["trained"]
-        sign = 1 if sweep["higher_is_better"] else -1
-        learned = sign * f4[f"{task} K=0 - random init"] > 2 * f4[f"{task} K=0 - random init SE"]
-        f4["tasks judged"] = f4.get("tasks judged", 0) + int(sweep["rows"][0]["trained"] and learned)
     f5 = {}
     for m, label in (("simmim", "SimMIM"), ("supervised", "supervised")):
         matrix = load(out / "analysis" / m / "cka.json")["matrix"]
@@ -154,7 +178,39 @@ def expected_numbers(out: Path) -> dict[str, dict]:
         off = [matrix[i][j] for i in range(n) for j in range(n) if i != j and matrix[i][j] is not None]
         f5[f"{label} mean CKA between layers"] = np.mean(off)
     f5["estimator"] = load(out / "analysis" / "simmim" / "cka.json")["estimator"]
-    f6, wins, counted = {}, 0, 0
+    found = {"F1": f1, "F2": f2, "F3": f3, "F4": f4_numbers(out), "F5": f5, "F6": f6_numbers(out),
+             **probe_numbers(out)}
+    return {fid: {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in numbers.items()}
+            for fid, numbers in found.items()}  # NaN (the SE of one item) is null in findings.json
+
+
+def f4_numbers(out: Path) -> dict:
+    f4, outcomes = {}, {}
+    for task in ("depth", "pose"):
+        sweep = load(out / "finetune" / f"{task}_supervised" / "drop_sweep.json")
+        metric, sign = sweep["metric"], 1 if sweep["higher_is_better"] else -1
+        for row in sweep["rows"]:
+            f4[f"{task} {metric} K={row['drop_last']}"] = row[metric]
+        random_init = load(out / "finetune" / f"{task}_random_init" / "metrics.json")
+        f4[f"{task} {metric} random init"] = random_init["metrics"][metric]
+        f4[f"{task} K=0 trained"] = sweep["rows"][0]["trained"]
+        if not sweep["rows"][0]["trained"]:
+            outcomes[task] = "not judged: no fine-tuning beats its trivial baseline by 2 SE (supervised K=0)"
+            continue
+        items = sweep["items"]
+        if put(f4, f"{task} K=0 - random init", items["0"], random_init["items"], sign) != "holds":
+            outcomes[task] = "not judged: the full model does not beat the random-init fine-tuning"
+            continue
+        reading = put(f4, f"{task} K=1 - K=0", items["1"], items["0"], sign)
+        f4[f"{task} K=1 - K=0 reading"] = {"holds": "helps", "fails": "hurts"}.get(reading, reading)
+        f4[f"{task} chosen K"] = 1  # the quick sweep has one K: no choice, all items judge it
+        outcomes[task] = put(f4, f"{task} chosen K - K=0", items["1"], items["0"], sign)
+    tally(f4, outcomes)
+    return f4
+
+
+def f6_numbers(out: Path) -> dict:
+    f6, outcomes = {}, {}
     for task in TASKS:
         docs = {}
         for m, label in (("simmim", "SimMIM"), ("supervised", "supervised"), ("random_init", "random init")):
@@ -166,56 +222,63 @@ def expected_numbers(out: Path) -> dict[str, dict]:
             if label != "random init":
                 f6[f"{task} {label} trained"] = docs[label]["trained"]
         sign = 1 if primary["higher_is_better"] else -1
-        better = {}
-        for a, b in (("SimMIM", "random init"), ("supervised", "random init"), ("SimMIM", "supervised")):
-            diff, se = paired(docs[a]["items"], docs[b]["items"])
-            f6[f"{task} {a} - {b}"], f6[f"{task} {a} - {b} SE"] = diff, se
-            better[a, b] = sign * diff > 2 * se
-        trained = docs["SimMIM"]["trained"] and docs["supervised"]["trained"]
-        if trained and (better["SimMIM", "random init"] or better["supervised", "random init"]):
-            counted += 1
-            wins += better["SimMIM", "supervised"]
-    f6.update({"SimMIM wins": wins, "tasks counted": counted})
-    return {"F1": f1, "F2": f2, "F3": f3, "F4": f4, "F5": f5, "F6": f6, **probe_numbers(out)}
+        untrained = [label for label in ("SimMIM", "supervised") if not docs[label]["trained"]]
+        if untrained:
+            outcomes[task] = f"not judged: no fine-tuning beats its trivial baseline by 2 SE ({', '.join(untrained)})"
+            continue
+        found = {(a, b): put(f6, f"{task} {a} - {b}", docs[a]["items"], docs[b]["items"], sign)
+                 for a, b in (("SimMIM", "random init"), ("supervised", "random init"), ("SimMIM", "supervised"))}
+        if "holds" not in (found["SimMIM", "random init"], found["supervised", "random init"]):
+            outcomes[task] = "not judged: neither pre-training beats the random-init fine-tuning"
+            continue
+        outcomes[task] = found["SimMIM", "supervised"]
+    tally(f6, outcomes)
+    return f6
+
+
+def combined(parts):
+    return "fails" if "fails" in parts else "holds" if all(p == "holds" for p in parts) else "within errors"
 
 
 def probe_numbers(out: Path) -> dict[str, dict]:
-    """The F4-probe and F6-probe numbers from the two models' probe.json."""
+    """The F4-probe and F6-probe numbers from the two models' probe.json: blocks chosen on the selection half
+    (even positions), judged on the other half."""
     docs = {label: load(out / "probe" / m / "probe.json") for m, label in (("simmim", "SimMIM"),
                                                                            ("supervised", "supervised"))}
-    f4, f6 = {}, {}
-    holds4 = holds6 = within4 = within6 = 0
+    f4, f6, out4, out6 = {}, {}, {}, {}
     for task in ("depth", "pose", "track"):
-        rows = {}
-        for label, doc in docs.items():
-            spec = doc["tasks"][task]
-            metric, sign = spec["primary"], 1 if spec["higher_is_better"] else -1
-            best = max(spec["rows"], key=lambda r: (sign * r[metric], -r["block"]))
-            last = spec["rows"][-1]
-            rows[label] = (spec, best, last)
-            f4[f"{task} {label} best block"] = best["block"]
-            f4[f"{task} {label} best {metric}"] = best[metric]
-            f4[f"{task} {label} last {metric}"] = last[metric]
-            diff, se = paired({**spec["items"], "values": best["values"]}, {**spec["items"], "values": last["values"]})
-            f4[f"{task} {label} best - last"], f4[f"{task} {label} best - last SE"] = diff, se
-            rows[label] += (best["block"] != last["block"], sign * diff > 2 * se)
-        sup, sim = rows["supervised"], rows["SimMIM"]
-        outcome = "fails" if sim[4] or not sup[3] else ("holds" if sup[4] else "within errors")
-        f4[f"{task} outcome"] = outcome
-        holds4, within4 = holds4 + (outcome == "holds"), within4 + (outcome == "within errors")
-        won, lost = [], []
-        for where, pick in (("best", 1), ("last", 2)):
-            a, b = sim[pick], sup[pick]
-            f6[f"{task} SimMIM {where} {metric}"], f6[f"{task} supervised {where} {metric}"] = a[metric], b[metric]
-            diff, se = paired({**sim[0]["items"], "values": a["values"]}, {**sup[0]["items"], "values": b["values"]})
-            f6[f"{task} SimMIM - supervised at {where}"], f6[f"{task} SimMIM - supervised at {where} SE"] = diff, se
-            won.append(sign * diff > 2 * se)
-            lost.append(-sign * diff > 2 * se)
-        outcome = "fails" if any(lost) else ("holds" if all(won) else "within errors")
-        f6[f"{task} outcome"] = outcome
-        holds6, within6 = holds6 + (outcome == "holds"), within6 + (outcome == "within errors")
-    f4.update({"tasks": 3, "tasks holding": holds4, "tasks within errors": within4})
-    f6.update({"tasks": 3, "tasks holding": holds6, "tasks within errors": within6})
+        specs = {label: doc["tasks"][task] for label, doc in docs.items()}
+        metric, sign = specs["SimMIM"]["primary"], 1 if specs["SimMIM"]["higher_is_better"] else -1
+
+        def items(label, row, specs=specs):
+            return {**specs[label]["items"], "values": row["values"]}
+
+        parts = []
+        for label, direction in (("supervised", 1), ("SimMIM", -1)):
+            rows = specs[label]["rows"]
+            chosen = rows[choose({i: items(label, r) for i, r in enumerate(rows[:-1])}, sign)]
+            f4[f"{task} {label} chosen block"], f4[f"{task} {label} chosen {metric}"] = chosen["block"], chosen[metric]
+            f4[f"{task} {label} last {metric}"] = rows[-1][metric]
+            key = f"{task} {label} earlier - last"
+            part = put(f4, key, items(label, chosen), items(label, rows[-1]), direction * sign,
+                       1 if len(rows) > 2 else None)
+            f4[f"{task} {label} part"] = part
+            parts.append(part)
+        out4[task] = combined(parts)
+        parts = []
+        for where in ("best", "last"):
+            picked = {label: (specs[label]["rows"][choose({i: items(label, r) for i, r in
+                                                           enumerate(specs[label]["rows"])}, sign)]
+                              if where == "best" else specs[label]["rows"][-1]) for label in specs}
+            for label, row in picked.items():
+                f6[f"{task} {label} {where} {metric}"], f6[f"{task} {label} {where} block"] = row[metric], row["block"]
+            key = f"{task} SimMIM - supervised at {where}"
+            which = 1 if where == "best" and min(len(s["rows"]) for s in specs.values()) > 1 else None
+            parts.append(put(f6, key, items("SimMIM", picked["SimMIM"]), items("supervised", picked["supervised"]),
+                             sign, which))
+        out6[task] = combined(parts)
+    tally(f4, out4)
+    tally(f6, out6)
     return {"F4-probe": f4, "F6-probe": f6}
 
 
@@ -240,6 +303,8 @@ def test_every_finding_number_comes_from_the_runs_json(demo):
         for key, value in expected[row["id"]].items():
             if isinstance(value, str):
                 assert numbers[key] == value
+            elif value is None:
+                assert numbers[key] is None, (row["id"], key)
             else:
                 assert numbers[key] == pytest.approx(float(value), rel=1e-9, abs=1e-12), (row["id"], key)
         # the page shows every number, laid out one row per quantity, each row with one precision
@@ -280,7 +345,7 @@ def test_mimlens_report_renders_the_demo_directory_as_the_demo_does(demo, tmp_pa
     status, _ = run_cli("report", demo.path, "--out", tmp_path / "rep")
     assert status == 0
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert page.count('class="verdict inconclusive"') == 8 and "About this demo" in page
+    assert page.count('class="verdict not-judged"') == 8 and "About this demo" in page
 
     def headings(text):
         return re.findall(r"<title>[^<]*</title>|<h[234] id=\"[^\"]*\">[^<]*</h[234]>", text)
@@ -354,7 +419,7 @@ def test_the_quick_study_writes_every_run_and_figure(study):
 def test_every_number_of_the_quick_f2_row_comes_from_the_runs(study):
     out = study.path
     (row,) = load(out / "findings.json")["findings"]
-    assert row["id"] == "F2" and row["verdict"] == "inconclusive"
+    assert row["id"] == "F2" and row["verdict"] == "not judged"
     numbers = row["numbers"]
     assert numbers["reason"] == "quick preset: models not trained enough"
     avgdist, bars = load(out / "masks" / "avgdist.json"), load(out / "bars.json")
@@ -375,17 +440,27 @@ def test_every_number_of_the_quick_f2_row_comes_from_the_runs(study):
         probe = load(out / "probe" / n / "probe.json")["tasks"]
         assert numbers[f"probe depth {n}"] == pytest.approx(min(r["rmse"] for r in probe["depth"]["rows"]))
         assert numbers[f"probe track {n}"] == pytest.approx(max(r["suc"] for r in probe["track"]["rows"]))
+    band = avgdist["moderate_band_px"]
+    dist = {s.name: numbers[f"{s.name} AvgDist px"] for s in MASKING_QUICK.mask_settings}
+    order = sorted(dist, key=dist.get)
+    inside = [n for n in order if band[0] <= dist[n] <= band[1]]
+    outside = [n for n in order if n not in inside]
     for task, metric in (("depth", "rmse"), ("pose", "ap")):
-        docs = {s.name: load(out / "finetune" / f"{task}_{s.name}" / "metrics.json")
-                for s in MASKING_QUICK.mask_settings}
+        docs = {n: load(out / "finetune" / f"{task}_{n}" / "metrics.json") for n in order}
         sign = 1 if metric == "ap" else -1
-        best = max(docs, key=lambda n: sign * docs[n]["metrics"][metric])
-        assert numbers[f"{task} best setting"] == best
-        for n in docs:
-            if n != best:
-                diff, se = paired(docs[best]["items"], docs[n]["items"])
-                assert numbers[f"{task} best - {n}"] == pytest.approx(diff, abs=1e-12)
-                assert numbers[f"{task} best - {n} SE"] == pytest.approx(se, abs=1e-12)
+        if not inside or not outside:
+            assert numbers[f"{task} outcome"].startswith("not judged") and f"{task} band - outside" not in numbers
+            continue
+        chosen = [choose({n: docs[n]["items"] for n in names}, sign) for names in (inside, outside)]
+        assert [numbers[f"{task} chosen in band"], numbers[f"{task} chosen outside band"]] == chosen
+        if all(docs[n]["trained"] is False for n in chosen):
+            assert f"{task} band - outside" not in numbers
+            continue
+        found = {}
+        which = 1 if len(inside) > 1 or len(outside) > 1 else None
+        put(found, "d", docs[chosen[0]]["items"], docs[chosen[1]]["items"], sign, which)
+        for suffix in ("", " SE", " detectable", " items"):
+            assert numbers[f"{task} band - outside{suffix}"] == pytest.approx(found[f"d{suffix}"], abs=1e-12)
     assert "masking-quick" in (out / "report.html").read_text()
 
 

@@ -131,6 +131,7 @@ def test_report_of_every_kind_is_one_self_contained_file(runs, tmp_path):
     out = build_report([runs["analysis"], runs["compare"], runs["demo"]], tmp_path / "out" / "report.html",
                        title="All kinds")
     text = out.read_text()
+    assert "Findings rules version 1 (docs/findings.md)" in text  # a findings.json without a version
     page = Page(text)
     titles = [t for _, t in page.headings]
     for expected in ("Analysis: vit-micro-32", "Attention distance (F1)", "Head diversity (F3)", "Per-layer numbers",
@@ -267,3 +268,13 @@ def test_a_report_inside_the_runs_it_shows_does_not_find_its_own_copies(runs):
     second = Page(build_report([runs["demo"], runs["analysis"]], out).read_text()).headings
     assert first == second and sum(t.startswith("Analysis:") for _, t in second) == 1
     assert (out.parent / "analysis" / "attention.json").is_file()
+
+
+def test_a_demo_page_names_the_rules_version_of_its_findings(tmp_path):
+    demo = tmp_path / "demo"
+    write_run(demo, {"findings.json": {"preset": "default", "rules_version": 2, "findings": [
+        {"id": "F4", "statement": "dropping helps", "verdict": "within errors",
+         "numbers": {"d": 0.001, "reason": "within errors: depth (detectable difference 0.002)"}}]}})
+    text = build_report([demo], tmp_path / "out" / "report.html").read_text()
+    assert "Findings rules version 2 (docs/findings.md)" in text and 'class="verdict within-errors"' in text
+    assert "detectable difference 0.002" in text

@@ -3,12 +3,16 @@
 import numpy as np
 import pytest
 
+from mimlens.errors import MimlensError
 from mimlens.tasks.uncertainty import (
     beats,
     bootstrap_se,
     compare,
+    detectable,
+    judge,
     paired_bootstrap,
     paired_difference,
+    split_items,
     standard_error,
     summary,
     trained_check,
@@ -110,3 +114,27 @@ def test_keypoint_ap_bootstrap_se_agrees_with_a_brute_force_bootstrap():
     rng = np.random.default_rng(6)
     brute = [keypoint_ap([records[i] for i in np.sort(rng.integers(0, 60, 60))]) for _ in range(3000)]
     assert bootstrap_se(records, statistic("keypoint_ap")) == pytest.approx(np.std(brute), rel=0.1)
+
+
+def test_judge_uses_one_level_in_both_directions():
+    assert judge({"diff": 0.21, "se": 0.1}, higher_is_better=True) == "better"
+    assert judge({"diff": -0.21, "se": 0.1}, higher_is_better=True) == "worse"
+    assert judge({"diff": 0.2, "se": 0.1}, higher_is_better=True) == "within errors"  # exactly 2 SE: not beyond
+    assert judge({"diff": -0.21, "se": 0.1}, higher_is_better=False) == "better"  # lower is better
+    assert judge({"diff": 0.21, "se": 0.1}, higher_is_better=False) == "worse"
+
+
+def test_detectable_difference_is_found_eighty_percent_of_the_time():
+    assert detectable(0.1) == pytest.approx(0.28416)
+    # a true difference of detectable(se) on normal estimates with that SE beats 2 SE in 80 % of draws
+    rng = np.random.default_rng(0)
+    found = rng.normal(detectable(1.0), 1.0, 200_000) > 2.0
+    assert found.mean() == pytest.approx(0.80, abs=0.005)
+
+
+def test_split_items_takes_alternate_positions():
+    items = {"unit": "image", "ids": [10, 11, 12, 13, 14], "statistic": "mean", "values": [0.0, 1.0, 2.0, 3.0, 4.0]}
+    assert split_items(items, "selection") == {**items, "ids": [10, 12, 14], "values": [0.0, 2.0, 4.0]}
+    assert split_items(items, "judgement") == {**items, "ids": [11, 13], "values": [1.0, 3.0]}
+    with pytest.raises(MimlensError, match="selection"):
+        split_items(items, "train")

@@ -1,16 +1,16 @@
-"""Verdicts on the paper's findings F1–F6, computed from the demo's JSON documents.
+"""Verdicts on the paper's findings F1–F6, computed from the demo's JSON documents (rules version
+:data:`RULES_VERSION`; ``docs/findings.md`` states each rule and lists the versions).
 
 Pure functions: each takes the parsed JSON of the runs it needs (``attention.json``, ``cka.json``,
-``avgdist.json``, ``metrics.json``, ``drop_sweep.json``, ``bars.json``) and returns one findings row
-``{"id", "statement", "verdict", "numbers", "rule", "table"}`` — the form ``mimlens report`` renders.
-``numbers`` holds every value the verdict used; ``table`` lays them out for reading, one row per quantity
-and one column per model or task: ``{"columns": [...], "rows": [[label, key of numbers or null, ...]]}``.
-A verdict is "reproduced" or "not reproduced" only when the preset claims findings and the training bars
-the finding depends on passed; otherwise it is "inconclusive" and ``numbers["reason"]`` says why. The
-margins below are part of the rules and are printed with them. Transfer comparisons (F4, F6) of two runs
-evaluated on the same items use the paired standard error of their per-item values (``items`` of
-``metrics.json`` or ``drop_sweep.json``; a paired bootstrap for AP, :mod:`mimlens.tasks.uncertainty`): better
-means better by more than 2 SE; the fixed margins serve runs without per-item values.
+``avgdist.json``, ``metrics.json``, ``drop_sweep.json``, ``probe.json``, ``bars.json``) and returns one findings
+row ``{"id", "statement", "verdict", "numbers", "rule", "table"}`` — the form ``mimlens report`` renders.
+``numbers`` holds every value the verdict used; ``table`` lays them out for reading, one row per quantity and one
+column per model or task: ``{"columns": [...], "rows": [[label, key of numbers or null, ...]]}``. A verdict is
+one of "reproduced", "not reproduced", "within errors" or "not judged" (``numbers["reason"]`` says why, and for
+within errors which differences the tests could have detected). How comparisons become verdicts — paired SEs at
+one level in both directions, choices made on a selection half of the items, how many tasks a row needs — is
+:mod:`mimlens.demo.judging`. The attention and CKA rules (F1, F3, F5) compare means without standard errors
+(``attention.json`` and ``cka.json`` hold no per-image values) by the fixed thresholds below.
 """
 
 from __future__ import annotations
@@ -19,22 +19,44 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mimlens.demo.judging import (
+    JUDGED_RULE,
+    NOT_JUDGED,
+    QUICK_REASON,
+    better,
+    combine,
+    compare,
+    decide,
+    gate,
+    majority,
+    outcome,
+    paired,
+    pick,
+    put,
+    reading,
+)
+from mimlens.demo.judging import row as _row
+
+RULES_VERSION = 2  # a change to any rule is a new version (docs/findings.md lists them with their reasons)
 LOCAL_MARGIN = 0.10  # F1: a layer is local when its mean distance is >= 10 % below the random-init model's
 KL_VANISH = 0.5  # F3: head KL "vanishes" when the last 3 layers' mean is below half the earlier layers' mean
 CKA_MARGIN = 0.05  # F5: SimMIM's mean off-diagonal CKA must exceed supervised's by this much
-DROP_TOLERANCE = {"rmse": 0.05, "ap": 0.02}  # F4: relative (rmse) / absolute (ap) slack for "not worse"
-WIN_MARGIN = {"rmse": 0.02, "ap": 0.01, "suc": 0.01, "top1": 0.01}  # F6: relative (rmse) / absolute margins
-RELATIVE = {"rmse"}  # metrics whose margin is relative to the supervised value
-QUICK_REASON = "quick preset: models not trained enough"
 UNTRAINED_REASON = "no fine-tuning beats its trivial baseline by 2 SE"
 TRAINED_RULE = "trained = better than its best trivial baseline by more than 2 paired SE"
 GEOMETRIC = ("depth", "pose", "track")  # the probe findings' tasks
+PAIRED = ("paired SE of per-item differences on the shared evaluation items (paired bootstrap, 1000 resamples, "
+          "for AP); a difference counts beyond 2 SE in either direction; 'detectable' = 2.84 SE, the smallest "
+          "difference found with 80 % probability")
+SELECTION = ("a choice among several candidates is made on the selection half of the items (even positions) "
+             "and judged on the other half (odd positions); a single candidate is judged on all items")
+F2_SETTING = ("the paper's Figure 2 fine-tunes on ImageNet-1k classification; this study fine-tunes on the "
+              "synthetic geometric tasks (depth, pose)")
 
 STATEMENTS = {
     "F1": "MIM brings locality to every layer; supervised models attend locally in low layers, globally in high ones",
     "F2": "Masking with a moderate AvgDist (about 10-20 px at 224 px) fine-tunes best and attends most locally",
     "F3": "MIM keeps heads diverse in all layers; supervised head diversity almost vanishes in the last 3 layers",
-    "F4": "Dropping the last layers of a supervised model does not hurt geometric tasks (depth, pose)",
+    "F4": "Dropping the last layers of a supervised model helps geometric tasks (depth, pose)",
     "F5": "MIM representations are similar across layers (high CKA); supervised ones are not",
     "F6": "MIM beats supervised on geometric/motion tasks and fine-grained classification",
     "F4-probe": "Frozen probes: supervised geometric features peak before the last block; MIM's do not fall",
@@ -64,57 +86,85 @@ def mean_off_diagonal(cka: Mapping[str, Any]) -> float:
     return _mean([matrix[i][j] for i in range(len(matrix)) for j in range(len(matrix)) if i != j])
 
 
-def _row(fid: str, verdict: str, numbers: dict[str, Any], rule: str, columns: Sequence[str],
-         rows: Sequence[Sequence[str | None]]) -> dict[str, Any]:
-    """A findings row; ``rows`` are ``[label, key, ...]`` over ``columns``, keys missing from ``numbers`` dropped."""
-    layout = [[label, *(k if k in numbers else None for k in keys)] for label, *keys in rows
-              if any(k in numbers for k in keys)]
-    return {"id": fid, "statement": STATEMENTS[fid], "verdict": verdict, "numbers": numbers, "rule": rule,
-            "table": {"columns": list(columns), "rows": layout}}
+def _primary(doc: Mapping[str, Any]) -> tuple[str, bool, float]:
+    primary = doc["primary"]
+    return primary["name"], bool(primary["higher_is_better"]), float(primary["value"])
 
 
-def _gate(claims: bool, bars: Mapping[str, Any], needed: Sequence[str]) -> str | None:
-    """Why no verdict may be claimed, or None: the preset claims nothing, or a needed training bar failed."""
-    if not claims:
-        return QUICK_REASON
-    failed = [name for name in needed if not bars.get(name, {}).get("passed")]
-    if failed:
-        return "training bar not passed: " + ", ".join(failed)
-    return None
-
-
-def _decide(reason: str | None, holds: bool, numbers: dict[str, Any]) -> str:
-    if reason is not None:
-        numbers["reason"] = reason
-        return "inconclusive"
-    return "reproduced" if holds else "not reproduced"
+# ---------------------------------------------------------------------------------------------- F1, F3, F5
 
 
 def f1_locality(simmim: Mapping, supervised: Mapping, random_init: Mapping, bars: Mapping, claims: bool) -> dict:
-    """F1 from the three models' ``attention.json``. Reproduced when SimMIM is local (mean distance >=
-    LOCAL_MARGIN below the random-init model's) in more than half of the layers **and** supervised's upper half
-    of layers is closer to the random-init (uniform) distances than SimMIM's (mean relative gap)."""
+    """F1 from the three models' ``attention.json``. Reproduced when SimMIM is local in every layer (mean
+    distance >= LOCAL_MARGIN below the random-init model's) **and** supervised's distance grows from low to high
+    layers (its upper half of layers' mean exceeds its lower half's by >= LOCAL_MARGIN of the random-init mean;
+    the middle layer of an odd count is in neither half); not reproduced otherwise."""
     sim, sup, ref = (layer_means(d, "distance_px") for d in (simmim, supervised, random_init))
+    n, half = len(ref), len(ref) // 2
     local = sum(s <= (1 - LOCAL_MARGIN) * r for s, r in zip(sim, ref, strict=True))
-    upper = range(len(ref) // 2, len(ref))
-    sim_gap = _mean([(ref[i] - sim[i]) / ref[i] for i in upper])
-    sup_gap = _mean([(ref[i] - sup[i]) / ref[i] for i in upper])
-    numbers = {"layers": len(ref), "SimMIM local layers": local,
+    low, high = _mean(sup[:half]), _mean(sup[n - half:])
+    growth = (high - low) / _mean(ref) if half else math.nan
+    numbers = {"layers": n, "SimMIM local layers": local,
                "SimMIM mean distance px": _mean(sim), "supervised mean distance px": _mean(sup),
-               "random-init mean distance px": _mean(ref),
-               "SimMIM upper-half gap to uniform": sim_gap, "supervised upper-half gap to uniform": sup_gap}
-    holds = local > len(ref) / 2 and sup_gap < sim_gap
-    rule = (f"reproduced if SimMIM's mean distance is >= {LOCAL_MARGIN:.0%} below the random-init model's in more "
-            "than half of the layers and supervised's upper-half layers are closer to uniform (smaller mean relative "
-            "gap) than SimMIM's; needs both training bars")
-    verdict = _decide(_gate(claims, bars, ("simmim", "supervised")), holds, numbers)
-    return _row("F1", verdict, numbers, rule, ("SimMIM", "supervised", "random init"), [
+               "random-init mean distance px": _mean(ref), "supervised lower-half distance px": low,
+               "supervised upper-half distance px": high, "supervised growth / random-init distance": growth}
+    rule = (f"reproduced if SimMIM's mean distance is >= {LOCAL_MARGIN:.0%} below the random-init model's in every "
+            "layer and supervised's upper half of layers has a mean distance above its lower half's by >= "
+            f"{LOCAL_MARGIN:.0%} of the random-init mean distance; not reproduced otherwise (means over images, no "
+            "SE); needs both training bars and at least 2 layers")
+    reason = gate(claims, bars, ("simmim", "supervised")) or (None if half else "needs at least 2 layers")
+    verdict = decide(reason, local == n and growth >= LOCAL_MARGIN, numbers)
+    return _row("F1", STATEMENTS["F1"], verdict, numbers, rule, ("SimMIM", "supervised", "random init"), [
         ["mean attention distance (px)", "SimMIM mean distance px", "supervised mean distance px",
          "random-init mean distance px"],
-        ["upper-half gap to uniform", "SimMIM upper-half gap to uniform", "supervised upper-half gap to uniform",
-         None],
-        ["local layers", "SimMIM local layers", None, None],
+        ["local layers (of all)", "SimMIM local layers", None, None],
+        ["lower-half layers (px)", None, "supervised lower-half distance px", None],
+        ["upper-half layers (px)", None, "supervised upper-half distance px", None],
+        ["growth low → high / random-init distance", None, "supervised growth / random-init distance", None],
         ["layers", "layers"]])
+
+
+def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) -> dict:
+    """F3 from head KL: for each model, the mean layer KL of the last 3 layers over that of the earlier ones.
+    Reproduced when supervised's ratio is below KL_VANISH, SimMIM's is not, and SimMIM's last-3 KL exceeds
+    supervised's; not reproduced otherwise."""
+    sim, sup = layer_head_kl(simmim), layer_head_kl(supervised)
+    rule = (f"ratio = mean head KL of the last 3 layers / of the earlier layers; reproduced if supervised's ratio "
+            f"< {KL_VANISH:g} <= SimMIM's and SimMIM's last-3 KL > supervised's, not reproduced otherwise (means "
+            "over images, no SE); needs both training bars and at least 4 layers")
+    numbers: dict[str, Any] = {"layers": len(sim)}
+    layout = [["head KL, last 3 layers", "SimMIM KL last 3", "supervised KL last 3"],
+              ["head KL, earlier layers", "SimMIM KL earlier", "supervised KL earlier"],
+              ["ratio last 3 / earlier", "SimMIM ratio", "supervised ratio"], ["layers", "layers"]]
+    reason = gate(claims, bars, ("simmim", "supervised"))
+    if len(sim) < 4:
+        numbers["reason"] = reason or "needs at least 4 layers (the last 3 and an earlier one)"
+        return _row("F3", STATEMENTS["F3"], "not judged", numbers, rule, ("SimMIM", "supervised"), layout)
+    sim_last, sim_early, sup_last, sup_early = _mean(sim[-3:]), _mean(sim[:-3]), _mean(sup[-3:]), _mean(sup[:-3])
+    sim_ratio = sim_last / sim_early if sim_early > 0 else math.nan
+    sup_ratio = sup_last / sup_early if sup_early > 0 else math.nan
+    numbers.update({"SimMIM KL last 3": sim_last, "SimMIM KL earlier": sim_early, "SimMIM ratio": sim_ratio,
+                    "supervised KL last 3": sup_last, "supervised KL earlier": sup_early,
+                    "supervised ratio": sup_ratio})
+    holds = sup_ratio < KL_VANISH <= sim_ratio and sim_last > sup_last
+    return _row("F3", STATEMENTS["F3"], decide(reason, holds, numbers), numbers, rule, ("SimMIM", "supervised"),
+                layout)
+
+
+def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) -> dict:
+    """F5 from within-model ``cka.json``: SimMIM's mean off-diagonal CKA exceeds supervised's by CKA_MARGIN."""
+    sim, sup = mean_off_diagonal(simmim), mean_off_diagonal(supervised)
+    numbers = {"SimMIM mean CKA between layers": sim, "supervised mean CKA between layers": sup,
+               "estimator": simmim.get("estimator")}
+    rule = (f"reproduced if SimMIM's mean off-diagonal CKA - supervised's >= {CKA_MARGIN:g}, not reproduced "
+            "otherwise (no SE); needs both training bars")
+    verdict = decide(gate(claims, bars, ("simmim", "supervised")), sim - sup >= CKA_MARGIN, numbers)
+    return _row("F5", STATEMENTS["F5"], verdict, numbers, rule, ("SimMIM", "supervised"), [
+        ["mean CKA between layers", "SimMIM mean CKA between layers", "supervised mean CKA between layers"],
+        ["estimator", "estimator"]])
+
+
+# ---------------------------------------------------------------------------------------------- F2
 
 
 def f2_avgdist(avgdist: Mapping[str, Any], mask_patch: int, mask_ratio: float, claims: bool) -> dict:
@@ -131,7 +181,7 @@ def f2_avgdist(avgdist: Mapping[str, Any], mask_patch: int, mask_ratio: float, c
                "needs one pre-training and fine-tuning per masking setting: run the masking study "
                "(mimlens demo --preset masking, which writes OUT/masking)"}
     rule = "AvgDist is measured for every setting; the verdict needs one pre-training per setting"
-    return _row("F2", "inconclusive", numbers, rule, (), [
+    return _row("F2", STATEMENTS["F2"], "not judged", numbers, rule, (), [
         ["image size (px)", "image px"], ["moderate band from (px)", "moderate band low px"],
         ["moderate band to (px)", "moderate band high px"], ["masking settings measured", "settings measured"],
         ["settings in the band", "settings in band"], ["AvgDist of the pre-training (px)", "pre-training AvgDist px"]])
@@ -147,27 +197,39 @@ def avg_dist_of(avgdist: Mapping[str, Any], mask_patch: int, ratio: float) -> fl
     raise MimlensError(f"avgdist.json has no AvgDist for mask patch {mask_patch}, ratio {ratio}")
 
 
-def f2_masking(avgdist: Mapping[str, Any], settings: Sequence[tuple[str, int, float]],
-               finetunes: Mapping[str, Mapping[str, Mapping]], attention: Mapping[str, Mapping],
-               probes: Mapping[str, Mapping], bars: Mapping[str, Mapping], claims: bool) -> dict:
-    """F2 from a masking study: ``settings`` (name, mask patch, ratio), each setting's AvgDist (``avgdist.json``,
-    which also gives the moderate band), fine-tunings (``finetunes[task][name]``: ``metrics.json``), attention
-    (``attention.json``), frozen probes (``probe.json``) and SimMIM bar (``bars[name]``).
+def _f2_task(task: str, runs: Mapping[str, Mapping], order: Sequence[str], moderate: Sequence[str],
+             numbers: dict[str, Any]) -> str:
+    """One fine-tuning task of F2: the best setting in the band against the best outside it (each chosen on the
+    selection half), paired on the judgement half; "holds" when the band's is better by 2 SE."""
+    metric, higher, _ = _primary(runs[order[0]])
+    for n in order:
+        numbers[f"{task} {metric} {n}"] = _primary(runs[n])[2]
+        if runs[n]["primary"].get("se") is not None:
+            numbers[f"{task} {metric} {n} SE"] = runs[n]["primary"]["se"]
+        if runs[n].get("trained") is not None:
+            numbers[f"{task} {n} trained"] = bool(runs[n]["trained"])
+    outside = [n for n in order if n not in moderate]
+    if not moderate or not outside:
+        return NOT_JUDGED + "needs settings both in and outside the moderate band"
+    if any(not runs[n].get("items") for n in order):
+        return NOT_JUDGED + "no per-item values"
+    inside_best = pick({n: runs[n]["items"] for n in moderate}, higher)
+    outside_best = pick({n: runs[n]["items"] for n in outside}, higher)
+    numbers[f"{task} chosen in band"], numbers[f"{task} chosen outside band"] = inside_best, outside_best
+    if runs[inside_best].get("trained") is False and runs[outside_best].get("trained") is False:
+        return f"{NOT_JUDGED}{UNTRAINED_REASON}: {inside_best}, {outside_best}"
+    chosen = len(moderate) > 1 or len(outside) > 1
+    difference = compare(runs[inside_best]["items"], runs[outside_best]["items"], chosen)
+    put(numbers, f"{task} band - outside", difference)
+    result = outcome(difference, higher)
+    if result == "within errors":
+        numbers[f"{task} detectable"] = numbers[f"{task} band - outside detectable"]
+    return result
 
-    Per fine-tuning task, the best setting is compared with the others by paired SE of per-item differences
-    (paired bootstrap for AP). The task *holds* when the best setting lies in the moderate band and beats both
-    extremes (the lowest and the highest AvgDist) by more than 2 SE; it *fails* when the best lies outside the
-    band and beats every setting in the band by more than 2 SE; otherwise it is *within errors*. A task whose
-    best fine-tuning is not trained (better than its trivial baseline by 2 SE) is not judged. The verdict is the
-    majority over judged tasks (:func:`_majority`). Attention distance, bars and probes are reported, not judged.
-    """
-    band = avgdist["moderate_band_px"]
-    dist = {name: avg_dist_of(avgdist, patch, ratio) for name, patch, ratio in settings}
-    order = sorted(dist, key=dist.get)
-    moderate = [n for n in order if band[0] <= dist[n] <= band[1]]
-    extremes = {order[0], order[-1]}
-    numbers: dict[str, Any] = {"moderate band low px": band[0], "moderate band high px": band[1],
-                               "image px": avgdist["img_size"]}
+
+def _f2_descriptive(order: Sequence[str], dist: Mapping[str, float], moderate: Sequence[str], bars: Mapping,
+                    attention: Mapping, probes: Mapping, numbers: dict[str, Any]) -> None:
+    """The numbers F2 reports but does not judge: bars, attention distance, frozen probes' best block."""
     for n in order:
         numbers[f"{n} AvgDist px"] = dist[n]
         numbers[f"{n} in band"] = n in moderate
@@ -182,61 +244,66 @@ def f2_masking(avgdist: Mapping[str, Any], settings: Sequence[tuple[str, int, fl
             best = best_row(spec)
             numbers[f"probe {task} {n}"] = best[spec["primary"]]
             numbers[f"probe {task} {n} block"] = best["block"]
-    outcomes: dict[str, str] = {}
-    untrained = []
-    for task, runs in finetunes.items():
-        metric, higher, _ = _primary(runs[order[0]])
-        values = {n: _primary(runs[n])[2] for n in order}
-        for n in order:
-            numbers[f"{task} {metric} {n}"] = values[n]
-            if runs[n]["primary"].get("se") is not None:
-                numbers[f"{task} {metric} {n} SE"] = runs[n]["primary"]["se"]
-            if runs[n].get("trained") is not None:
-                numbers[f"{task} {n} trained"] = bool(runs[n]["trained"])
-        best = max(order, key=lambda n: values[n] if higher else -values[n])
-        numbers[f"{task} best setting"] = best
-        against = {n: paired(runs[best].get("items"), runs[n].get("items")) for n in order if n != best}
-        for n, difference in against.items():
-            _put(numbers, f"{task} best - {n}", difference)
-        if runs[best].get("trained") is False:
-            untrained.append(task)
-            continue
-        wins = {n for n, d in against.items() if d is not None and better(d, higher)}  # settings best beats
-        if best in moderate and best not in extremes:
-            outcomes[task] = "holds" if extremes <= wins else "within errors"
-        else:
-            outcomes[task] = "fails" if moderate and set(moderate) - {best} <= wins else "within errors"
-        numbers[f"{task} outcome"] = outcomes[task]
+
+
+def f2_masking(avgdist: Mapping[str, Any], settings: Sequence[tuple[str, int, float]],
+               finetunes: Mapping[str, Mapping[str, Mapping]], attention: Mapping[str, Mapping],
+               probes: Mapping[str, Mapping], bars: Mapping[str, Mapping], claims: bool) -> dict:
+    """F2 from a masking study: ``settings`` (name, mask patch, ratio), each setting's AvgDist (``avgdist.json``,
+    which also gives the moderate band), fine-tunings (``finetunes[task][name]``: ``metrics.json``), attention
+    (``attention.json``), frozen probes (``probe.json``) and SimMIM bar (``bars[name]``).
+
+    Per fine-tuning task (:func:`_f2_task`): the best setting in the moderate band against the best outside it,
+    each chosen on the selection half of the items where there is a choice, by the paired SE on the judgement
+    half: holds / fails / within errors. A task where neither compared fine-tuning is trained is not judged.
+    Verdict by :func:`mimlens.demo.judging.majority`. Attention distance, bars and probes are reported, not judged.
+    """
+    band = avgdist["moderate_band_px"]
+    dist = {name: avg_dist_of(avgdist, patch, ratio) for name, patch, ratio in settings}
+    order = sorted(dist, key=dist.get)
+    moderate = [n for n in order if band[0] <= dist[n] <= band[1]]
+    numbers: dict[str, Any] = {"moderate band low px": band[0], "moderate band high px": band[1],
+                               "image px": avgdist["img_size"], "paper's setting": F2_SETTING}
+    _f2_descriptive(order, dist, moderate, bars, attention, probes, numbers)
+    outcomes = {task: _f2_task(task, runs, order, moderate, numbers) for task, runs in finetunes.items()}
+    for task, result in outcomes.items():
+        numbers[f"{task} outcome"] = result
+    rule = ("per fine-tuning task: the best setting in the moderate band against the best setting outside it, by "
+            f"the {PAIRED}; {SELECTION}; the task holds when the band's is better, fails when the outside one is "
+            f"better, is within errors otherwise; {JUDGED_RULE}; a task is not judged when neither compared "
+            f"fine-tuning is trained ({TRAINED_RULE}); attention distance is reported, not judged; {F2_SETTING}")
     reason = None if claims else QUICK_REASON
     if reason is None and not moderate:
         reason = "no masking setting lies in the moderate band"
-    elif reason is None and finetunes and len(untrained) == len(finetunes):
-        reason = f"{UNTRAINED_REASON}: the best setting on {', '.join(untrained)}"
-    rule = ("per fine-tuning task: the best setting against each other one by 2 paired SE of per-item differences "
-            "(paired bootstrap, 1000 resamples, for AP); a task holds when the best setting lies in the moderate "
-            "band and beats both extremes (lowest and highest AvgDist), fails when the best lies outside the band "
-            "and beats every setting in it, and is within errors otherwise; reproduced when more than half of the "
-            "judged tasks hold, inconclusive when the tasks within errors could make a majority, not reproduced "
-            f"otherwise; a task is judged only when its best fine-tuning is trained ({TRAINED_RULE})")
-    verdict = _majority(outcomes, numbers, reason) if reason is None else _decide(reason, False, numbers)
+    verdict = majority(outcomes, numbers, reason)
+    return _row("F2", STATEMENTS["F2"], verdict, numbers, rule, order, _f2_layout(order, finetunes, probes))
+
+
+def _f2_layout(order: Sequence[str], finetunes: Mapping[str, Mapping[str, Mapping]],
+               probes: Mapping[str, Mapping]) -> list[list[str | None]]:
     rows: list[list[str | None]] = [["AvgDist (px)", *(f"{n} AvgDist px" for n in order)],
                                     ["in the moderate band", *(f"{n} in band" for n in order)]]
     for label in ("masked L1", "nearest fill L1", "mean fill L1", "mean attention px"):
         rows.append([label.replace(" px", " (px)"), *(f"{n} {label}" for n in order)])
     for task, runs in finetunes.items():
         metric = _primary(runs[order[0]])[0]
+        key = f"{task} band - outside"
         rows += [[f"{task} {metric}", *(f"{task} {metric} {n}" for n in order)],
                  [f"{task} {metric} SE", *(f"{task} {metric} {n} SE" for n in order)],
                  [f"{task} trained", *(f"{task} {n} trained" for n in order)],
-                 [f"{task} best - this (paired)", *(f"{task} best - {n}" for n in order)],
-                 [f"{task} best - this SE", *(f"{task} best - {n} SE" for n in order)],
-                 [f"{task} best setting", f"{task} best setting"], [f"{task} outcome", f"{task} outcome"]]
+                 [f"{task} best in band (selection half)", f"{task} chosen in band"],
+                 [f"{task} best outside band (selection half)", f"{task} chosen outside band"],
+                 [f"{task} band - outside (paired)", key], [f"{task} its SE", f"{key} SE"],
+                 [f"{task} detectable difference", f"{key} detectable"], [f"{task} items judged", f"{key} items"],
+                 [f"{task} outcome", f"{task} outcome"]]
     for task in sorted({t for doc in probes.values() for t in doc.get("tasks", {})}):
         rows += [[f"frozen probe {task}, best block", *(f"probe {task} {n}" for n in order)],
                  [f"frozen probe {task}: which block", *(f"probe {task} {n} block" for n in order)]]
     rows += [["moderate band from (px)", "moderate band low px"], ["moderate band to (px)", "moderate band high px"],
-             ["tasks judged", "tasks"], ["tasks holding", "tasks holding"], ["within errors", "tasks within errors"]]
-    return _row("F2", verdict, numbers, rule, order, rows)
+             ["paper's setting", "paper's setting"], ["tasks", "tasks"], ["tasks judged", "tasks judged"],
+             ["tasks holding", "tasks holding"], ["tasks failing", "tasks failing"],
+             ["within errors", "tasks within errors"]]
+    return rows
 
 
 def f2_from_study(study: Mapping[str, Any], folder: str) -> dict:
@@ -248,229 +315,144 @@ def f2_from_study(study: Mapping[str, Any], folder: str) -> dict:
     return row
 
 
-def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) -> dict:
-    """F3 from head KL: for each model, the mean layer KL of the last 3 layers over that of the earlier ones.
-    Reproduced when supervised's ratio is below KL_VANISH, SimMIM's is not, and SimMIM's last-3 KL exceeds
-    supervised's."""
-    sim, sup = layer_head_kl(simmim), layer_head_kl(supervised)
-    rule = (f"ratio = mean head KL of the last 3 layers / of the earlier layers; reproduced if supervised's ratio "
-            f"< {KL_VANISH:g} <= SimMIM's and SimMIM's last-3 KL > supervised's; needs both training bars")
-    numbers: dict[str, Any] = {"layers": len(sim)}
-    layout = [["head KL, last 3 layers", "SimMIM KL last 3", "supervised KL last 3"],
-              ["head KL, earlier layers", "SimMIM KL earlier", "supervised KL earlier"],
-              ["ratio last 3 / earlier", "SimMIM ratio", "supervised ratio"], ["layers", "layers"]]
-    reason = _gate(claims, bars, ("simmim", "supervised"))
-    if len(sim) < 4:
-        numbers["reason"] = reason or "needs at least 4 layers (the last 3 and an earlier one)"
-        return _row("F3", "inconclusive", numbers, rule, ("SimMIM", "supervised"), layout)
-    sim_last, sim_early, sup_last, sup_early = _mean(sim[-3:]), _mean(sim[:-3]), _mean(sup[-3:]), _mean(sup[:-3])
-    sim_ratio = sim_last / sim_early if sim_early > 0 else math.nan
-    sup_ratio = sup_last / sup_early if sup_early > 0 else math.nan
-    numbers.update({"SimMIM KL last 3": sim_last, "SimMIM KL earlier": sim_early, "SimMIM ratio": sim_ratio,
-                    "supervised KL last 3": sup_last, "supervised KL earlier": sup_early,
-                    "supervised ratio": sup_ratio})
-    holds = sup_ratio < KL_VANISH <= sim_ratio and sim_last > sup_last
-    return _row("F3", _decide(reason, holds, numbers), numbers, rule, ("SimMIM", "supervised"), layout)
+# ---------------------------------------------------------------------------------------------- F4, F6: fine-tuning
 
 
-def beats(name: str, higher: bool, value: float, baseline: float, num_images: int | None = None) -> bool:
-    """Whether ``value`` of metric ``name`` is better than ``baseline`` by more than WIN_MARGIN — for top-1
-    evaluated on ``num_images`` images each, by more than the larger of WIN_MARGIN and two standard errors of
-    the difference of the two accuracies (independent binomial proportions)."""
-    margin = WIN_MARGIN.get(name, 0.0) * (abs(baseline) if name in RELATIVE else 1.0)
-    if name == "top1" and num_images:
-        margin = max(margin, 2.0 * math.sqrt((value * (1 - value) + baseline * (1 - baseline)) / num_images))
-    return (value - baseline > margin) if higher else (baseline - value > margin)
-
-
-def evaluation_images(doc: Mapping[str, Any]) -> int | None:
-    """The number of evaluation images of a classification ``metrics.json`` (None when it does not say)."""
-    return (doc.get("variant") or {}).get("num_images")
-
-
-def paired(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> dict[str, float] | None:
-    """Paired ``{"diff", "se", "n"}`` of runs' ``items`` sections a - b, or None when either has none."""
-    if not a or not b:
-        return None
-    from mimlens.tasks.uncertainty import compare_runs
-
-    return compare_runs(a, b)
-
-
-def better(difference: Mapping[str, float], higher: bool) -> bool:
-    """Whether a paired difference a - b says a is better by more than 2 SE."""
-    from mimlens.tasks.uncertainty import improves
-
-    return improves(dict(difference), higher)
-
-
-def _put(numbers: dict[str, Any], key: str, difference: Mapping[str, float] | None) -> None:
-    """``numbers[key]`` = the paired difference and ``numbers[key + " SE"]`` its SE (nothing when None)."""
-    if difference is not None:
-        numbers[key], numbers[f"{key} SE"] = difference["diff"], difference["se"]
-
-
-def _primary(doc: Mapping[str, Any]) -> tuple[str, bool, float]:
-    primary = doc["primary"]
-    return primary["name"], bool(primary["higher_is_better"]), float(primary["value"])
+def _f4_task(task: str, sweep: Mapping[str, Any], random_init: Mapping[str, Any], numbers: dict[str, Any]) -> str:
+    """One task of F4: the best K >= 1 (chosen on the selection half where the sweep has several) against the
+    full model K = 0: "holds" when dropping helps by 2 SE, "fails" when it hurts by 2 SE."""
+    metric, higher = sweep["metric"], sweep["higher_is_better"]
+    for r in sweep["rows"]:
+        numbers[f"{task} {metric} K={int(r['drop_last'])}"] = float(r[metric])
+    numbers[f"{task} {metric} random init"] = _primary(random_init)[2]
+    trained = next((r.get("trained") for r in sweep["rows"] if int(r["drop_last"]) == 0), None)
+    if trained is not None:
+        numbers[f"{task} K=0 trained"] = bool(trained)
+    if trained is False:
+        return f"{NOT_JUDGED}{UNTRAINED_REASON} (supervised K=0)"
+    items = sweep.get("items") or {}
+    dropped = sorted(int(k) for k in items if int(k) > 0)
+    if "0" not in items or not dropped or not random_init.get("items"):
+        return NOT_JUDGED + "no per-item values of K=0, K>=1 and the random-init fine-tuning"
+    learned = paired(items["0"], random_init["items"])
+    put(numbers, f"{task} K=0 - random init", learned)
+    if not better(learned, higher):
+        return NOT_JUDGED + "the full model does not beat the random-init fine-tuning"
+    on_all = {k: paired(items[str(k)], items["0"]) for k in dropped}
+    for k, difference in on_all.items():
+        put(numbers, f"{task} K={k} - K=0", difference)
+        numbers[f"{task} K={k} - K=0 reading"] = {"better": "helps", "worse": "hurts"}.get(reading(difference, higher),
+                                                                                     "within errors")
+    chosen = pick({k: items[str(k)] for k in dropped}, higher)
+    numbers[f"{task} chosen K"] = chosen
+    difference = compare(items[str(chosen)], items["0"], True) if len(dropped) > 1 else on_all[chosen]
+    put(numbers, f"{task} chosen K - K=0", difference)
+    result = outcome(difference, higher)
+    if result == "within errors":
+        numbers[f"{task} detectable"] = numbers[f"{task} chosen K - K=0 detectable"]
+    return result
 
 
 def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[str, Mapping], bars: Mapping,
                  claims: bool) -> dict:
-    """F4 from the supervised model's ``drop_sweep.json`` per task: the metric at K = 1 (one block dropped) is
-    not worse than at K = 0 by more than 2 paired SE (DROP_TOLERANCE without per-item values), for every judged
-    task. A task is judged only where the full model (K = 0) beats the random-init model's fine-tuning
-    (``random_init``: ``metrics.json`` per task) by more than 2 paired SE (the WIN_MARGIN without per-item
-    values) — what the pre-training did not help with cannot show what dropping its blocks costs, as F6 counts
-    only tasks where pre-training made a difference — and where its K = 0 row is not ``trained: false`` (no
-    better than its best trivial baseline by 2 SE; rows without the field count as trained). When no task is
-    judged the verdict is inconclusive."""
+    """F4 from the supervised model's ``drop_sweep.json`` per task and the random-init fine-tunings'
+    ``metrics.json`` (:func:`_f4_task`). A task is judged only where its full model (K = 0) is trained and beats
+    the random-init fine-tuning by more than 2 paired SE. Verdict by :func:`mimlens.demo.judging.majority`."""
     numbers: dict[str, Any] = {}
-    holds = bool(sweeps)
-    unlearned, untrained = [], []
-    for task, sweep in sweeps.items():
-        metric, higher = sweep["metric"], sweep["higher_is_better"]
-        values = {int(r["drop_last"]): float(r[metric]) for r in sweep["rows"]}
-        for k in sorted(values):
-            numbers[f"{task} {metric} K={k}"] = values[k]
-        numbers[f"{task} {metric} random init"] = baseline = _primary(random_init[task])[2]
-        trained = next((r.get("trained") for r in sweep["rows"] if int(r["drop_last"]) == 0), None)
-        if trained is not None:
-            numbers[f"{task} K=0 trained"] = bool(trained)
-        if 0 not in values or 1 not in values:
-            if trained is False:
-                untrained.append(task)
-            holds = holds and trained is False
-            continue
-        items = sweep.get("items") or {}
-        learned = paired(items.get("0"), random_init[task].get("items"))
-        dropped = paired(items.get("1"), items.get("0"))
-        _put(numbers, f"{task} K=0 - random init", learned)
-        _put(numbers, f"{task} K=1 - K=0", dropped)
-        if trained is False:  # not judged
-            untrained.append(task)
-            continue
-        if not (better(learned, higher) if learned is not None else beats(metric, higher, values[0], baseline)):
-            unlearned.append(task)  # not judged
-            continue
-        if dropped is not None:
-            worse, slack = (-dropped["diff"] if higher else dropped["diff"]), 2.0 * dropped["se"]
-        else:
-            slack = DROP_TOLERANCE.get(metric, 0.0) * (abs(values[0]) if metric in RELATIVE else 1.0)
-            worse = values[0] - values[1] if higher else values[1] - values[0]
-        holds = holds and worse <= slack
-    tolerances = ", ".join(f"{m} {t:g}{' relative' if m in RELATIVE else ''}" for m, t in DROP_TOLERANCE.items())
-    rule = ("reproduced if for every judged task the metric with the last block dropped (K=1) is not worse than "
-            "the full model (K=0) by more than 2 paired SE of the per-item differences (paired bootstrap for AP; "
-            f"without per-item values by more than {tolerances}); needs the supervised bar; a task is judged only "
-            "when the full model beats the random-init model's fine-tuning by more than 2 paired SE and its "
-            f"fine-tuning is trained ({TRAINED_RULE})")
-    numbers["tasks judged"] = len(sweeps) - len(untrained) - len(unlearned)
-    reason = _gate(claims, bars, ("supervised",))
-    if reason is None and sweeps and len(untrained) == len(sweeps):
-        reason = f"{UNTRAINED_REASON}: supervised K=0 on {', '.join(untrained)}"
-    elif reason is None and sweeps and len(untrained) + len(unlearned) == len(sweeps):
-        reason = ("no task judged: the supervised fine-tuning does not beat the random-init one on "
-                  f"{', '.join(unlearned)}" + (f"; not trained on {', '.join(untrained)}" if untrained else ""))
+    outcomes = {task: _f4_task(task, sweep, random_init[task], numbers) for task, sweep in sweeps.items()}
+    for task, result in outcomes.items():
+        numbers[f"{task} outcome"] = result
+    rule = ("per task (depth RMSE, pose AP): the K >= 1 that is best on the selection half of the items (every K "
+            "of the sweep; with one K no choice) against the full model K = 0 on the judgement half, by the "
+            f"{PAIRED}; the task holds when dropping helps, fails when it hurts, is within errors otherwise; each "
+            f"K's difference on all items is shown, not judged; {JUDGED_RULE}; a task is judged only when the full "
+            "model beats the random-init fine-tuning by more than 2 paired SE (what the pre-training did not help "
+            f"with cannot show what dropping its blocks costs) and is trained ({TRAINED_RULE}); needs the "
+            "supervised bar")
+    reason = gate(claims, bars, ("supervised",))
+    verdict = majority(outcomes, numbers, reason)
+    return _row("F4", STATEMENTS["F4"], verdict, numbers, rule, *_f4_layout(sweeps))
+
+
+def _f4_layout(sweeps: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str | None]]]:
     columns = [f"{task} {sweep['metric']}" for task, sweep in sweeps.items()]
     ks = sorted({int(r["drop_last"]) for sweep in sweeps.values() for r in sweep["rows"]})
-    dropped = {0: "full model", 1: "last block dropped"}
-    layout = [[dropped.get(k, f"last {k} blocks dropped"), *(f"{c} K={k}" for c in columns)] for k in ks]
+    names = {0: "full model", 1: "last block dropped"}
+    layout = [[names.get(k, f"last {k} blocks dropped"), *(f"{c} K={k}" for c in columns)] for k in ks]
     layout.append(["random-init fine-tuning", *(f"{c} random init" for c in columns)])
-    for label, key in (("K=1 - K=0 (paired)", "K=1 - K=0"), ("K=0 - random init (paired)", "K=0 - random init")):
-        layout.append([label, *(f"{t} {key}" for t in sweeps)])
-        layout.append([f"{label} SE", *(f"{t} {key} SE" for t in sweeps)])
-    layout.append(["full model trained", *(f"{t} K=0 trained" for t in sweeps)])
-    layout.append(["tasks judged", "tasks judged"])
-    return _row("F4", _decide(reason, holds, numbers), numbers, rule, columns, layout)
+    for key in ["K=0 - random init", *(f"K={k} - K=0" for k in ks if k > 0)]:
+        layout.append([f"{key} (paired, all items)", *(f"{t} {key}" for t in sweeps)])
+        layout.append([f"{key} SE", *(f"{t} {key} SE" for t in sweeps)])
+        layout.append([f"{key} reading", *(f"{t} {key} reading" for t in sweeps)])
+    layout += [["chosen K (selection half)", *(f"{t} chosen K" for t in sweeps)],
+               ["chosen K - K=0 (paired)", *(f"{t} chosen K - K=0" for t in sweeps)],
+               ["chosen K - K=0 SE", *(f"{t} chosen K - K=0 SE" for t in sweeps)],
+               ["detectable difference", *(f"{t} chosen K - K=0 detectable" for t in sweeps)],
+               ["items judged", *(f"{t} chosen K - K=0 items" for t in sweeps)],
+               ["full model trained", *(f"{t} K=0 trained" for t in sweeps)],
+               ["outcome", *(f"{t} outcome" for t in sweeps)], ["tasks", "tasks"], ["tasks judged", "tasks judged"],
+               ["tasks holding (dropping helps)", "tasks holding"], ["tasks failing (dropping hurts)", "tasks failing"],
+               ["tasks within errors", "tasks within errors"]]
+    return columns, layout
 
 
-def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) -> dict:
-    """F5 from within-model ``cka.json``: SimMIM's mean off-diagonal CKA exceeds supervised's by CKA_MARGIN."""
-    sim, sup = mean_off_diagonal(simmim), mean_off_diagonal(supervised)
-    numbers = {"SimMIM mean CKA between layers": sim, "supervised mean CKA between layers": sup,
-               "estimator": simmim.get("estimator")}
-    rule = f"reproduced if SimMIM's mean off-diagonal CKA - supervised's >= {CKA_MARGIN:g}; needs both training bars"
-    verdict = _decide(_gate(claims, bars, ("simmim", "supervised")), sim - sup >= CKA_MARGIN, numbers)
-    return _row("F5", verdict, numbers, rule, ("SimMIM", "supervised"), [
-        ["mean CKA between layers", "SimMIM mean CKA between layers", "supervised mean CKA between layers"],
-        ["estimator", "estimator"]])
+def _f6_task(task: str, docs: Mapping[str, Mapping[str, Any]], numbers: dict[str, Any]) -> str:
+    """One task of F6 (``docs``: SimMIM's, supervised's and random init's ``metrics.json``): SimMIM against
+    supervised by the paired SE, judged when both are trained and one of them beats random init by 2 SE."""
+    name, higher, _ = _primary(docs["SimMIM"])
+    for label, doc in docs.items():
+        numbers[f"{task} {name} {label}"] = _primary(doc)[2]
+    flags = {label: docs[label].get("trained") for label in ("SimMIM", "supervised")}
+    for label, flag in flags.items():
+        if flag is not None:
+            numbers[f"{task} {label} trained"] = bool(flag)
+    if False in flags.values():
+        return f"{NOT_JUDGED}{UNTRAINED_REASON} ({', '.join(k for k, v in flags.items() if v is False)})"
+    pairs = {(x, y): paired(docs[x].get("items"), docs[y].get("items"))
+             for x, y in (("SimMIM", "random init"), ("supervised", "random init"), ("SimMIM", "supervised"))}
+    if any(d is None for d in pairs.values()):
+        return NOT_JUDGED + "no per-item values"
+    for (x, y), difference in pairs.items():
+        put(numbers, f"{task} {x} - {y}", difference)
+    if not (better(pairs["SimMIM", "random init"], higher) or better(pairs["supervised", "random init"], higher)):
+        return NOT_JUDGED + "neither pre-training beats the random-init fine-tuning"
+    result = outcome(pairs["SimMIM", "supervised"], higher)
+    if result == "within errors":
+        numbers[f"{task} detectable"] = numbers[f"{task} SimMIM - supervised detectable"]
+    return result
 
 
 def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping],
                 random_init: Mapping[str, Mapping], bars: Mapping, claims: bool) -> dict:
     """F6 from ``metrics.json`` per task (SimMIM's, supervised's and the random-init model's fine-tunings, all
-    evaluated on the same items): a task counts when SimMIM or supervised beats the random-init model by more
-    than 2 paired SE of the per-item differences (pre-training made a difference); SimMIM wins a counted task
-    when better than supervised by more than 2 paired SE. Trained gate: where both runs' ``metrics.json`` say
-    whether they are ``trained``, a task counts only when both are. Runs without per-item values fall back to the
-    margins of :func:`beats` (top-1: binomial SE on SimMIM's evaluation-image count). Reproduced when SimMIM wins more
-    than half of the counted tasks, not reproduced when fewer, inconclusive (mixed) at exactly half or when no
-    task counts."""
+    evaluated on the same items; :func:`_f6_task`): per judged task, SimMIM better than supervised by more than
+    2 paired SE holds, worse by as much fails. Verdict by :func:`mimlens.demo.judging.majority`."""
     numbers: dict[str, Any] = {}
-    wins = counted = 0
-    gated, untrained = 0, []
-    for task in simmim:
-        name, higher, a = _primary(simmim[task])
-        b, r = _primary(supervised[task])[2], _primary(random_init[task])[2]
-        numbers[f"{task} {name} SimMIM"] = a
-        numbers[f"{task} {name} supervised"] = b
-        numbers[f"{task} {name} random init"] = r
-        docs = {"SimMIM": simmim[task], "supervised": supervised[task], "random init": random_init[task]}
-        pairs = {(x, y): paired(docs[x].get("items"), docs[y].get("items"))
-                 for x, y in (("SimMIM", "random init"), ("supervised", "random init"), ("SimMIM", "supervised"))}
-        if all(d is not None for d in pairs.values()):
-            for (x, y), d in pairs.items():
-                _put(numbers, f"{task} {x} - {y}", d)
-            sim_r, sup_r, sim_sup = (better(d, higher) for d in pairs.values())
-        else:
-            n = evaluation_images(simmim[task]) if name == "top1" else None
-            if n is not None:
-                numbers[f"{task} evaluation images"] = n
-            sim_r, sup_r, sim_sup = (beats(name, higher, x, y, n) for x, y in ((a, r), (b, r), (a, b)))
-        flags = {label: docs[label].get("trained") for label in ("SimMIM", "supervised")}
-        for label, flag in flags.items():
-            if flag is not None:
-                numbers[f"{task} {label} trained"] = bool(flag)
-        if None not in flags.values():
-            gated += 1
-            if not all(flags.values()):
-                untrained.append(f"{task} ({', '.join(k for k, v in flags.items() if not v)})")
-                continue
-        if sim_r or sup_r:
-            counted += 1
-            wins += sim_sup
-    numbers["tasks counted"] = counted
-    numbers["SimMIM wins"] = wins
-    margins = ", ".join(f"{m} {t:g}{' relative' if m in RELATIVE else ''}" for m, t in WIN_MARGIN.items())
-    rule = ("better = better by more than 2 paired SE of the per-item differences on the shared evaluation items "
-            "(paired bootstrap, 1000 resamples, for AP); a task counts when SimMIM or supervised is better than the "
-            "random-init fine-tuning; SimMIM wins a counted task when better than supervised; reproduced when it "
-            "wins more than half of the counted tasks, not reproduced when fewer, inconclusive at exactly half; "
-            f"needs both training bars (runs without per-item values: margins {margins}, for top-1 at least 2 "
-            f"binomial SE); a task counts only when SimMIM's and supervised's fine-tunings are both trained "
-            f"({TRAINED_RULE})")
-    reason = _gate(claims, bars, ("simmim", "supervised"))
-    if reason is None and gated and len(untrained) == len(simmim):
-        reason = f"{UNTRAINED_REASON}: {'; '.join(untrained)}"
-    elif reason is None and counted == 0:
-        reason = "no task's fine-tuning beats the random-init model's: pre-training made no measurable difference"
-    elif reason is None and 2 * wins == counted:
-        reason = "mixed: SimMIM wins exactly half of the counted tasks"
+    outcomes = {task: _f6_task(task, {"SimMIM": simmim[task], "supervised": supervised[task],
+                                      "random init": random_init[task]}, numbers) for task in simmim}
+    for task, result in outcomes.items():
+        numbers[f"{task} outcome"] = result
+    rule = (f"per task: SimMIM's fine-tuning against supervised's by the {PAIRED}; the task holds when SimMIM is "
+            "better, fails when supervised is better, is within errors otherwise; a task is judged only when "
+            "SimMIM or supervised beats the random-init fine-tuning by more than 2 paired SE (pre-training made a "
+            f"difference) and both fine-tunings are trained ({TRAINED_RULE}); {JUDGED_RULE}; needs both training "
+            "bars")
+    verdict = majority(outcomes, numbers, gate(claims, bars, ("simmim", "supervised")))
     layout = []
     for task in simmim:
         name = _primary(simmim[task])[0]
-        layout.append([f"{task} {name}", *(f"{task} {name} {m}" for m in ("SimMIM", "supervised", "random init"))])
-        layout.append([f"{task} evaluation images", f"{task} evaluation images"])
-        layout.append([f"{task} paired diff vs random init", f"{task} SimMIM - random init",
-                       f"{task} supervised - random init"])
-        layout.append([f"{task} its SE", f"{task} SimMIM - random init SE", f"{task} supervised - random init SE"])
-        layout.append([f"{task} SimMIM - supervised (paired)", f"{task} SimMIM - supervised"])
-        layout.append([f"{task} SimMIM - supervised SE", f"{task} SimMIM - supervised SE"])
-        layout.append([f"{task} trained", f"{task} SimMIM trained", f"{task} supervised trained"])
-    layout += [["tasks counted", "tasks counted"], ["SimMIM wins", "SimMIM wins"]]
-    return _row("F6", _decide(reason, 2 * wins > counted, numbers), numbers, rule,
-                ("SimMIM", "supervised", "random init"), layout)
+        layout += [[f"{task} {name}", *(f"{task} {name} {m}" for m in ("SimMIM", "supervised", "random init"))],
+                   [f"{task} paired diff vs random init", f"{task} SimMIM - random init",
+                    f"{task} supervised - random init"],
+                   [f"{task} its SE", f"{task} SimMIM - random init SE", f"{task} supervised - random init SE"],
+                   [f"{task} SimMIM - supervised (paired)", f"{task} SimMIM - supervised"],
+                   [f"{task} SimMIM - supervised SE", f"{task} SimMIM - supervised SE"],
+                   [f"{task} detectable difference", f"{task} SimMIM - supervised detectable"],
+                   [f"{task} trained", f"{task} SimMIM trained", f"{task} supervised trained"],
+                   [f"{task} outcome", f"{task} outcome"]]
+    layout += [["tasks", "tasks"], ["tasks judged", "tasks judged"], ["tasks holding (SimMIM better)", "tasks holding"],
+               ["tasks failing (supervised better)", "tasks failing"], ["tasks within errors", "tasks within errors"]]
+    return _row("F6", STATEMENTS["F6"], verdict, numbers, rule, ("SimMIM", "supervised", "random init"), layout)
 
 
 # ---------------------------------------------------------------------------------------------- frozen probes
@@ -482,26 +464,29 @@ def probe_items(task: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, An
 
 
 def best_row(task: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The row of a ``probe.json`` task with the best primary metric (the earliest block on ties)."""
+    """The row of a ``probe.json`` task with the best primary metric on all items (the earliest block on ties);
+    descriptive only: the rules choose blocks with :func:`chosen_row`."""
     sign = 1.0 if task["higher_is_better"] else -1.0
     return max(task["rows"], key=lambda row: (sign * row[task["primary"]], -row["block"]))
 
 
+def chosen_row(task: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """Of ``rows`` of a ``probe.json`` task, the one with the best primary metric on the selection half of the
+    items (the earliest on ties; a single row is returned as is)."""
+    index = pick({i: probe_items(task, r) for i, r in enumerate(rows)}, task["higher_is_better"])
+    return rows[index]
+
+
+def earlier_against_last(task: Mapping[str, Any]) -> tuple[Mapping[str, Any], dict[str, float]]:
+    """The block before the last chosen on the selection half, and its paired difference with the last block
+    (chosen - last) on the judgement half (on all items when only one block precedes the last)."""
+    earlier, last = task["rows"][:-1], task["rows"][-1]
+    chosen = chosen_row(task, earlier)
+    return chosen, compare(probe_items(task, chosen), probe_items(task, last), len(earlier) > 1)
+
+
 def _probe_tasks(simmim: Mapping[str, Any], supervised: Mapping[str, Any]) -> list[str]:
     return [t for t in GEOMETRIC if t in simmim["tasks"] and t in supervised["tasks"]]
-
-
-def _majority(outcomes: Mapping[str, str], numbers: dict[str, Any], reason: str | None) -> str:
-    """Verdict from per-task outcomes "holds", "within errors", "fails": reproduced when more than half hold;
-    inconclusive when the tasks within errors could make a majority; otherwise not reproduced."""
-    held = sum(o == "holds" for o in outcomes.values())
-    within = sum(o == "within errors" for o in outcomes.values())
-    numbers.update({"tasks": len(outcomes), "tasks holding": held, "tasks within errors": within})
-    if reason is None and not outcomes:
-        reason = "no geometric task was probed in both models"
-    elif reason is None and 2 * held <= len(outcomes) < 2 * (held + within):
-        reason = "within errors: " + ", ".join(t for t, o in outcomes.items() if o == "within errors")
-    return _decide(reason, 2 * held > len(outcomes), numbers)
 
 
 def _probe_columns(tasks: Sequence[str], simmim: Mapping[str, Any]) -> list[str]:
@@ -509,93 +494,126 @@ def _probe_columns(tasks: Sequence[str], simmim: Mapping[str, Any]) -> list[str]
 
 
 PROBE_GATE = "needs both training bars; tasks: depth RMSE, pose AP, tracking SUC"
-PAIRED = "paired SE of per-item differences on the shared evaluation items (paired bootstrap, 1000 resamples, for AP)"
+
+
+def _f4_probe_task(t: str, simmim: Mapping[str, Any], supervised: Mapping[str, Any], numbers: dict[str, Any]) -> str:
+    """One task of F4-probe: supervised's chosen earlier block against its last (holds when better), SimMIM's
+    last against its chosen earlier block (holds when better, fails when worse: SimMIM falls)."""
+    metric, higher = supervised["tasks"][t]["primary"], supervised["tasks"][t]["higher_is_better"]
+    if min(len(doc["tasks"][t]["rows"]) for doc in (simmim, supervised)) < 2:
+        return NOT_JUDGED + "needs at least 2 blocks"
+    parts, within = [], []
+    for label, doc, sign in (("supervised", supervised, 1.0), ("SimMIM", simmim, -1.0)):
+        task = doc["tasks"][t]
+        chosen, difference = earlier_against_last(task)
+        key = f"{t} {label} earlier - last"
+        numbers[f"{t} {label} chosen block"] = chosen["block"]
+        numbers[f"{t} {label} chosen {metric}"] = chosen[metric]
+        numbers[f"{t} {label} last {metric}"] = task["rows"][-1][metric]
+        put(numbers, key, difference)
+        part = outcome({**difference, "diff": sign * difference["diff"]}, higher)
+        numbers[f"{t} {label} part"] = part
+        parts.append(part)
+        if part == "within errors":
+            within.append(numbers[f"{key} detectable"])
+    result = combine(parts)
+    if result == "within errors":
+        numbers[f"{t} detectable"] = max(within)
+    return result
 
 
 def f4_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Mapping, claims: bool) -> dict:
-    """F4 from frozen probes (``probe.json`` of SimMIM and supervised, same items): per geometric task, the
-    supervised model peaks before its last block when its best block's metric beats its last block's by more
-    than 2 paired SE, and SimMIM does not fall when its last block is not worse than its best by more than 2
-    paired SE. A task holds when both do; fails when SimMIM falls or supervised's best block is its last; is
-    within errors otherwise. Verdict by :func:`_majority`."""
+    """F4 from frozen probes (``probe.json`` of SimMIM and supervised, same items; :func:`_f4_probe_task`): per
+    geometric task, supervised peaks before its last block when its best earlier block (chosen on the selection
+    half) beats the last by more than 2 paired SE on the judgement half (the last beating it by as much fails);
+    SimMIM does not fall when its last block beats its best earlier block by as much (the earlier beating the
+    last fails). A task holds when both parts hold, fails when either fails. Verdict by
+    :func:`mimlens.demo.judging.majority`."""
     tasks = _probe_tasks(simmim, supervised)
     numbers: dict[str, Any] = {}
-    outcomes = {}
-    for t in tasks:
-        metric, higher = supervised["tasks"][t]["primary"], supervised["tasks"][t]["higher_is_better"]
-        earlier, falls = {}, {}  # best block before the last; best better than last by > 2 SE
-        for label, doc in (("supervised", supervised), ("SimMIM", simmim)):
-            task = doc["tasks"][t]
-            best, last = best_row(task), task["rows"][-1]
-            numbers[f"{t} {label} best block"] = best["block"]
-            numbers[f"{t} {label} best {metric}"] = best[metric]
-            numbers[f"{t} {label} last {metric}"] = last[metric]
-            drop = paired(probe_items(task, best), probe_items(task, last))
-            _put(numbers, f"{t} {label} best - last", drop)
-            earlier[label], falls[label] = best["block"] != last["block"], better(drop, higher)
-        if falls["SimMIM"] or not earlier["supervised"]:
-            outcomes[t] = "fails"
-        else:
-            outcomes[t] = "holds" if falls["supervised"] else "within errors"
-        numbers[f"{t} outcome"] = outcomes[t]
-    rule = ("per geometric task: supervised peaks before its last block when its best block beats its last by more "
-            "than 2 SE; SimMIM does not fall when its last block is not worse than its best by more than 2 SE; the "
-            "task holds when both, fails when SimMIM falls or supervised's best block is its last, else is within "
-            f"errors; SE = {PAIRED}; reproduced when more than half of the tasks hold, inconclusive when the tasks "
-            f"within errors could make a majority, not reproduced otherwise; {PROBE_GATE}")
+    outcomes = {t: _f4_probe_task(t, simmim, supervised, numbers) for t in tasks}
+    for t, result in outcomes.items():
+        numbers[f"{t} outcome"] = result
+    rule = (f"per geometric task: {SELECTION}; supervised's part holds when its best block before the last is "
+            "better than its last block, fails when the last is better; SimMIM's part holds when its last block is "
+            "better than its best block before the last, fails when that earlier block is better (SimMIM falls); "
+            f"each by the {PAIRED}; the task holds when both parts hold, fails when either fails, is within errors "
+            f"otherwise; {JUDGED_RULE}; {PROBE_GATE}")
     metrics = {t: supervised["tasks"][t]["primary"] for t in tasks}
     layout = []
     for label in ("supervised", "SimMIM"):
-        layout += [[f"{label} best block", *(f"{t} {label} best block" for t in tasks)],
-                   [f"{label} best", *(f"{t} {label} best {metrics[t]}" for t in tasks)],
-                   [f"{label} last block", *(f"{t} {label} last {metrics[t]}" for t in tasks)],
-                   [f"{label} best - last (paired)", *(f"{t} {label} best - last" for t in tasks)],
-                   [f"{label} best - last SE", *(f"{t} {label} best - last SE" for t in tasks)]]
-    layout += [["outcome", *(f"{t} outcome" for t in tasks)], ["tasks", "tasks"], ["tasks holding", "tasks holding"],
-               ["tasks within errors", "tasks within errors"]]
-    verdict = _majority(outcomes, numbers, _gate(claims, bars, ("simmim", "supervised")))
-    return _row("F4-probe", verdict, numbers, rule, _probe_columns(tasks, simmim), layout)
+        key = f"{label} earlier - last"
+        layout += [[f"{label} chosen block (selection half)", *(f"{t} {label} chosen block" for t in tasks)],
+                   [f"{label} chosen block, all items", *(f"{t} {label} chosen {metrics[t]}" for t in tasks)],
+                   [f"{label} last block, all items", *(f"{t} {label} last {metrics[t]}" for t in tasks)],
+                   [f"{label} chosen - last (paired)", *(f"{t} {key}" for t in tasks)],
+                   [f"{label} chosen - last SE", *(f"{t} {key} SE" for t in tasks)],
+                   [f"{label} detectable difference", *(f"{t} {key} detectable" for t in tasks)],
+                   [f"{label} items judged", *(f"{t} {key} items" for t in tasks)],
+                   [f"{label} part", *(f"{t} {label} part" for t in tasks)]]
+    layout += _probe_tail(tasks)
+    verdict = majority(outcomes, numbers, gate(claims, bars, ("simmim", "supervised")))
+    return _row("F4-probe", STATEMENTS["F4-probe"], verdict, numbers, rule, _probe_columns(tasks, simmim), layout)
+
+
+def _probe_tail(tasks: Sequence[str]) -> list[list[str | None]]:
+    return [["outcome", *(f"{t} outcome" for t in tasks)], ["tasks", "tasks"], ["tasks judged", "tasks judged"],
+            ["tasks holding", "tasks holding"], ["tasks failing", "tasks failing"],
+            ["tasks within errors", "tasks within errors"]]
+
+
+def _f6_probe_task(t: str, simmim: Mapping[str, Any], supervised: Mapping[str, Any], numbers: dict[str, Any]) -> str:
+    """One task of F6-probe: SimMIM's against supervised's block at the best (each chosen on the selection half,
+    compared on the judgement half) and at the last block (all items)."""
+    sim, sup = simmim["tasks"][t], supervised["tasks"][t]
+    metric, higher = sup["primary"], sup["higher_is_better"]
+    parts, within = [], []
+    for where in ("best", "last"):
+        a, b = (chosen_row(sim, sim["rows"]), chosen_row(sup, sup["rows"])) if where == "best" else \
+            (sim["rows"][-1], sup["rows"][-1])
+        numbers[f"{t} SimMIM {where} {metric}"], numbers[f"{t} supervised {where} {metric}"] = a[metric], b[metric]
+        numbers[f"{t} SimMIM {where} block"], numbers[f"{t} supervised {where} block"] = a["block"], b["block"]
+        chosen = where == "best" and min(len(sim["rows"]), len(sup["rows"])) > 1
+        difference = compare(probe_items(sim, a), probe_items(sup, b), chosen)
+        put(numbers, f"{t} SimMIM - supervised at {where}", difference)
+        parts.append(outcome(difference, higher))
+        if parts[-1] == "within errors":
+            within.append(numbers[f"{t} SimMIM - supervised at {where} detectable"])
+    result = combine(parts)
+    if result == "within errors":
+        numbers[f"{t} detectable"] = max(within)
+    return result
 
 
 def f6_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Mapping, claims: bool) -> dict:
-    """F6 from frozen probes (``probe.json`` of SimMIM and supervised, same items): per geometric task, SimMIM's
-    best block against supervised's best block and SimMIM's last block against supervised's last, each by the
-    paired SE. A task holds when SimMIM is better by more than 2 SE at both, fails when supervised is better by
-    more than 2 SE at either, is within errors otherwise. Verdict by :func:`_majority`."""
+    """F6 from frozen probes (``probe.json`` of SimMIM and supervised, same items; :func:`_f6_probe_task`): per
+    geometric task, SimMIM's best block against supervised's best block (each chosen on the selection half,
+    compared on the judgement half) and SimMIM's last block against supervised's last (all items), by the paired
+    SE. A task holds when SimMIM is better at both, fails when supervised is better at either. Verdict by
+    :func:`mimlens.demo.judging.majority`."""
     tasks = _probe_tasks(simmim, supervised)
     numbers: dict[str, Any] = {}
-    outcomes = {}
-    for t in tasks:
-        sim, sup = simmim["tasks"][t], supervised["tasks"][t]
-        metric, higher = sup["primary"], sup["higher_is_better"]
-        wins = []
-        for where, pick in (("best", best_row), ("last", lambda task: task["rows"][-1])):
-            a, b = pick(sim), pick(sup)
-            numbers[f"{t} SimMIM {where} {metric}"] = a[metric]
-            numbers[f"{t} supervised {where} {metric}"] = b[metric]
-            diff = paired(probe_items(sim, a), probe_items(sup, b))
-            _put(numbers, f"{t} SimMIM - supervised at {where}", diff)
-            wins.append((better(diff, higher), better({"diff": -diff["diff"], "se": diff["se"]}, higher)))
-        if any(lost for _, lost in wins):
-            outcomes[t] = "fails"
-        else:
-            outcomes[t] = "holds" if all(won for won, _ in wins) else "within errors"
-        numbers[f"{t} outcome"] = outcomes[t]
-    rule = ("per geometric task: SimMIM's best block against supervised's best block, and last against last; the "
-            "task holds when SimMIM is better by more than 2 SE at both, fails when supervised is better by more "
-            f"than 2 SE at either, else is within errors; SE = {PAIRED}; reproduced when more than half of the "
-            "tasks hold, inconclusive when the tasks within errors could make a majority, not reproduced "
-            f"otherwise; {PROBE_GATE}")
+    outcomes = {t: _f6_probe_task(t, simmim, supervised, numbers) for t in tasks}
+    for t, result in outcomes.items():
+        numbers[f"{t} outcome"] = result
+    rule = (f"per geometric task: SimMIM's best block against supervised's best block ({SELECTION}), and SimMIM's "
+            f"last block against supervised's last block (all items), each by the {PAIRED}; the task holds when "
+            "SimMIM is better at both, fails when supervised is better at either, is within errors otherwise; "
+            f"{JUDGED_RULE}; {PROBE_GATE}")
     layout = []
     for where in ("best", "last"):
-        layout += [[f"SimMIM {where}", *(f"{t} SimMIM {where} {simmim['tasks'][t]['primary']}" for t in tasks)],
-                   [f"supervised {where}", *(f"{t} supervised {where} {simmim['tasks'][t]['primary']}"
-                                             for t in tasks)],
-                   [f"SimMIM - supervised at {where} (paired)", *(f"{t} SimMIM - supervised at {where}"
-                                                                   for t in tasks)],
-                   [f"SimMIM - supervised at {where} SE", *(f"{t} SimMIM - supervised at {where} SE"
-                                                            for t in tasks)]]
-    layout += [["outcome", *(f"{t} outcome" for t in tasks)], ["tasks", "tasks"], ["tasks holding", "tasks holding"],
-               ["tasks within errors", "tasks within errors"]]
-    verdict = _majority(outcomes, numbers, _gate(claims, bars, ("simmim", "supervised")))
-    return _row("F6-probe", verdict, numbers, rule, _probe_columns(tasks, simmim), layout)
+        key = f"SimMIM - supervised at {where}"
+        picked = " (selection half)" if where == "best" else ""
+        layout += [[f"SimMIM {where} block{picked}", *(f"{t} SimMIM {where} block" for t in tasks)],
+                   [f"supervised {where} block{picked}", *(f"{t} supervised {where} block" for t in tasks)],
+                   [f"SimMIM {where}, all items", *(f"{t} SimMIM {where} {simmim['tasks'][t]['primary']}"
+                                                   for t in tasks)],
+                   [f"supervised {where}, all items", *(f"{t} supervised {where} {simmim['tasks'][t]['primary']}"
+                                                       for t in tasks)],
+                   [f"{key} (paired)", *(f"{t} {key}" for t in tasks)],
+                   [f"{key} SE", *(f"{t} {key} SE" for t in tasks)],
+                   [f"{key} detectable", *(f"{t} {key} detectable" for t in tasks)],
+                   [f"{key} items judged", *(f"{t} {key} items" for t in tasks)]]
+    layout += _probe_tail(tasks)
+    verdict = majority(outcomes, numbers, gate(claims, bars, ("simmim", "supervised")))
+    return _row("F6-probe", STATEMENTS["F6-probe"], verdict, numbers, rule, _probe_columns(tasks, simmim), layout)

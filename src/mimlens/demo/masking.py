@@ -249,8 +249,9 @@ def write_findings_and_report(out: Path, preset: Preset) -> Path:
     bars_figure(docs, out / "figures" / "training_bars.png")
     row = finite(fd.f2_masking(**docs, claims=preset.claims))
     rows = [{**row, "figures": [f for f in FIGURES if (out / f).is_file()]}]
-    smoke = f"{fd.QUICK_REASON}: a smoke run of every stage; F2 stays inconclusive."
-    save_json({"preset": preset.name, "claims_findings": preset.claims, "bars": docs["bars"], "findings": rows,
+    smoke = f"{fd.QUICK_REASON}: a smoke run of every stage; F2 is not judged."
+    save_json({"preset": preset.name, "claims_findings": preset.claims, "rules_version": fd.RULES_VERSION,
+               "bars": docs["bars"], "findings": rows,
                "notice": None if preset.claims else smoke, "about": about(preset)}, out / "findings.json")
     report = build_report([out], out / "report.html")
     refresh_joined(out)

@@ -56,7 +56,7 @@ class Preset:
     bar_images: int  # validation images for the training bars
     mask_samples: int  # masks per AvgDist setting
     sweep_drop: tuple[int, ...]  # last blocks dropped for F4 (supervised on depth and pose)
-    claims: bool  # False: a smoke run whose findings all stay inconclusive
+    claims: bool  # False: a smoke run whose findings are all not judged
     threads: int | None = None  # torch CPU threads per stage (None: leave as set)
     parallel: int = 1  # stages run at once, each in a worker process (> 1 needs workers == 0)
     workers: int = 0  # data-loading processes per training run (scene generation is ~1,500 images/s per core)

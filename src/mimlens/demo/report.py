@@ -1,6 +1,7 @@
 """The demo's last stage: ``findings.json`` from the runs' JSON, summary figures and ``report.html``.
 
-``OUT/findings.json`` is ``{"preset", "claims_findings", "bars", "findings": [rows], "notice", "about"}``, each
+``OUT/findings.json`` is ``{"preset", "claims_findings", "rules_version", "bars", "findings": [rows], "notice",
+"about"}`` (``rules_version``: :data:`mimlens.demo.findings.RULES_VERSION` of the rules that judged it), each
 row with the ``figures`` behind its verdict; ``mimlens report OUT`` renders it, so the demo's report and
 ``mimlens report OUT``'s are the same page. ``OUT/figures/`` holds the figures that span several runs:
 fine-tuning results of the four models per task (F6), the supervised layer-drop sweeps (F4), the four
@@ -72,13 +73,21 @@ def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
 
 
 def f2_row(out: Path, preset: Preset) -> dict[str, Any]:
-    """F2 from the masking study in ``OUT/masking`` when it has finished, else AvgDist alone (inconclusive)."""
+    """F2 from the masking study in ``OUT/masking`` when it has finished under these rules, else AvgDist alone
+    (not judged); a study judged under other rules is named as such, not quoted."""
     study = out / MASKING / "findings.json"
+    row = fd.f2_avgdist(read_json(out / "masks" / "avgdist.json"), preset.mask_patch, 0.6, preset.claims)
     if study.is_file():
-        row = next((r for r in read_json(study).get("findings", []) if r.get("id") == "F2"), None)
-        if row is not None:
-            return fd.f2_from_study(row, MASKING)
-    return fd.f2_avgdist(read_json(out / "masks" / "avgdist.json"), preset.mask_patch, 0.6, preset.claims)
+        doc = read_json(study)
+        found = next((r for r in doc.get("findings", []) if r.get("id") == "F2"), None)
+        version = doc.get("rules_version", 1)
+        if found is not None and version == fd.RULES_VERSION:
+            return fd.f2_from_study(found, MASKING)
+        if found is not None and preset.claims:
+            row["numbers"]["reason"] = (f"the masking study in {MASKING}/ was judged under rules version {version}, "
+                                        f"these are version {fd.RULES_VERSION}: rerun mimlens demo --preset masking "
+                                        f"--out {out / MASKING}")
+    return row
 
 
 def finite(obj: Any) -> Any:
@@ -188,7 +197,8 @@ def write_findings_and_report(out: Path, preset: Preset) -> Path:
             sweep = read_json(out / "finetune" / f"{task}_supervised" / "drop_sweep.json")
             layer_drop_figure(sweep, out / "figures" / f"layer_drop_{task}.png", labels=["supervised"])
     rows = with_figures(compute_findings(out, preset), out)
-    smoke = f"{fd.QUICK_REASON}: a smoke run of every stage; all findings stay inconclusive."
-    save_json({"preset": preset.name, "claims_findings": preset.claims, "bars": bars, "findings": rows,
+    smoke = f"{fd.QUICK_REASON}: a smoke run of every stage; no finding is judged."
+    save_json({"preset": preset.name, "claims_findings": preset.claims, "rules_version": fd.RULES_VERSION,
+               "bars": bars, "findings": rows,
                "notice": None if preset.claims else smoke, "about": about(preset)}, out / "findings.json")
     return build_report([out], out / "report.html")

@@ -19,7 +19,7 @@ from typing import Any
 from mimlens.errors import MimlensError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+VERDICTS = ("reproduced", "not reproduced", "within errors", "not judged", "inconclusive")  # the last: rules v1
 
 
 @dataclass
@@ -169,10 +169,11 @@ def findings_table(rows: Iterable[Mapping[str, Any] | Sequence[Any]], thumbs: Ma
     """The paper's findings next to what a run shows.
 
     Each row is a mapping with ``id``, ``statement``, ``verdict`` and ``numbers`` or a 4-tuple in that
-    order. ``verdict`` is one of "reproduced", "not reproduced", "inconclusive"; ``numbers`` (a mapping
-    or a string) are the values the verdict was computed from, ``numbers["reason"]`` why it is
-    inconclusive. A mapping row's optional ``table`` lays the numbers out (:func:`numbers_table`) and its
-    optional ``rule`` (how the verdict follows from the numbers) is folded under them. ``thumbs`` maps a
+    order. ``verdict`` is one of :data:`VERDICTS` ("inconclusive" from findings judged by rules version 1);
+    ``numbers`` (a mapping or a string) are the values the verdict was computed from, ``numbers["reason"]`` why
+    it is not judged or within errors. A mapping row's optional ``table`` lays the numbers out
+    (:func:`numbers_table`) and its optional ``rule`` (how the verdict follows from the numbers) is printed open
+    under them. ``thumbs`` maps a
     finding's id to the HTML of the figures behind its verdict, shown in a last column.
     """
     cells = []
@@ -187,7 +188,7 @@ def findings_table(rows: Iterable[Mapping[str, Any] | Sequence[Any]], thumbs: Ma
         else:
             numbers = esc(numbers)
         rule = extra.get("rule")
-        rule_line = f'<details class="rule"><summary>rule</summary>{esc(rule)}</details>' if rule else ""
+        rule_line = f'<details class="rule" open><summary>rule</summary>{esc(rule)}</details>' if rule else ""
         why = f'<div class="reason">{esc(reason)}</div>' if reason else ""
         figures = f'<td><div class="thumbs">{thumbs.get(fid, "")}</div></td>' if thumbs else ""
         cells.append(f'<tr id="finding-{slug(fid)}"><td><b>{esc(fid)}</b> {esc(statement)}'

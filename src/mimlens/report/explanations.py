@@ -136,13 +136,15 @@ READING: dict[str, str] = {
         "low layers, while the high layers' heads lose their diversity (F3: KL between heads towards 0)."
     ),
     "findings": (
-        "Each of the paper's findings next to its verdict, the numbers it was computed from (open "
-        "<i>rule</i> for how) and the figures to check it against. At tiny scale on a CPU a finding can "
-        "honestly fail to show: the verdicts say so."
+        "Each of the paper's findings next to its verdict, the numbers it was computed from, the <i>rule</i> "
+        "that turns them into the verdict (fixed before the run, docs/findings.md) and the figures to check it "
+        "against. A verdict is <i>reproduced</i>, <i>not reproduced</i>, <i>within errors</i> (the test could "
+        "not tell; the reason gives the smallest difference it could have detected) or <i>not judged</i> (the "
+        "reason says why). At tiny scale on a CPU a finding can honestly fail to show: the verdicts say so."
     ),
     "bars": (
         "<b>Why the bars.</b> A verdict is claimed only when the models it compares learned something: SimMIM "
         "must beat copying the nearest visible pixel, the supervised model must clear chance by the margin "
-        "its rule states. Below a bar the findings that depend on it stay inconclusive."
+        "its rule states. Below a bar the findings that depend on it are not judged."
     ),
 }

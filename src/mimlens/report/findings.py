@@ -51,6 +51,8 @@ def findings_sections(run: Run, assets: Assets) -> list[Section]:
     rows = doc.get("findings", [])
     thumbs = {row["id"]: _thumbnails(run, assets, row) for row in rows if isinstance(row, Mapping)}
     lead = notice(doc["notice"]) if doc.get("notice") else ""
+    version = doc.get("rules_version", 1) if rows else None
+    lead += f'<p class="reason">Findings rules version {esc(version)} (docs/findings.md).</p>' if version else ""
     title = f"Findings: {run.title}" if run.named else "Findings"
     sections = [Section(title, lead + findings_table(rows, {k: v for k, v in thumbs.items() if v})
                         + explain(ex.READING["findings"]))]

@@ -87,7 +87,8 @@ tbody tr:nth-child(even) td { background: #fafbfd; }
   font-weight: 600; white-space: nowrap; }
 .verdict.reproduced { background: #e3f3ea; color: var(--good); }
 .verdict.not-reproduced { background: #fbe5e3; color: var(--bad); }
-.verdict.inconclusive { background: #fbf1d9; color: var(--meh); }
+.verdict.inconclusive, .verdict.within-errors { background: #fbf1d9; color: var(--meh); }
+.verdict.not-judged { background: var(--wash); color: var(--muted); }
 table.findings { width: 100%; }
 .findings > tbody > tr > td:first-child { width: 25%; min-width: 12rem; }
 .findings .reason { margin-top: 0.3rem; color: var(--muted); font-size: 0.88em; }

@@ -6,7 +6,10 @@ of the per-item differences a - b with standard error SE = sd / sqrt(n) (sample 
 not a per-item mean (keypoint AP) is compared by a paired bootstrap: the same resampled items (with
 replacement, fixed seed, listed in data-set order) for both runs, SE = the sd of the resampled differences;
 keypoint AP is evaluated for all resamples at once (:func:`mimlens.tasks.pose.keypoint_ap_resampled`).
-"Beats" means better by more than ``Z`` standard errors.
+"Beats" means better by more than ``Z`` standard errors; the same ``Z`` judges both directions (:func:`judge`),
+and a difference within errors is reported with the smallest difference the test detects with 80 % probability
+(:func:`detectable`). A rule that picks among candidates (a block, a K, a setting) picks on the selection half
+of the items and is judged on the other half (:func:`split_items`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from mimlens.errors import MimlensError
 
 Z = 2.0  # a difference counts when beyond this many standard errors
 RESAMPLES = 1000
+POWER_Z = 0.8416  # one-sided normal quantile of 0.80: a true difference of (Z + POWER_Z) SE is found 80 % of the time
+SPLIT_RULE = ("selection half = the items at even positions (0, 2, 4, ...) of the items section in data-set order, "
+              "judgement half = the odd positions")
 
 
 def standard_error(values: Sequence[float]) -> float:
@@ -81,6 +87,29 @@ def improves(difference: dict[str, float], higher_is_better: bool, z: float = Z)
     """Whether a difference ``{"diff", "se"}`` (a - b) says a is better than b by more than ``z`` SEs."""
     diff = difference["diff"] if higher_is_better else -difference["diff"]
     return diff > z * difference["se"]
+
+
+def judge(difference: dict[str, float], higher_is_better: bool, z: float = Z) -> str:
+    """"better" when a difference a - b says a is better than b by more than ``z`` SEs, "worse" when b is
+    better than a by as much, "within errors" otherwise: one level in both directions."""
+    if improves(difference, higher_is_better, z):
+        return "better"
+    flipped = {**difference, "diff": -difference["diff"]}
+    return "worse" if improves(flipped, higher_is_better, z) else "within errors"
+
+
+def detectable(se: float, z: float = Z) -> float:
+    """The smallest true difference a ``z``-SE test finds with 80 % probability: (z + POWER_Z) · se."""
+    return (z + POWER_Z) * se
+
+
+def split_items(items: dict[str, Any], half: str) -> dict[str, Any]:
+    """The ``selection`` or ``judgement`` half of an ``items`` section (``ids``, ``values``, ...): the items at even
+    or odd positions (:data:`SPLIT_RULE`), so that a choice made on one half is judged on the other."""
+    if half not in ("selection", "judgement"):
+        raise MimlensError(f"an items section splits into 'selection' and 'judgement' halves, not {half!r}")
+    start = 0 if half == "selection" else 1
+    return {**items, "ids": list(items["ids"])[start::2], "values": list(items["values"])[start::2]}
 
 
 def beats(a: Sequence[float], b: Sequence[float], higher_is_better: bool) -> bool:

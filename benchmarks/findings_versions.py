@@ -1,0 +1,113 @@
+"""The findings of a finished demo folder under the rules that wrote its ``findings.json`` and under the current
+rules, side by side, recomputed from the same stages; nothing is written unless ``--write`` is given.
+
+    python benchmarks/findings_versions.py runs/demo-default            # the demo and its masking study
+    python benchmarks/findings_versions.py runs/demo-default/masking    # the study alone
+    python benchmarks/findings_versions.py runs/demo-default --write    # then rewrite findings.json and report.html
+
+Per finding: the verdict in ``findings.json`` (with its ``rules_version``; none written means version 1), the
+verdict of the current rules (``mimlens.demo.findings.RULES_VERSION``) and the reasons of both. ``--write``
+rewrites ``findings.json``, the cross-run figures and ``report.html`` under the current rules (the study's first,
+which rewrites the demo's too) as the demo's last stage does, without checking or running any other stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def preset_of(out: Path):
+    from mimlens.config import load_yaml
+    from mimlens.demo.pipeline import MARKER
+    from mimlens.demo.presets import get_preset
+
+    config = out / "config.yaml"
+    if not config.is_file() or MARKER not in load_yaml(config):
+        sys.exit(f"{out} is not a demo folder: {config} with a '{MARKER}' key is missing")
+    return get_preset(str(load_yaml(config)[MARKER]["preset"]))
+
+
+def study_row(out: Path) -> dict:
+    """F2 of the masking study in ``out`` under the current rules."""
+    from mimlens.demo import findings as fd
+    from mimlens.demo.masking import study_documents
+    from mimlens.demo.report import finite
+
+    preset = preset_of(out)
+    return finite(fd.f2_masking(**study_documents(out, preset), claims=preset.claims))
+
+
+def current_rows(out: Path) -> list[dict]:
+    """Every findings row of the demo (or study) in ``out`` under the current rules, from its stages' JSON."""
+    from mimlens.demo import findings as fd
+    from mimlens.demo.masking import FOLDER
+    from mimlens.demo.report import compute_findings
+
+    preset = preset_of(out)
+    if preset.mask_settings:
+        return [study_row(out)]
+    rows = compute_findings(out, preset)
+    if (out / FOLDER / "findings.json").is_file():
+        rows = [fd.f2_from_study(study_row(out / FOLDER), FOLDER) if r["id"] == "F2" else r for r in rows]
+    return rows
+
+
+def written_rows(out: Path) -> tuple[int, dict[str, dict]]:
+    doc = json.loads((out / "findings.json").read_text())
+    rows = doc["findings"] if isinstance(doc, dict) else doc
+    return (doc.get("rules_version", 1) if isinstance(doc, dict) else 1), {r["id"]: r for r in rows}
+
+
+def show(out: Path) -> None:
+    from mimlens.demo.findings import RULES_VERSION
+
+    if not (out / "findings.json").is_file():
+        sys.exit(f"{out / 'findings.json'} is missing: the demo has not finished")
+    version, old = written_rows(out)
+    print(f"{out}: findings.json under rules version {version}; current rules version {RULES_VERSION}")
+    for row in current_rows(out):
+        before = old.get(row["id"], {})
+        print(f"\n{row['id']}: version {version}: {before.get('verdict', '(absent)')}  ->  "
+              f"version {RULES_VERSION}: {row['verdict']}")
+        for label, r in ((f"v{version}", before), (f"v{RULES_VERSION}", row)):
+            reason = (r.get("numbers") or {}).get("reason") if isinstance(r.get("numbers"), dict) else None
+            if reason:
+                print(f"  {label} reason: {reason}")
+        outcomes = {k: v for k, v in row["numbers"].items() if k.endswith(" outcome")}
+        if outcomes:
+            print("  v2 per task: " + "; ".join(f"{k[:-len(' outcome')]}: {v}" for k, v in outcomes.items()))
+
+
+def write(out: Path) -> None:
+    """Rewrite the findings and report of ``out`` (and of its masking study, or of the demo holding the study)."""
+    from mimlens.demo import masking, report
+    from mimlens.demo.masking import FOLDER
+
+    preset = preset_of(out)
+    if preset.mask_settings:
+        masking.write_findings_and_report(out, preset)
+    elif (out / FOLDER / "findings.json").is_file():
+        masking.write_findings_and_report(out / FOLDER, preset_of(out / FOLDER))  # rewrites this demo's too
+    else:
+        report.write_findings_and_report(out, preset)
+    print(f"\nrewritten under the current rules: {out / 'findings.json'}, {out / 'report.html'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", type=Path, help="a finished demo folder (or its masking study)")
+    parser.add_argument("--write", action="store_true", help="then rewrite findings.json and report.html")
+    args = parser.parse_args()
+    show(args.out)
+    if not preset_of(args.out).mask_settings and (args.out / "masking" / "findings.json").is_file():
+        print()
+        show(args.out / "masking")
+    if args.write:
+        write(args.out)
+
+
+if __name__ == "__main__":
+    main()
