@@ -4,11 +4,21 @@ Each objective keeps the backbone as ``encoder`` (timm key names under ``encoder
 ``{"loss", ...}`` from ``forward(batch)`` and builds its per-sample ``transform(img_size, crop_scale)``;
 :data:`OBJECTIVES` (:mod:`mimlens.pretrain.registry`) lists them;
 :func:`mimlens.pretrain.run.pretrain` runs one from a config through :func:`mimlens.engine.train`.
+The objectives are imported lazily, so that a command line can read the registry without importing torch.
 """
 
-from mimlens.pretrain.moco import MoCo
-from mimlens.pretrain.registry import OBJECTIVES
-from mimlens.pretrain.simmim import SimMIM, masked_l1, save_reconstruction_figure
-from mimlens.pretrain.supervised import Supervised
+import importlib
+from typing import Any
 
-__all__ = ["OBJECTIVES", "MoCo", "SimMIM", "Supervised", "masked_l1", "save_reconstruction_figure"]
+from mimlens.pretrain.registry import OBJECTIVES
+
+_LAZY = {"MoCo": "moco", "SimMIM": "simmim", "masked_l1": "simmim", "save_reconstruction_figure": "simmim",
+         "Supervised": "supervised"}
+
+__all__ = ["OBJECTIVES", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"mimlens.pretrain.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'mimlens.pretrain' has no attribute {name!r}")
