@@ -216,7 +216,8 @@ def test_baseline_note_says_why_when_no_block_beats_the_baseline():
 def test_depth_probe_on_features_that_carry_only_position_matches_the_mean_depth_map():
     """Known answer: features = the token's position (one-hot) give the per-position mean log-depth, i.e. the
     mean depth map at token resolution; features unrelated to depth and position give about a constant."""
-    from mimlens.probe.layerwise import Block, ridge_probe
+    from mimlens.models.family import BlockRef
+    from mimlens.probe.layerwise import ridge_probe
 
     task = depth_task("synthetic", 32, 0, 48, 16, {"num_objects": [1, 2], "background_strength": 0.5})
     grid, noise = 4, torch.Generator().manual_seed(0)
@@ -230,7 +231,7 @@ def test_depth_probe_on_features_that_carry_only_position_matches_the_mean_depth
     prep = {"img_size": 32, "mean": MEAN, "std": STD}
     scores = {}
     for name, maps in (("position", position), ("unrelated", unrelated)):
-        rows, _, baselines = ridge_probe(task, maps, [Block(0, "position", 0)], prep, 32, "cpu", False)
+        rows, _, baselines = ridge_probe(task, maps, [BlockRef(0, "position", 0)], prep, 32, "cpu", False)
         scores[name], mean_map = rows[0]["rmse"], baselines["mean depth map"]["rmse"]
     train = [task.train_set[i] for i in range(len(task.train_set))]
     y, keep = task.targets(train, (grid, grid))
