@@ -21,8 +21,8 @@ from pathlib import Path
 
 def preset_of(out: Path):
     from mimlens.config import load_yaml
-    from mimlens.demo.pipeline import MARKER
     from mimlens.demo.presets import get_preset
+    from mimlens.demo.stages import MARKER
 
     config = out / "config.yaml"
     if not config.is_file() or MARKER not in load_yaml(config):
@@ -43,7 +43,7 @@ def study_row(out: Path) -> dict:
 def current_rows(out: Path) -> list[dict]:
     """Every findings row of the demo (or study) in ``out`` under the current rules, from its stages' JSON."""
     from mimlens.demo import findings as fd
-    from mimlens.demo.masking import FOLDER
+    from mimlens.demo.presets import MASKING_FOLDER as FOLDER
     from mimlens.demo.report import compute_findings
 
     preset = preset_of(out)
@@ -84,7 +84,7 @@ def show(out: Path) -> None:
 def write(out: Path) -> None:
     """Rewrite the findings and report of ``out`` (and of its masking study, or of the demo holding the study)."""
     from mimlens.demo import masking, report
-    from mimlens.demo.masking import FOLDER
+    from mimlens.demo.presets import MASKING_FOLDER as FOLDER
 
     preset = preset_of(out)
     if preset.mask_settings:

@@ -27,12 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mimlens.demo.masking import FOLDER
-    from mimlens.demo.presets import get_preset
+    from mimlens.demo.presets import MASKING_FOLDER, get_preset
     from mimlens.rundir import check_out
 
     preset = get_preset(args.preset)
-    default_out = f"runs/demo-{preset.joins}/{FOLDER}" if preset.joins else f"runs/demo-{preset.name}"
+    default_out = f"runs/demo-{preset.joins}/{MASKING_FOLDER}" if preset.joins else f"runs/demo-{preset.name}"
     out = Path(args.out or default_out)
     check_out(out, "demo")  # before torch is imported; run_demo checks again, for its other callers
     from mimlens.demo.pipeline import run_demo

@@ -25,49 +25,48 @@ from pathlib import Path
 from typing import Any
 
 from mimlens.demo import findings as fd
-from mimlens.demo.presets import Preset, expected_minutes
+from mimlens.demo import stages as st
+from mimlens.demo.presets import MASKING_FOLDER, Preset, expected_minutes
 from mimlens.errors import MimlensError
 
-FOLDER = "masking"  # the study's folder inside the demo folder it joins
 FIGURES = ["figures/f2_transfer.png", "figures/f2_attention.png", "figures/training_bars.png",
            "masks/figures/avgdist.png"]
 
 
 def build_stages(preset: Preset, out: Path, device: str | None = None) -> list:
     """Every stage of the study in running order (the module docstring gives the layout)."""
-    from mimlens.demo import pipeline as pl
 
     run_device = device or "auto"
-    stages: list[pl.Stage] = []
+    stages: list[st.Stage] = []
     keys: dict[str, dict[str, Any]] = {}
 
     def add(name: str, kind: str, model: str, out_dir: Path, outputs: tuple[str, ...], key: dict[str, Any],
             action, resumable: bool = False, needs: tuple[str, ...] = ()) -> None:
         keys[name] = key
-        stages.append(pl.Stage(name, out_dir, outputs, key, action, expected_minutes(preset, kind, model),
+        stages.append(st.Stage(name, out_dir, outputs, key, action, expected_minutes(preset, kind, model),
                                resumable, needs))
 
     names = [s.name for s in preset.mask_settings]
     runs = {n: out / "pretrain" / n for n in names}
     init_key = {"arch": preset.arch, "kwargs": preset.arch_kwargs, "seed": preset.seed}  # the same initial weights
-    argv = ["masks", "--sweep", "--img-size", str(pl.image_size(preset)), "--num-masks", str(preset.mask_samples),
+    argv = ["masks", "--sweep", "--img-size", str(st.image_size(preset)), "--num-masks", str(preset.mask_samples),
             "--out", str(out / "masks")]
-    add("masks", "masks", "", out / "masks", ("avgdist.json",), {"argv": argv[:-2]}, pl._command(argv))
+    add("masks", "masks", "", out / "masks", ("avgdist.json",), {"argv": argv[:-2]}, st._command(argv))
     for setting in preset.mask_settings:
-        cfg = pl.pretrain_config(preset, "simmim", run_device, setting)
+        cfg = st.pretrain_config(preset, "simmim", run_device, setting)
         path = out / "stages" / f"pretrain_{setting.name}.yaml"
         argv = ["pretrain", "simmim", "--config", str(path), "--out", str(runs[setting.name])]
         add(f"pretrain_{setting.name}", "pretrain_simmim", setting.name, runs[setting.name],
-            ("backbone.safetensors", "log.jsonl"), {"config": pl._without_run(cfg), "init": init_key},
-            pl._yaml_command(cfg, path, argv), resumable=True)
+            ("backbone.safetensors", "log.jsonl"), {"config": st._without_run(cfg), "init": init_key},
+            st._yaml_command(cfg, path, argv), resumable=True)
     bars_key = {"images": preset.bar_images, **{n: keys[f"pretrain_{n}"] for n in names}}
     add("bars", "bars", "", out, ("bars.json",), bars_key, lambda: write_bars(out, names, preset.bar_images),
         needs=tuple(f"pretrain_{n}" for n in names))
     analysis_cfg = {"data": {"source": f"synthetic:{preset.analysis_images}", "num_images": preset.analysis_images,
-                             "split": "val", "synthetic": dict(pl.DIFFICULTY)},
+                             "split": "val", "synthetic": dict(st.DIFFICULTY)},
                     "analysis": {"batch_size": preset.analysis_batch}}
     analysis_yaml = out / "stages" / "analysis.yaml"
-    probe_cfg = pl.probe_config(preset)
+    probe_cfg = st.probe_config(preset)
     probe_yaml = out / "stages" / "probe.yaml"
     device_flags = ["--device", device] if device else []
     for command, folder, cfg, yaml_path, output in (
@@ -79,15 +78,15 @@ def build_stages(preset: Preset, out: Path, device: str | None = None) -> list:
                     "--out", str(run_dir)]
             add(f"{command}_{n}", command, n, run_dir, (output,),
                 {"argv": argv[:-2], "config": cfg, "model": keys[f"pretrain_{n}"]},
-                pl._yaml_command(cfg, yaml_path, argv), needs=(f"pretrain_{n}",))
+                st._yaml_command(cfg, yaml_path, argv), needs=(f"pretrain_{n}",))
     for task in preset.tasks:
         for n in names:
-            cfg = pl.finetune_config(preset, task, runs[n], run_device, sweep=False)
+            cfg = st.finetune_config(preset, task, runs[n], run_device, sweep=False)
             path = out / "stages" / f"finetune_{task}_{n}.yaml"
             run_dir = out / "finetune" / f"{task}_{n}"
             add(f"finetune_{task}_{n}", f"finetune_{task}", n, run_dir, ("metrics.json",),
-                {"config": pl._without_run(cfg), "model": keys[f"pretrain_{n}"]},
-                pl._yaml_command(cfg, path, ["finetune", task, "--config", str(path), "--out", str(run_dir)]),
+                {"config": st._without_run(cfg), "model": keys[f"pretrain_{n}"]},
+                st._yaml_command(cfg, path, ["finetune", task, "--config", str(path), "--out", str(run_dir)]),
                 needs=(f"pretrain_{n}",))
     return stages
 
@@ -262,14 +261,13 @@ def refresh_joined(out: Path) -> Path | None:
     """Rewrite the findings and report of the demo whose folder holds the study (``OUT/..``), when that demo
     finished (its ``findings.json`` exists); returns its report or None."""
     from mimlens.config import load_yaml
-    from mimlens.demo.pipeline import MARKER
     from mimlens.demo.presets import get_preset
     from mimlens.demo.report import write_findings_and_report as write_demo
 
     parent = out.resolve().parent
-    if out.name != FOLDER or not (parent / "findings.json").is_file() or not (parent / "config.yaml").is_file():
+    if out.name != MASKING_FOLDER or not (parent / "findings.json").is_file() or not (parent / "config.yaml").is_file():
         return None
-    marker = load_yaml(parent / "config.yaml").get(MARKER) or {}
+    marker = load_yaml(parent / "config.yaml").get(st.MARKER) or {}
     try:
         preset = get_preset(str(marker.get("preset")))
     except MimlensError:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mimlens.demo import findings as fd
-from mimlens.demo.masking import FOLDER as MASKING
+from mimlens.demo.presets import MASKING_FOLDER as MASKING
 from mimlens.demo.presets import MODELS, TASKS, Preset, sweeps
 from mimlens.errors import MimlensError
 from mimlens.report.figures_attention import run_colour

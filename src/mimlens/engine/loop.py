@@ -51,8 +51,8 @@ from mimlens.engine.signals import StopSignals, signal_name
 from mimlens.engine.sync_bn import convert_process_batchnorm
 from mimlens.errors import Interrupted, MimlensError
 from mimlens.io import save_json
-from mimlens.models.load import BACKBONE_FILE, save_backbone
-from mimlens.models.snapshots import save_snapshot
+from mimlens.models.load import BACKBONE_FILE
+from mimlens.models.snapshots import save_backbone, save_snapshot
 
 
 class NonFiniteLoss(MimlensError):

@@ -6,7 +6,8 @@ See ``docs/models.md`` for the MODEL spellings, the presets and the checkpoint f
 from mimlens.models.build import PRESETS, build_model, preprocessing
 from mimlens.models.checkpoint import fitting_presets, load_checkpoint, load_pretrained
 from mimlens.models.convert import detect_format
-from mimlens.models.load import load_model, model_section, save_backbone
+from mimlens.models.load import load_model, model_section
+from mimlens.models.snapshots import save_backbone
 from mimlens.models.truncate import drop_last_blocks
 
 __all__ = [

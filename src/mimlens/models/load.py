@@ -14,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from mimlens.config import load_yaml
 from mimlens.errors import MimlensError
-from mimlens.io import save_bytes
 from mimlens.models.build import PRESETS, build_model, resolve_spec, unknown_spec
-from mimlens.models.checkpoint import head_prefixes, load_checkpoint, load_pretrained, read_checkpoint
-from mimlens.models.snapshots import load_run_weights, load_training_file
+from mimlens.models.checkpoint import load_checkpoint, load_pretrained, read_checkpoint
+from mimlens.models.snapshots import load_run_weights, load_training_file, save_backbone
 
 __all__ = ["BACKBONE_FILE", "load_model", "model_section", "save_backbone"]
 
@@ -92,15 +90,6 @@ def _load_run(run: Path, moco_encoder: str, overrides: dict[str, Any]) -> tuple[
     model = build_model(section["name"], **{**kwargs, **overrides})
     info = load_run_weights(run, model, run / BACKBONE_FILE, moco_encoder)
     return model, {**info, "source": str(run), "run": {"name": section["name"], "kwargs": kwargs}}
-
-
-def save_backbone(model: nn.Module, path: str | os.PathLike, *, head: bool = False) -> Path:
-    """Write the model's state dict in timm key names as safetensors, atomically; the classifier only if ``head``."""
-    prefixes = () if head else head_prefixes(model)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-             if not (prefixes and k.startswith(prefixes))}
-    arch = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
-    return save_bytes(safetensors_bytes(state, metadata={"format": "pt", "architecture": arch}), path)
 
 
 def model_section(name: str, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from mimlens.errors import MimlensError
+from mimlens.io import save_bytes
 from mimlens.models.build import build_model
 from mimlens.models.checkpoint import head_prefixes, load_checkpoint
 
@@ -37,14 +39,21 @@ MOMENTUM_ENCODER = "momentum_encoder."  # MoCo v3's, in its objective's state
 _SNAPSHOT = re.compile(r"^step_(\d+)\.safetensors$")
 
 
+def save_backbone(model: nn.Module, path: str | os.PathLike, *, head: bool = False) -> Path:
+    """Write the model's state dict in timm key names as safetensors, atomically; the classifier only if ``head``."""
+    prefixes = () if head else head_prefixes(model)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+             if not (prefixes and k.startswith(prefixes))}
+    arch = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+    return save_bytes(safetensors_bytes(state, metadata={"format": "pt", "architecture": arch}), path)
+
+
 def snapshot_path(run_dir: str | os.PathLike, step: int) -> Path:
     return Path(run_dir) / CHECKPOINTS / f"step_{int(step)}.safetensors"
 
 
 def save_snapshot(encoder: nn.Module, run_dir: str | os.PathLike, step: int) -> Path:
     """Write ``RUN/checkpoints/step_<step>.safetensors``: the encoder in timm key names, no classifier (atomic)."""
-    from mimlens.models.load import save_backbone
-
     if int(step) < 0:
         raise MimlensError(f"snapshot step {step}: expected a step count >= 0")
     return save_backbone(encoder, snapshot_path(run_dir, step))

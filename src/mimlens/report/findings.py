@@ -24,7 +24,7 @@ from mimlens.report.blocks import (
     table,
     thumbnail,
 )
-from mimlens.report.runs import Assets, Run, files_section, read_json, run_figure
+from mimlens.report.rundirs import Assets, Run, files_section, read_json, run_figure
 
 BARS = {  # bars.json: model -> (label, [(quantity, key)])
     "simmim": ("SimMIM", [("masked L1 of SimMIM", "masked_l1"), ("nearest-visible-pixel fill L1", "nearest_fill_l1"),

@@ -36,7 +36,8 @@ from mimlens.report.blocks import (
     table,
 )
 from mimlens.report.findings import demo_title, findings_sections
-from mimlens.report.runs import MARKERS, Assets, Run, discover, group_runs, run_section
+from mimlens.report.rundirs import MARKERS, Assets, Run, discover
+from mimlens.report.runs import group_runs, run_section
 from mimlens.report.style import CSS
 
 __all__ = ["Section", "build_report", "explain", "facts", "figure", "findings_table", "json_table", "notice",

@@ -10,8 +10,8 @@ from typing import Any
 
 from mimlens.errors import MimlensError
 from mimlens.report import explanations as ex
-from mimlens.report.blocks import Section, explain, facts, plural, table
-from mimlens.report.runs import Assets, Run, _weights_notice, read_json, run_figure
+from mimlens.report.blocks import Section, explain, facts, notice, plural, table
+from mimlens.report.rundirs import Assets, Run, read_json, run_figure, weights_notice
 
 ROW_KEYS = ("block", "name", "stage", "lambda", "lambda_factor", "se", "values")  # a probe row's non-metric keys
 OVER_TRAINING = (("distance_px", "Mean attention distance (px)"), ("entropy", "Mean attention entropy (nats)"),
@@ -27,11 +27,12 @@ def probe_section(run: Run, assets: Assets) -> Section:
     section.body = facts({"run": run.title, "model": model, "weights": run.show(doc.get("weights")),
                           "data": run.show(doc.get("data")), "image size (px)": doc.get("img_size"),
                           "seed": doc.get("seed"), "blocks": len(doc.get("blocks") or [])})
-    section.body += _weights_notice(doc.get("weights"))
+    section.body += weights_notice(doc.get("weights"))
     section.body += run_figure(run, assets, "probe_by_layer") + explain(ex.READING["probe"])
     for name, task in doc["tasks"].items():
         if isinstance(task, Mapping):
-            section.children.append(Section(f"{name}: {task.get('primary')} by block", _probe_table(task)))
+            note = notice(f"Note: {task['note']}") if task.get("note") else ""
+            section.children.append(Section(f"{name}: {task.get('primary')} by block", _probe_table(task) + note))
     return section
 
 

@@ -1,4 +1,4 @@
-"""Report sections for each kind of run directory, recognised by the files it holds.
+"""Report sections for each kind of run directory (:data:`mimlens.report.rundirs.MARKERS`).
 
 kinds: ``comparison`` (``cka_across.json`` / ``compare.json``), ``analysis`` (``attention.json``),
 ``probe`` (``probe.json``), ``over_training`` (``attention_over_training.json``: every checkpoint of a
@@ -11,11 +11,7 @@ none of these may still hold runs in its sub-directories (a demo); they are foun
 from __future__ import annotations
 
 import io
-import json
-import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -24,144 +20,23 @@ from mimlens.errors import MimlensError
 from mimlens.report import explanations as ex
 from mimlens.report.blocks import (
     Section,
-    esc,
     explain,
     facts,
     figure,
     json_table,
-    notice,
     plural,
     table,
 )
+from mimlens.report.probe_runs import over_training_section, probe_section
+from mimlens.report.rundirs import Assets, Run, files_section, read_json, run_figure, weights_notice
 from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows
 
-MARKERS = {
-    "comparison": ("cka_across.json", "compare.json"),
-    "analysis": ("attention.json",),
-    "probe": ("probe.json",),
-    "over_training": ("attention_over_training.json",),
-    "masks": ("avgdist.json",),
-    "training": ("log.jsonl", "metrics.json"),
-    "findings": ("findings.json",),
-}
-NOT_RUNS = {"figures", "checkpoints", "tensorboard", "attention", "stages", "__pycache__"}  # stages: a demo's records
 GROUPS = ("Pre-training", "Analysis", "Over training", "Comparison", "Probe", "Masking", "Fine-tuning",
           "Training run")  # title prefixes
-DATA_SUFFIXES = (".json", ".csv", ".yaml", ".jsonl")
-
-
-@dataclass(frozen=True)
-class Run:
-    """A run directory, the top-level directory it was found under and the name its copies go under;
-    ``named``: the report shows several top-level directories, so titles start with the directory's name."""
-
-    path: Path
-    kind: str
-    root: Path
-    root_label: str
-    named: bool = True
-
-    @property
-    def title(self) -> str:
-        """The run's path inside its top-level directory (the directory's name for the directory itself)."""
-        rel = self.path.relative_to(self.root)
-        if rel == Path("."):
-            return self.root.name
-        return f"{self.root.name}/{rel.as_posix()}" if self.named else rel.as_posix()
-
-    def show(self, value: Any) -> Any:
-        """``value`` (a string, or strings nested in lists and mappings) with paths inside the top-level
-        directory written as the report titles runs: relative to it, or starting with its name."""
-        if isinstance(value, Mapping):
-            return {k: self.show(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.show(v) for v in value]
-        if not isinstance(value, str):
-            return value
-        root = str(self.root)
-        if value == root:
-            return self.root.name
-        return value.replace(f"{root}/", f"{self.root.name}/" if self.named else "")
-
-
-def run_kind(path: Path) -> str | None:
-    for kind, names in MARKERS.items():
-        if any((path / n).is_file() for n in names):
-            return kind
-    return None
-
-
-def discover(root: Path, root_label: str, skip: Path | None = None, depth: int = 3, named: bool = True) -> list[Run]:
-    """The runs at ``root`` and below it, parents before children, siblings in name order; ``skip`` (the
-    report's own directory, which holds copies of runs) is not searched, nor a demo directory inside another
-    (e.g. ``OUT/masking``, the masking study, which has its own report); ``named`` as in :class:`Run`."""
-    root = root.resolve()
-    found = []
-
-    def visit(path: Path, level: int, in_demo: bool) -> None:
-        kind = run_kind(path)
-        if kind == "findings" and in_demo:
-            return
-        if kind:
-            found.append(Run(path, kind, root, root_label, named))
-        if level < depth:
-            for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-                if sub.name not in NOT_RUNS and not sub.name.startswith(".") and sub.resolve() != skip:
-                    visit(sub, level + 1, in_demo or kind == "findings")
-
-    visit(root, 0, False)
-    return found
-
-
-class Assets:
-    """Puts the files a report shows next to it and returns their links relative to the report.
-
-    Files already under the output directory stay where they are; others are copied to
-    ``OUT/<root label>/<path inside the run's top-level directory>``.
-    """
-
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir.resolve()
-        self.links: list[str] = []
-        self.written: dict[Path, list[str]] = {}
-
-    def target(self, run: Run, rel: str) -> Path:
-        """Where a file at ``rel`` inside ``run`` lives next to the report."""
-        src = run.path / rel
-        if src.resolve().is_relative_to(self.out_dir):
-            return src.resolve()
-        return self.out_dir / run.root_label / run.path.relative_to(run.root) / rel
-
-    def place(self, run: Run, rel: str) -> str:
-        src, dest = (run.path / rel).resolve(), self.target(run, rel)
-        if dest != src and src.is_file():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
-        return self._link(dest)
-
-    def write(self, run: Run, rel: str, data: bytes) -> str:
-        """Write a file the report made for ``run`` (e.g. curves drawn from its log) next to the report."""
-        dest = self.target(run, rel)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(data)
-        self.written.setdefault(run.path, []).append(rel)
-        return self._link(dest)
-
-    def has(self, run: Run, rel: str) -> bool:
-        """Whether the file at ``rel`` inside ``run`` is already next to the report."""
-        return self.target(run, rel).relative_to(self.out_dir).as_posix() in self.links
-
-    def _link(self, dest: Path) -> str:
-        link = dest.relative_to(self.out_dir).as_posix()
-        if link not in self.links:
-            self.links.append(link)
-        return link
 
 
 def run_section(run: Run, assets: Assets) -> Section:
     """The section of one run: its own subsections, then any figure not shown yet, then its files."""
-    from mimlens.report.probe_runs import over_training_section, probe_section
-
     builders = {"comparison": _comparison, "analysis": _analysis, "probe": probe_section,
                 "over_training": over_training_section, "masks": _masks, "training": _training}
     section = builders[run.kind](run, assets)
@@ -185,13 +60,6 @@ def group_runs(sections: list[Section]) -> list[Section]:
     return [Section(f"{g} ({plural(len(groups[g]), 'run')})", "", groups[g]) for g in order]
 
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise MimlensError(f"{path} is not valid JSON: {err}") from None
-
-
 def _read_config(run: Run) -> dict[str, Any]:
     path = run.path / "config.yaml"
     if not path.is_file():
@@ -200,38 +68,6 @@ def _read_config(run: Run) -> dict[str, Any]:
         return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise MimlensError(f"{path} is not valid YAML: {err}") from None
-
-
-def run_figure(run: Run, assets: Assets, stem: str) -> str:
-    """The figure ``figures/<stem>.png`` of a run, placed next to the report and embedded; "" if absent."""
-    rel = f"figures/{stem}.png"
-    if not (run.path / rel).is_file():
-        return ""
-    assets.place(run, rel)
-    key = next((k for k in ex.FIGURES if stem == k or stem.startswith(f"{k}_") or stem.endswith(f"_{k}")), stem)
-    title, caption = ex.FIGURES.get(key, (stem.replace("_", " ").capitalize(), ""))
-    if stem.startswith("cka_across_"):
-        title = f"{title}: {stem.removeprefix('cka_across_').replace('_vs_', ' vs ')}"
-    return figure(run.path / rel, caption, title)
-
-
-def files_section(run: Run, assets: Assets) -> Section | None:
-    rels = sorted(p.relative_to(run.path).as_posix() for p in [*run.path.iterdir(), *run.path.glob("attention/*")]
-                  if p.is_file() and p.suffix in DATA_SUFFIXES)
-    figures = {f"figures/{p.name}" for p in (run.path / "figures").glob("*.png")}
-    rels += sorted(figures.union(assets.written.get(run.path, [])))
-    if not rels:
-        return None
-    links = "".join(f'<li><a href="{esc(assets.place(run, r))}">{esc(r)}</a></li>' for r in rels)
-    return Section("Files", '<p>The numbers and figures of this run, next to this report:</p>'
-                            f'<ul class="files">{links}</ul>')
-
-
-def _weights_notice(weights: str | None) -> str:
-    if weights and "random" in weights:
-        return notice("The weights are a random initialisation: these statistics describe an untrained "
-                      "model and serve as the reference a trained model is read against.")
-    return ""
 
 
 def _loading_facts(loading: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,7 +88,7 @@ def _analysis(run: Run, assets: Assets) -> Section:
         "data": run.show(doc.get("data")), "images": doc.get("num_images"), "image size": doc.get("image_size"),
         "prefix tokens as keys": doc.get("prefix_policy"), "dtype": doc.get("dtype"),
         "layers": len(doc.get("layers", [])), **_loading_facts(doc.get("loading") or {}),
-    }) + _weights_notice(doc.get("weights"))
+    }) + weights_notice(doc.get("weights"))
     for stem, title in (("attention_distance", "Attention distance (F1)"),
                         ("attention_entropy", "Attention entropy (F3)"), ("head_kl", "Head diversity (F3)")):
         fig = run_figure(run, assets, stem)
@@ -291,7 +127,7 @@ def _comparison(run: Run, assets: Assets) -> Section:
                               [[m.get("label"), *run.show([m.get("model"), m.get("weights"), m.get("attention_from")])]
                                for m in models])
     if any("random" in str(m.get("weights")) for m in models):
-        section.body += _weights_notice("random")
+        section.body += weights_notice("random")
     for stem, title in (("attention_distance", "Attention distance (F1)"),
                         ("attention_entropy", "Attention entropy (F3)"), ("head_kl", "Head diversity (F3)")):
         fig = run_figure(run, assets, stem)
