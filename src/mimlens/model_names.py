@@ -1,7 +1,8 @@
 """Model names checked without torch or timm: the presets (:data:`PRESETS`) and :func:`check_model_spelling`,
 which every command runs on its MODEL before the heavy imports, so that a typo is refused at once.
 
-``mimlens.models`` builds what these names describe; ``timm:NAME`` is checked there, against timm's registry.
+``mimlens.models`` builds what these names describe and checks ``timm:NAME`` against timm's registry; here a
+``timm:NAME`` is refused only when NAME appears nowhere in timm's model files.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def check_model_spelling(spec: str | os.PathLike, arch: str | None = None) -> No
     minus timm's registry)."""
     spec = os.fspath(spec)
     path = Path(spec)
+    if spec.startswith("timm:"):
+        _check_timm_name(spec)
     if spec in PRESETS or spec.startswith("timm:") or path.is_dir():
         if arch is not None:
             what = f"run directory {path} names its model" if path.is_dir() else f"{spec!r} names the model itself"
@@ -84,11 +87,32 @@ def check_model_spelling(spec: str | os.PathLike, arch: str | None = None) -> No
     raise MimlensError(f"unknown model {spec!r}: expected a preset or timm:NAME ({hint})")
 
 
+def _timm_sources() -> list[str]:
+    """The text of timm's model files (empty when timm is not installed)."""
+    found = importlib.util.find_spec("timm")
+    if found is None or not found.submodule_search_locations:
+        return []
+    folder = Path(next(iter(found.submodule_search_locations))) / "models"
+    return [file.read_text(errors="replace") for file in sorted(folder.glob("*.py"))]
+
+
 def _timm_defines(name: str) -> bool:
     """Whether timm's model files define a model function ``name`` (read as text: a hint, not timm's registry)."""
-    found = importlib.util.find_spec("timm")
-    if found is None or not found.submodule_search_locations or not re.fullmatch(r"\w+", name):
+    if not re.fullmatch(r"\w+", name):
         return False
     pattern = re.compile(rf"^def {name}\(", re.MULTILINE)
-    folder = Path(next(iter(found.submodule_search_locations))) / "models"
-    return any(pattern.search(file.read_text(errors="replace")) for file in folder.glob("*.py"))
+    return any(pattern.search(text) for text in _timm_sources())
+
+
+def _check_timm_name(spec: str) -> None:
+    """Refuse a ``timm:NAME[.TAG]`` whose NAME appears nowhere in timm's model files: timm registers a model by
+    the name of its function, an old name as a string, so such a name cannot be registered. A name that does
+    appear is left to timm's registry (:mod:`mimlens.models.build`)."""
+    name = spec.removeprefix("timm:").split(".")[0]
+    sources = _timm_sources()
+    if not sources or not re.fullmatch(r"\w+", name) or any(re.search(rf"\b{name}\b", t) for t in sources):
+        return
+    defined = {m for text in sources for m in re.findall(r"^def ([a-z]\w*)\(", text, re.MULTILINE)}
+    close = difflib.get_close_matches(name, sorted(defined), n=5, cutoff=0.6)
+    hint = f"; close timm names: {', '.join(close)}" if close else ""
+    raise MimlensError(f"unknown timm model {name!r} in {spec!r}{hint}")

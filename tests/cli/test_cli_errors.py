@@ -70,6 +70,8 @@ def test_report_of_nothing(cli, tmp_path):
     (["finetune", "cls", "--resume", "missing/last.pt"], "--resume missing/last.pt: no such checkpoint file"),
     (["pretrain", "simmim", "--arch", "no-such-model"], "unknown model 'no-such-model'"),
     (["analyze", "vit_small_patch16_224"], "did you mean timm:vit_small_patch16_224?"),
+    (["analyze", "timm:no_such_net"], "unknown timm model 'no_such_net' in 'timm:no_such_net'"),
+    (["probe", "timm:vit_smal_patch16_224"], "close timm names: vit_small_patch16_224"),
     (["masks", "--out", "pyproject.toml/out"], "pyproject.toml is a file, not a folder"),
     (["demo", "--out", "pyproject.toml"], "--out pyproject.toml is a file"),
 ])
@@ -177,3 +179,17 @@ def test_training_arguments_that_used_to_end_in_a_traceback(cli, tmp_path, demo_
     assert "is not a readable torch checkpoint: a damaged or truncated torch.save archive (3000 bytes)" in (
         one_line_error(status, err, "analyze"))
     assert not any((tmp_path / name).exists() for name in ("p", "l", "f", "a"))
+
+
+def test_a_timm_name_is_refused_before_timm_only_when_timm_cannot_know_it():
+    """The text check refuses only names absent from timm's model files; timm's registry judges the rest."""
+    import timm
+
+    from mimlens.errors import MimlensError
+    from mimlens.model_names import check_model_spelling
+
+    for name in ("vit_small_patch16_224", "swinv2_tiny_window8_256", "vit_small_patch16_224.augreg_in21k"):
+        check_model_spelling(f"timm:{name}")  # a model of the registry passes
+        assert timm.is_model(name.split(".")[0])
+    with pytest.raises(MimlensError, match="unknown timm model 'vit_small_patch16_2244'"):
+        check_model_spelling("timm:vit_small_patch16_2244")
