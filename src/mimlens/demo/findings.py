@@ -24,7 +24,7 @@ from mimlens.demo.judging import (
     NOT_JUDGED,
     QUICK_REASON,
     better,
-    combine,
+    combine_parts,
     compare,
     decide,
     gate,
@@ -489,6 +489,26 @@ def _probe_tasks(simmim: Mapping[str, Any], supervised: Mapping[str, Any]) -> li
     return [t for t in GEOMETRIC if t in simmim["tasks"] and t in supervised["tasks"]]
 
 
+def _probe_outcomes(judge_task, simmim: Mapping[str, Any], supervised: Mapping[str, Any]
+                    ) -> tuple[list[str], dict[str, Any], dict[str, str]]:
+    """The geometric tasks probed in both models, the numbers ``judge_task(t, simmim, supervised, numbers)``
+    writes, and each task's outcome (also in ``numbers[task + " outcome"]``)."""
+    tasks = _probe_tasks(simmim, supervised)
+    numbers: dict[str, Any] = {}
+    outcomes = {t: judge_task(t, simmim, supervised, numbers) for t in tasks}
+    for t, result in outcomes.items():
+        numbers[f"{t} outcome"] = result
+    return tasks, numbers, outcomes
+
+
+def _comparison_rows(label: str, key: str, tasks: Sequence[str]) -> list[list[str]]:
+    """Table rows of one paired comparison per task that :func:`put` wrote under ``task + " " + key``: the
+    difference, its SE, the detectable difference and the items judged."""
+    return [[f"{label} (paired)", *(f"{t} {key}" for t in tasks)], [f"{label} SE", *(f"{t} {key} SE" for t in tasks)],
+            [f"{label} detectable difference", *(f"{t} {key} detectable" for t in tasks)],
+            [f"{label} items judged", *(f"{t} {key} items" for t in tasks)]]
+
+
 def _probe_columns(tasks: Sequence[str], simmim: Mapping[str, Any]) -> list[str]:
     return [f"{t} {simmim['tasks'][t]['primary']}" for t in tasks]
 
@@ -502,7 +522,7 @@ def _f4_probe_task(t: str, simmim: Mapping[str, Any], supervised: Mapping[str, A
     metric, higher = supervised["tasks"][t]["primary"], supervised["tasks"][t]["higher_is_better"]
     if min(len(doc["tasks"][t]["rows"]) for doc in (simmim, supervised)) < 2:
         return NOT_JUDGED + "needs at least 2 blocks"
-    parts, within = [], []
+    parts, keys = [], []
     for label, doc, sign in (("supervised", supervised, 1.0), ("SimMIM", simmim, -1.0)):
         task = doc["tasks"][t]
         chosen, difference = earlier_against_last(task)
@@ -514,12 +534,8 @@ def _f4_probe_task(t: str, simmim: Mapping[str, Any], supervised: Mapping[str, A
         part = outcome({**difference, "diff": sign * difference["diff"]}, higher)
         numbers[f"{t} {label} part"] = part
         parts.append(part)
-        if part == "within errors":
-            within.append(numbers[f"{key} detectable"])
-    result = combine(parts)
-    if result == "within errors":
-        numbers[f"{t} detectable"] = max(within)
-    return result
+        keys.append(key)
+    return combine_parts(parts, keys, numbers, t)
 
 
 def f4_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Mapping, claims: bool) -> dict:
@@ -529,11 +545,7 @@ def f4_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Map
     SimMIM does not fall when its last block beats its best earlier block by as much (the earlier beating the
     last fails). A task holds when both parts hold, fails when either fails. Verdict by
     :func:`mimlens.demo.judging.majority`."""
-    tasks = _probe_tasks(simmim, supervised)
-    numbers: dict[str, Any] = {}
-    outcomes = {t: _f4_probe_task(t, simmim, supervised, numbers) for t in tasks}
-    for t, result in outcomes.items():
-        numbers[f"{t} outcome"] = result
+    tasks, numbers, outcomes = _probe_outcomes(_f4_probe_task, simmim, supervised)
     rule = (f"per geometric task: {SELECTION}; supervised's part holds when its best block before the last is "
             "better than its last block, fails when the last is better; SimMIM's part holds when its last block is "
             "better than its best block before the last, fails when that earlier block is better (SimMIM falls); "
@@ -546,10 +558,7 @@ def f4_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Map
         layout += [[f"{label} chosen block (selection half)", *(f"{t} {label} chosen block" for t in tasks)],
                    [f"{label} chosen block, all items", *(f"{t} {label} chosen {metrics[t]}" for t in tasks)],
                    [f"{label} last block, all items", *(f"{t} {label} last {metrics[t]}" for t in tasks)],
-                   [f"{label} chosen - last (paired)", *(f"{t} {key}" for t in tasks)],
-                   [f"{label} chosen - last SE", *(f"{t} {key} SE" for t in tasks)],
-                   [f"{label} detectable difference", *(f"{t} {key} detectable" for t in tasks)],
-                   [f"{label} items judged", *(f"{t} {key} items" for t in tasks)],
+                   *_comparison_rows(f"{label} chosen - last", key, tasks),
                    [f"{label} part", *(f"{t} {label} part" for t in tasks)]]
     layout += _probe_tail(tasks)
     verdict = majority(outcomes, numbers, gate(claims, bars, ("simmim", "supervised")))
@@ -567,7 +576,7 @@ def _f6_probe_task(t: str, simmim: Mapping[str, Any], supervised: Mapping[str, A
     compared on the judgement half) and at the last block (all items)."""
     sim, sup = simmim["tasks"][t], supervised["tasks"][t]
     metric, higher = sup["primary"], sup["higher_is_better"]
-    parts, within = [], []
+    parts, keys = [], []
     for where in ("best", "last"):
         a, b = (chosen_row(sim, sim["rows"]), chosen_row(sup, sup["rows"])) if where == "best" else \
             (sim["rows"][-1], sup["rows"][-1])
@@ -575,14 +584,10 @@ def _f6_probe_task(t: str, simmim: Mapping[str, Any], supervised: Mapping[str, A
         numbers[f"{t} SimMIM {where} block"], numbers[f"{t} supervised {where} block"] = a["block"], b["block"]
         chosen = where == "best" and min(len(sim["rows"]), len(sup["rows"])) > 1
         difference = compare(probe_items(sim, a), probe_items(sup, b), chosen)
-        put(numbers, f"{t} SimMIM - supervised at {where}", difference)
+        keys.append(f"{t} SimMIM - supervised at {where}")
+        put(numbers, keys[-1], difference)
         parts.append(outcome(difference, higher))
-        if parts[-1] == "within errors":
-            within.append(numbers[f"{t} SimMIM - supervised at {where} detectable"])
-    result = combine(parts)
-    if result == "within errors":
-        numbers[f"{t} detectable"] = max(within)
-    return result
+    return combine_parts(parts, keys, numbers, t)
 
 
 def f6_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Mapping, claims: bool) -> dict:
@@ -591,11 +596,7 @@ def f6_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Map
     compared on the judgement half) and SimMIM's last block against supervised's last (all items), by the paired
     SE. A task holds when SimMIM is better at both, fails when supervised is better at either. Verdict by
     :func:`mimlens.demo.judging.majority`."""
-    tasks = _probe_tasks(simmim, supervised)
-    numbers: dict[str, Any] = {}
-    outcomes = {t: _f6_probe_task(t, simmim, supervised, numbers) for t in tasks}
-    for t, result in outcomes.items():
-        numbers[f"{t} outcome"] = result
+    tasks, numbers, outcomes = _probe_outcomes(_f6_probe_task, simmim, supervised)
     rule = (f"per geometric task: SimMIM's best block against supervised's best block ({SELECTION}), and SimMIM's "
             f"last block against supervised's last block (all items), each by the {PAIRED}; the task holds when "
             "SimMIM is better at both, fails when supervised is better at either, is within errors otherwise; "
@@ -610,10 +611,7 @@ def f6_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Map
                                                    for t in tasks)],
                    [f"supervised {where}, all items", *(f"{t} supervised {where} {simmim['tasks'][t]['primary']}"
                                                        for t in tasks)],
-                   [f"{key} (paired)", *(f"{t} {key}" for t in tasks)],
-                   [f"{key} SE", *(f"{t} {key} SE" for t in tasks)],
-                   [f"{key} detectable", *(f"{t} {key} detectable" for t in tasks)],
-                   [f"{key} items judged", *(f"{t} {key} items" for t in tasks)]]
+                   *_comparison_rows(key, key, tasks)]
     layout += _probe_tail(tasks)
     verdict = majority(outcomes, numbers, gate(claims, bars, ("simmim", "supervised")))
     return _row("F6-probe", STATEMENTS["F6-probe"], verdict, numbers, rule, _probe_columns(tasks, simmim), layout)

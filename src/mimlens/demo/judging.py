@@ -116,6 +116,16 @@ def combine(parts: Sequence[str]) -> str:
     return "holds" if all(p == "holds" for p in parts) else "within errors"
 
 
+def combine_parts(parts: Sequence[str], keys: Sequence[str], numbers: dict[str, Any], task: str) -> str:
+    """:func:`combine` of a task's parts, whose comparisons :func:`put` wrote under ``keys``; a task within errors
+    leaves the largest detectable difference of its parts within errors in ``numbers[task + " detectable"]``."""
+    result = combine(parts)
+    if result == "within errors":
+        numbers[f"{task} detectable"] = max(numbers[f"{k} detectable"] for p, k in zip(parts, keys, strict=True)
+                                            if p == "within errors")
+    return result
+
+
 def majority(outcomes: Mapping[str, str], numbers: dict[str, Any], reason: str | None) -> str:
     """A row's verdict from its tasks' outcomes ("holds", "fails", "within errors" or "not judged: why") by
     :data:`JUDGED_RULE`. A task's rule leaves the detectable difference of a task within errors in
