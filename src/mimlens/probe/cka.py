@@ -596,6 +596,30 @@ def _estimator(kernel: str, unit: str, batch_size: int, threshold: float, passes
     return text
 
 
+def _check_arguments(unit: str, prefix_policy: str, kernel: str, pooled: str, passes: int, images: Any) -> None:
+    check_choice("unit", unit, UNITS)
+    check_choice("prefix_policy", prefix_policy, PREFIX_POLICIES)
+    check_choice("kernel", kernel, KERNELS)
+    check_choice("pooled", pooled, POOLED)
+    if unit == "token" and kernel != "linear":
+        raise MimlensError("unit='token' needs kernel='linear' (the feature-space form); the RBF kernel is full-data")
+    if passes < 1:
+        raise MimlensError(f"passes={passes}: expected at least 1")
+    if passes > 1 and not torch.is_tensor(images):
+        raise MimlensError("passes > 1 reshuffles the images: pass them as one (N, 3, H, W) tensor")
+
+
+def _merged(per_pass: list[MinibatchCKA], across: bool) -> tuple[MinibatchCKA, torch.Tensor | None]:
+    """All passes' sums in one accumulator, and the std of the per-pass matrices (None for one pass)."""
+    first = per_pass[0]
+    total = MinibatchCKA(first.layers_a, first.layers_b if across else None, kernel=first.kernel,
+                         threshold=first.threshold, form=first.form)
+    for accumulator in per_pass:
+        total.merge(accumulator)
+    spread = torch.stack([a.compute() for a in per_pass]).std(0) if len(per_pass) > 1 else None
+    return total, spread
+
+
 def cka_matrix(
     model_a: nn.Module,
     images: torch.Tensor | Iterable,
@@ -631,16 +655,7 @@ def cka_matrix(
     rank returns the same result (write files on rank 0). ``device`` moves the models there (default: where their
     parameters are). Models run in eval mode under ``torch.inference_mode``; their modes are restored afterwards.
     """
-    check_choice("unit", unit, UNITS)
-    check_choice("prefix_policy", prefix_policy, PREFIX_POLICIES)
-    check_choice("kernel", kernel, KERNELS)
-    check_choice("pooled", pooled, POOLED)
-    if unit == "token" and kernel != "linear":
-        raise MimlensError("unit='token' needs kernel='linear' (the feature-space form); the RBF kernel is full-data")
-    if passes < 1:
-        raise MimlensError(f"passes={passes}: expected at least 1")
-    if passes > 1 and not torch.is_tensor(images):
-        raise MimlensError("passes > 1 reshuffles the images: pass them as one (N, 3, H, W) tensor")
+    _check_arguments(unit, prefix_policy, kernel, pooled, passes, images)
     models = [model_a] if model_b is None else [model_a, model_b]
     transforms = [transform_a, transform_b][: len(models)]
     transforms = [t if t is not None else model_transform(m) for t, m in zip(transforms, models, strict=True)]
@@ -663,11 +678,7 @@ def cka_matrix(
             num_images = _run_pass(accumulator, order, batch_size, models, probes, transforms, devices,
                                    kernel, rank, world, progress and distributed.is_main())
             per_pass.append(accumulator.all_reduce_())
-    total = MinibatchCKA(per_pass[0].layers_a, None if model_b is None else per_pass[0].layers_b,
-                         kernel=kernel, threshold=threshold, form=form)
-    for accumulator in per_pass:
-        total.merge(accumulator)
-    spread = torch.stack([a.compute() for a in per_pass]).std(0) if passes > 1 else None
+    total, spread = _merged(per_pass, model_b is not None)
     return CKAResult(layers_a=total.layers_a, layers_b=total.layers_b, matrix=total.compute(),
                      estimator=_estimator(kernel, unit, batch_size, threshold, passes), unit=unit,
                      num_images=num_images, notes=total.notes(), spread=spread, model_a=_model_name(model_a),
