@@ -125,27 +125,9 @@ def analysis_run(item: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
 def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     """Run the comparison ``cfg`` describes and write the run directory ``out`` (rank 0)."""
     from mimlens import distributed
-    from mimlens.commands.analyze import layer_table, say
-    from mimlens.config import save_config
-    from mimlens.data.folders import skipped_message
     from mimlens.errors import MimlensError
-    from mimlens.io import save_json
     from mimlens.models import preprocessing
-    from mimlens.probe.analysis import (
-        attention_document,
-        attention_pass,
-        cka_pass,
-        describe_weights,
-        image_dataset,
-        load,
-        loading_lines,
-        loading_record,
-        progress_enabled,
-        skipped_files,
-    )
-    from mimlens.report.figures_attention import save_attention_figures
-    from mimlens.report.figures_cka import plot_cka
-    from mimlens.report.html import build_report
+    from mimlens.probe.analysis import cka_pass, image_dataset, progress_enabled, skipped_files
 
     items = [str(i) for i in cfg["items"]]
     if len(items) < 2:
@@ -154,33 +136,12 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     main = distributed.is_main()
     progress = progress_enabled(cfg) and main
     data = cfg["data"]
-    entries = []
-    for item, arch, label in zip(items, archs_for(items, cfg["arch"]), labels_for(items), strict=True):
-        reused = analysis_run(item)
-        section = reused[1] if reused else {"spec": item, "arch": arch, "seed": cfg["seed"],
-                                            "pretrained": cfg["pretrained"], "encoder": cfg["encoder"]}
-        model, info = load(section["spec"], section.get("arch"), section.get("seed"),
-                           pretrained=section.get("pretrained", False), encoder=section.get("encoder", "base"))
-        entries.append({"label": label, "item": item, "spec": section["spec"], "model": model, "info": info,
-                        "weights": describe_weights(info), "loading": loading_record(info, model),
-                        "doc": reused[0] if reused else None})
+    entries = _entries(items, cfg)
     sizes = [preprocessing(e["model"])["img_size"] for e in entries]
-    side = max(max(s) if isinstance(s, tuple) else s for s in sizes)
-    dataset = image_dataset(data, side)
+    dataset = image_dataset(data, max(max(s) if isinstance(s, tuple) else s for s in sizes))
     if main:
-        say(f"compare {', '.join(e['label'] for e in entries)} on {len(dataset)} images of {data['source']}")
-        for e in entries:
-            say(f"{e['label']} ({e['weights']}):")
-            for line in loading_lines(e["info"], e["loading"]):
-                say(f"  {line}")
-    for e in entries:
-        if e["doc"] is None:
-            stats = attention_pass(e["model"], dataset, cfg["analysis"], device, progress)
-            e["doc"] = attention_document(stats, e["spec"], e["model"], e["info"], dataset, data["source"])
-            e["from"] = f"this comparison ({e['doc']['num_images']} images of {data['source']})"
-        else:
-            e["from"] = (f"analysis run {e['item']} ({e['doc'].get('num_images')} images of "
-                         f"{e['doc'].get('data', '?')})")
+        _say_loading(entries, dataset, data["source"])
+    _attention(entries, dataset, cfg, device, progress)
     pairs = []
     for a, b in combinations(entries, 2):
         result = cka_pass(a["model"], dataset, cfg["analysis"], device, progress, model_b=b["model"])
@@ -192,30 +153,92 @@ def compare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
                     "attention_from": e["from"], "attention": f"attention/{e['label']}.json"} for e in entries],
     }
     if main:
-        save_config({**cfg, "resolved": {"loading": {e["label"]: e["loading"] for e in entries}}}, out)
-        save_json(meta, out / "compare.json")
-        for e in entries:
-            save_json(e["doc"], out / "attention" / f"{e['label']}.json")
-        save_json({"pairs": [p.to_json() for p in pairs]}, out / "cka_across.json")
-        labels = [e["label"] for e in entries]
-        save_attention_figures([e["doc"] for e in entries], out / "figures", labels=labels,
-                               title=" vs ".join(labels))
-        for p in pairs:
-            name = "cka_across" if len(pairs) == 1 else f"cka_across_{p.model_a}_vs_{p.model_b}"
-            plot_cka(p, out / "figures" / f"{name}.png")
-        build_report([out], out / "report.html", title=f"mimlens compare {' vs '.join(labels)}")
-        for e in entries:
-            say(f"\n{e['label']} ({e['weights']}; attention from {e['from']})\n{layer_table(e['doc'])}")
-        say("\nCKA between models (" + (pairs[0].estimator if pairs else "") + "):")
-        for p in pairs:
-            n = min(p.matrix.shape)
-            say(f"  {p.model_a} vs {p.model_b}: mean diagonal {p.matrix.diagonal()[:n].nanmean().item():.3f}, "
-                f"last blocks {p.matrix[-1, -1].item():.3f}")
-        message = skipped_message(dataset)
-        if message:
-            say(message)
-        if any(e["weights"] == "random init" for e in entries):
-            say("note: random-init models are untrained references, not pre-trained models")
-        say(f"run directory: {out}  (compare.json, attention/, cka_across.json, figures/, report.html)")
+        _write(out, cfg, entries, pairs, meta)
+        _say_summary(out, entries, pairs, dataset)
     distributed.barrier()
     return meta
+
+
+def _entries(items: list[str], cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each item loaded: its label, MODEL spelling, model, loading record, and an earlier analysis's
+    ``attention.json`` when the item is an analysis run (reused instead of a new attention pass)."""
+    from mimlens.probe.analysis import describe_weights, load, loading_record
+
+    entries = []
+    for item, arch, label in zip(items, archs_for(items, cfg["arch"]), labels_for(items), strict=True):
+        reused = analysis_run(item)
+        section = reused[1] if reused else {"spec": item, "arch": arch, "seed": cfg["seed"],
+                                            "pretrained": cfg["pretrained"], "encoder": cfg["encoder"]}
+        model, info = load(section["spec"], section.get("arch"), section.get("seed"),
+                           pretrained=section.get("pretrained", False), encoder=section.get("encoder", "base"))
+        entries.append({"label": label, "item": item, "spec": section["spec"], "model": model, "info": info,
+                        "weights": describe_weights(info), "loading": loading_record(info, model),
+                        "doc": reused[0] if reused else None})
+    return entries
+
+
+def _say_loading(entries: list[dict[str, Any]], dataset, source: str) -> None:
+    from mimlens.commands.analyze import say
+    from mimlens.probe.analysis import loading_lines
+
+    say(f"compare {', '.join(e['label'] for e in entries)} on {len(dataset)} images of {source}")
+    for e in entries:
+        say(f"{e['label']} ({e['weights']}):")
+        for line in loading_lines(e["info"], e["loading"]):
+            say(f"  {line}")
+
+
+def _attention(entries: list[dict[str, Any]], dataset, cfg: dict[str, Any], device, progress: bool) -> None:
+    """Each entry's attention document (``doc``) and where it came from (``from``): an attention pass on the
+    comparison's images, unless an earlier analysis run gave it."""
+    from mimlens.probe.analysis import attention_document, attention_pass
+
+    source = cfg["data"]["source"]
+    for e in entries:
+        if e["doc"] is None:
+            stats = attention_pass(e["model"], dataset, cfg["analysis"], device, progress)
+            e["doc"] = attention_document(stats, e["spec"], e["model"], e["info"], dataset, source)
+            e["from"] = f"this comparison ({e['doc']['num_images']} images of {source})"
+        else:
+            e["from"] = (f"analysis run {e['item']} ({e['doc'].get('num_images')} images of "
+                         f"{e['doc'].get('data', '?')})")
+
+
+def _write(out: Path, cfg: dict[str, Any], entries: list[dict[str, Any]], pairs: list, meta: dict[str, Any]) -> None:
+    """config.yaml, compare.json, attention/<label>.json, cka_across.json, the figures and report.html."""
+    from mimlens.config import save_config
+    from mimlens.io import save_json
+    from mimlens.report.figures_attention import save_attention_figures
+    from mimlens.report.figures_cka import plot_cka
+    from mimlens.report.html import build_report
+
+    save_config({**cfg, "resolved": {"loading": {e["label"]: e["loading"] for e in entries}}}, out)
+    save_json(meta, out / "compare.json")
+    for e in entries:
+        save_json(e["doc"], out / "attention" / f"{e['label']}.json")
+    save_json({"pairs": [p.to_json() for p in pairs]}, out / "cka_across.json")
+    labels = [e["label"] for e in entries]
+    save_attention_figures([e["doc"] for e in entries], out / "figures", labels=labels, title=" vs ".join(labels))
+    for p in pairs:
+        name = "cka_across" if len(pairs) == 1 else f"cka_across_{p.model_a}_vs_{p.model_b}"
+        plot_cka(p, out / "figures" / f"{name}.png")
+    build_report([out], out / "report.html", title=f"mimlens compare {' vs '.join(labels)}")
+
+
+def _say_summary(out: Path, entries: list[dict[str, Any]], pairs: list, dataset) -> None:
+    from mimlens.commands.analyze import layer_table, say
+    from mimlens.data.folders import skipped_message
+
+    for e in entries:
+        say(f"\n{e['label']} ({e['weights']}; attention from {e['from']})\n{layer_table(e['doc'])}")
+    say("\nCKA between models (" + (pairs[0].estimator if pairs else "") + "):")
+    for p in pairs:
+        n = min(p.matrix.shape)
+        say(f"  {p.model_a} vs {p.model_b}: mean diagonal {p.matrix.diagonal()[:n].nanmean().item():.3f}, "
+            f"last blocks {p.matrix[-1, -1].item():.3f}")
+    message = skipped_message(dataset)
+    if message:
+        say(message)
+    if any(e["weights"] == "random init" for e in entries):
+        say("note: random-init models are untrained references, not pre-trained models")
+    say(f"run directory: {out}  (compare.json, attention/, cka_across.json, figures/, report.html)")
