@@ -33,8 +33,12 @@ def run_kind(folder: Path) -> str | None:
     config = folder / "config.yaml"
     if not config.is_file():
         return None
-    keys = load_yaml(config)
-    return next((kind for kind, (key, _) in KINDS.items() if key in keys), "other")
+    return config_kind(load_yaml(config))
+
+
+def config_kind(cfg: dict) -> str:
+    """The kind of run a ``config.yaml`` mapping describes (the first :data:`KINDS` key it has), else ``"other"``."""
+    return next((kind for kind, (key, _) in KINDS.items() if key in cfg), "other")
 
 
 def check_out(out: Path, kind: str) -> None:

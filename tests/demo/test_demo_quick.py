@@ -1,9 +1,7 @@
 """``mimlens demo --preset quick`` end to end: every promised file, findings re-derived from the runs' JSON, a
 rerun that reuses every stage, and the report clean in a headless browser."""
 
-import contextlib
 import html
-import io
 import json
 import re
 import shutil
@@ -13,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
+from cli_capture import run_cli
 
 from mimlens.cli import main
 from mimlens.demo.pipeline import build_stages
@@ -23,13 +22,6 @@ pytestmark = pytest.mark.slow
 
 MODELS = ("random_init", "simmim", "supervised", "moco")
 TASKS = ("cls", "depth", "pose", "track")
-
-
-def run_cli(*argv):
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        status = main([str(a) for a in argv])
-    return status, printed.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,14 @@
 """``mimlens report`` of a probe run and of an ``--every-checkpoint`` analysis: their figures and numbers."""
 
-import contextlib
-import io
 import json
 import re
 
 import pytest
 import yaml
+from cli_capture import run_cli
 
-from mimlens.cli import main
 from mimlens.models import build_model, model_section
 from mimlens.models.snapshots import save_snapshot
-
-
-def run_cli(*argv):
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        status = main([str(a) for a in argv])
-    return status, printed.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -367,8 +367,10 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 
 def _training_kind(cfg: dict[str, Any]) -> str:
-    """``pre-training`` (a config with ``objective``), ``fine-tuning`` (with ``task``) or ``other``."""
-    return "pre-training" if "objective" in cfg else "fine-tuning" if "task" in cfg else "other"
+    """``pre-training``, ``fine-tuning`` or ``other``: the kind of run the config describes (:mod:`mimlens.rundir`)."""
+    from mimlens.rundir import config_kind
+
+    return {"pretrain": "pre-training", "finetune": "fine-tuning"}.get(config_kind(cfg), "other")
 
 
 def _without_run(cfg: dict[str, Any]) -> dict[str, Any]:

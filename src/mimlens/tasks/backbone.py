@@ -64,17 +64,16 @@ def pooled_features(backbone: nn.Module, images: torch.Tensor, block: int | None
     """
     if pool not in ("cls", "avg"):
         raise MimlensError(f"pool must be 'cls' or 'avg', got {pool!r}")
-    family = family_of(backbone)
-    prefix = family.num_prefix_tokens(backbone)
+    prefix = num_prefix_tokens(backbone)
     if pool == "cls" and prefix == 0:
         raise MimlensError(f"{type(backbone).__name__} has no CLS token: use pool 'avg'")
     if block is None:
         out = backbone.forward_features(images)
-        if out.ndim == 4:
-            return out.mean(dim=(1, 2)) if getattr(backbone, "output_fmt", "NHWC") == "NHWC" else out.mean(dim=(2, 3))
-        return out[:, 0] if pool == "cls" else out[:, prefix:].mean(dim=1)
-    out = block_output(backbone, images, block)
-    if out.ndim == 4:  # Swin: (B, H, W, C)
+        if out.ndim == 4 and getattr(backbone, "output_fmt", "NHWC") != "NHWC":
+            out = out.permute(0, 2, 3, 1)
+    else:
+        out = block_output(backbone, images, block)
+    if out.ndim == 4:  # a Swin map, (B, H, W, C)
         return out.mean(dim=(1, 2))
     return out[:, 0] if pool == "cls" else out[:, prefix:].mean(dim=1)
 
