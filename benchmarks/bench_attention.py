@@ -41,7 +41,7 @@ def build(name: str, fused: bool):
 
 
 def time_ratio(name: str, num_images: int, batch_size: int, repeats: int) -> dict:
-    from mimlens.probe.attention import attention_stats
+    from mimlens.analysis.attention import attention_stats
 
     model = build(name, fused=True)
     images = torch.randn(num_images, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -72,7 +72,7 @@ def time_ratio(name: str, num_images: int, batch_size: int, repeats: int) -> dic
 
 def memory_child(mode: str, num_images: int, size: int, batch_size: int, model_name: str) -> None:
     """Run one configuration and print its peak RSS in MiB (called in a fresh process)."""
-    from mimlens.probe.attention import AttentionAccumulator, attention_capture, attention_stats
+    from mimlens.analysis.attention import AttentionAccumulator, attention_capture, attention_stats
 
     torch.set_num_threads(2)
     model = build(model_name, fused=False)

@@ -54,16 +54,16 @@ def peak_mb() -> float:
 
 
 def run_mimlens(model, num_images: int) -> torch.Tensor:
-    from mimlens.probe.cka import cka_matrix
+    from mimlens.analysis.cka import cka_matrix
 
     return cka_matrix(model, image_stream(num_images), batch_size=BATCH).matrix
 
 
 def run_naive(model, num_images: int) -> torch.Tensor:
     """Keep every block's output for all images, then full N x N Grams and the unbiased HSIC of every pair."""
-    from mimlens.probe.cka import u_center_gram
-    from mimlens.probe.features import BlockFeatures
-    from mimlens.probe.inputs import model_transform
+    from mimlens.analysis.cka import u_center_gram
+    from mimlens.analysis.features import BlockFeatures
+    from mimlens.analysis.inputs import model_transform
 
     transform = model_transform(model)
     kept: dict[str, list[torch.Tensor]] = {}
@@ -87,8 +87,8 @@ def run_torch_cka(model, num_images: int) -> torch.Tensor:
     import torch_cka
     from torch.utils.data import DataLoader, TensorDataset
 
-    from mimlens.probe.features import block_names
-    from mimlens.probe.inputs import model_transform
+    from mimlens.analysis.features import block_names
+    from mimlens.analysis.inputs import model_transform
 
     images = model_transform(model)(torch.cat(list(image_stream(num_images))))
     layers = block_names(model)

@@ -32,7 +32,7 @@ def rate(fn, count: int) -> tuple[float, float]:
 def generation(images: int, with_transform: bool) -> tuple[float, float]:
     from mimlens.data.synthetic import SyntheticScenes
     from mimlens.data.transforms import train_transform
-    from mimlens.probe.masks import random_block_mask
+    from mimlens.pretrain.masking import random_block_mask
 
     transform = train_transform(64) if with_transform else None
     data = SyntheticScenes(images + 64, 64, seed=0, transform=transform)

@@ -27,7 +27,7 @@ def peak_mb() -> float:
 def probe(spec: str, images: int, batch_size: int) -> float:
     """Seconds for every block and task on ``images`` training and ``images`` evaluation images."""
     from mimlens.models import build_model
-    from mimlens.probe.layerwise import layerwise_probes
+    from mimlens.tasks.probes.layerwise import layerwise_probes
 
     model = build_model(spec, seed=0)
     start = time.perf_counter()

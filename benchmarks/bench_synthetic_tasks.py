@@ -2,7 +2,7 @@
 
 On the fine-tuning scenes (the demo's difficulty: 1–2 objects, background at half strength), val split:
 - depth (``--num-val`` scenes): the per-pixel mean of the ``--num-train`` training depth maps; each image's
-  median depth (oracle); a per-token ridge probe of log-depth (:mod:`mimlens.probe.ridge`, λ chosen on the
+  median depth (oracle); a per-token ridge probe of log-depth (:mod:`mimlens.tasks.probes.ridge`, λ chosen on the
   last 20 % of the training scenes) on every block of a random-init ``vit-tiny-64`` (sin-cos position
   embedding, as the demo), the best block by RMSE. Metrics of :func:`mimlens.tasks.depth.per_image_metrics`
   (per image, then the mean over images): RMSE (m), RMSE of log-depth, AbsRel and SILog (scale-invariant
@@ -33,10 +33,10 @@ MIN_DEPTH, MAX_DEPTH = 1e-3, 10.0
 def depth_rows(num_train: int, num_val: int, seed: int) -> dict[str, dict[str, float]]:
     from mimlens.data.synthetic import SyntheticScenes
     from mimlens.models import build_model, preprocessing
-    from mimlens.probe.layerwise import block_maps
-    from mimlens.probe.ridge import RidgeSums, select_ridge
     from mimlens.tasks.depth import METRICS, per_image_metrics
     from mimlens.tasks.images import normalize
+    from mimlens.tasks.probes.layerwise import block_maps
+    from mimlens.tasks.probes.ridge import RidgeSums, select_ridge
 
     train = SyntheticScenes(num_train, 64, seed, split="train", **DIFFICULTY)
     val = SyntheticScenes(num_val, 64, seed, split="val", **DIFFICULTY)
@@ -95,7 +95,7 @@ def depth_rows(num_train: int, num_val: int, seed: int) -> dict[str, dict[str, f
 def pose_rows(num_train: int, num_val: int, seed: int) -> dict[str, dict[str, float]]:
     from mimlens.data.synthetic import SyntheticScenes
     from mimlens.tasks.baselines import keypoint_template, template_results
-    from mimlens.tasks.data import synthetic_keypoints_coco
+    from mimlens.tasks.datasets import synthetic_keypoints_coco
     from mimlens.tasks.pose import coco_keypoint_eval_images
 
     train = synthetic_keypoints_coco(SyntheticScenes(num_train, 64, seed, split="train", **DIFFICULTY))

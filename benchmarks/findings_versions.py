@@ -33,8 +33,8 @@ def preset_of(out: Path):
 def study_row(out: Path) -> dict:
     """F2 of the masking study in ``out`` under the current rules."""
     from mimlens.demo import findings as fd
+    from mimlens.demo.findings_stage import finite
     from mimlens.demo.masking import study_documents
-    from mimlens.demo.report import finite
 
     preset = preset_of(out)
     return finite(fd.f2_masking(**study_documents(out, preset), claims=preset.claims))
@@ -43,8 +43,8 @@ def study_row(out: Path) -> dict:
 def current_rows(out: Path) -> list[dict]:
     """Every findings row of the demo (or study) in ``out`` under the current rules, from its stages' JSON."""
     from mimlens.demo import findings as fd
+    from mimlens.demo.findings_stage import compute_findings
     from mimlens.demo.presets import MASKING_FOLDER as FOLDER
-    from mimlens.demo.report import compute_findings
 
     preset = preset_of(out)
     if preset.mask_settings:

@@ -12,16 +12,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "attention_stats": "mimlens.probe.attention",
-    "AttentionStats": "mimlens.probe.attention",
-    "cka": "mimlens.probe.cka",
-    "feature_cka": "mimlens.probe.cka",
-    "cka_matrix": "mimlens.probe.cka",
+    "attention_stats": "mimlens.analysis.attention",
+    "AttentionStats": "mimlens.analysis.attention",
+    "cka": "mimlens.analysis.cka",
+    "feature_cka": "mimlens.analysis.cka",
+    "cka_matrix": "mimlens.analysis.cka",
     "build_model": "mimlens.models",
     "load_model": "mimlens.models",
     "drop_last_blocks": "mimlens.models",
-    "avg_dist": "mimlens.probe.masks",
-    "random_block_mask": "mimlens.probe.masks",
+    "avg_dist": "mimlens.pretrain.masking",
+    "random_block_mask": "mimlens.pretrain.masking",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -46,6 +46,20 @@ def save_json(obj: Any, path: str | os.PathLike) -> Path:
     return _atomic(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
+def read_json(path: str | os.PathLike, missing: str = "") -> Any:
+    """The JSON document in ``path``; one line naming the file when it is missing (with the hint ``missing``)
+    or not valid JSON."""
+    from mimlens.errors import MimlensError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MimlensError(f"{path} is missing" + (f": {missing}" if missing else ""))
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise MimlensError(f"{path} is not valid JSON: {err}") from None
+
+
 def save_text(text: str, path: str | os.PathLike) -> Path:
     return _atomic(path, lambda f: f.write(text.encode()))
 

@@ -116,3 +116,32 @@ def _check_timm_name(spec: str) -> None:
     close = difflib.get_close_matches(name, sorted(defined), n=5, cutoff=0.6)
     hint = f"; close timm names: {', '.join(close)}" if close else ""
     raise MimlensError(f"unknown timm model {name!r} in {spec!r}{hint}")
+
+
+ENCODERS = ("base", "momentum")  # MoCo v3's two encoders
+
+
+def check_loading(pretrained: Any, encoder: Any, prefix: str = "") -> None:
+    """``pretrained`` is a boolean and ``encoder`` one of :data:`ENCODERS` (keys named with ``prefix``)."""
+    if not isinstance(pretrained, bool):
+        raise MimlensError(f"{prefix}pretrained={pretrained!r}: expected true or false")
+    if encoder not in ENCODERS:
+        raise MimlensError(f"{prefix}encoder={encoder!r}: expected one of {', '.join(ENCODERS)}")
+
+
+def model_slug(text: str) -> str:
+    """A file-name-safe short form of a MODEL spelling (``timm:vit_small`` → ``vit_small``)."""
+    name = Path(str(text).removeprefix("timm:").rstrip("/")).name or str(text)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def model_label(spec: str) -> str:
+    """The name figures give a MODEL spelling: a preset or timm name as written (``timm:`` dropped), a run
+    directory's folder name, and for a checkpoint inside a run (``RUN/checkpoints/last.pt``) the run's folder
+    name, with the step of a snapshot (``RUN/checkpoints/step_500.safetensors`` → ``RUN-step_500``); any other
+    file keeps its file name. File-name safe, as :func:`model_slug`."""
+    path = Path(str(spec))
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        step = path.stem if path.stem.startswith("step_") else ""
+        return model_slug(path.parent.parent.name + (f"-{step}" if step else ""))
+    return model_slug(spec)

@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
+from mimlens.analysis.attention import attention_stats
+from mimlens.analysis.cka import cka_matrix
 from mimlens.data import build_dataset
 from mimlens.models import load_model
-from mimlens.probe.attention import attention_stats
-from mimlens.probe.cka import cka_matrix
 
 ATTENTION_KEYS = {"model", "num_images", "image_size", "prefix_policy", "dtype", "layers", "weights", "data"}
 LAYER_KEYS = {"name", "stage", "grid", "stride_px", "window", "num_keys", "distance_px", "distance_frac", "entropy",

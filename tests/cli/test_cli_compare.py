@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from mimlens.analysis.cka import cka_matrix
 from mimlens.data import build_dataset
 from mimlens.models import load_model
-from mimlens.probe.cka import cka_matrix
 
 CKA_KEYS = {"estimator", "unit", "num_images", "layers_a", "layers_b", "matrix"}
 
@@ -76,7 +76,7 @@ def test_compare_of_a_random_init_analysis_with_itself_gives_cka_one(cli, workdi
 
 
 def test_labels_name_a_checkpoint_by_its_run_and_stay_unique():
-    from mimlens.commands.compare import labels_for
+    from mimlens.analysis.compare import labels_for
 
     items = ["runs/x/checkpoints/last.pt", "runs/y/checkpoints/last.pt", "old/x/checkpoints/last.pt",
              "runs/x/checkpoints/step_500.safetensors", "timm:vit_small_patch16_224", "vit-micro-32", "runs/x/",

@@ -15,9 +15,9 @@ import yaml
 from hub_cache import fill_hub_cache
 from PIL import Image
 
+from mimlens.analysis.attention import attention_stats
 from mimlens.data import build_dataset
 from mimlens.models import build_model, load_model
-from mimlens.probe.attention import attention_stats
 
 TAG = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 

@@ -129,7 +129,7 @@ def test_build_dataset_specs(tmp_path):
     data = build_dataset("synthetic:5", img_size=32, split="val", seed=1, num_objects=(1, 1))
     assert isinstance(data, SyntheticScenes) and len(data) == 5 and data.split == "val"
     assert data[0]["image"].shape == (3, 32, 32) and data.difficulty.num_objects == (1, 1)
-    from mimlens.tasks.data import synthetic_count
+    from mimlens.tasks.datasets import synthetic_count
 
     assert len(build_dataset("synthetic")) == synthetic_count("synthetic") == 2048  # one meaning in every reader
     crops = build_dataset("photos:3", img_size=16)

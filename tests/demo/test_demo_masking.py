@@ -43,7 +43,7 @@ def test_the_study_spans_avgdist_from_below_to_far_above_the_band():
 
 
 def test_the_library_avgdist_of_each_setting_agrees_with_brute_force():
-    from mimlens.probe.masks import avg_dist
+    from mimlens.pretrain.masking import avg_dist
 
     for s in MASKING.mask_settings:
         assert avg_dist(64, s.mask_patch, s.ratio, 300, seed=0) == pytest.approx(
@@ -111,7 +111,7 @@ def test_untrained_fine_tunings_or_a_smoke_run_are_not_judged():
 
 
 def test_the_default_demo_takes_its_f2_row_from_a_study_in_its_folder(tmp_path):
-    from mimlens.demo.report import f2_row
+    from mimlens.demo.findings_stage import f2_row
 
     (tmp_path / "masks").mkdir()
     (tmp_path / "masks" / "avgdist.json").write_text(json.dumps(AVGDIST))

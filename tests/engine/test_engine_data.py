@@ -5,7 +5,7 @@ import random
 import numpy as np
 import torch
 
-from mimlens.engine.data import EpochSampler, SeededTransform, build_loader
+from mimlens.engine.loader import EpochSampler, SeededTransform, build_loader
 
 
 def test_two_ranks_split_each_global_batch_of_one_process(toy_images):

@@ -16,7 +16,7 @@ from models_kit import VIT, fake_yacs, features, tiny
 
 from mimlens.errors import MimlensError
 from mimlens.models import build_model, load_checkpoint, load_model
-from mimlens.models.checkpoint import read_checkpoint
+from mimlens.models.weights import read_checkpoint
 
 CALLS: list[str] = []
 

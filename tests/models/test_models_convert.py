@@ -13,7 +13,7 @@ from models_kit import BEIT_PER_BLOCK, BEIT_SHARED, DEIT_DISTILLED, SWIN, SWINV2
 
 from mimlens.errors import MimlensError
 from mimlens.models import detect_format, load_model
-from mimlens.models.checkpoint import read_checkpoint
+from mimlens.models.weights import read_checkpoint
 
 
 def assert_loads_same(src: torch.nn.Module, path, spec, num_classes: int = 0, **load_kwargs) -> dict:

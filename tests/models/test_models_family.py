@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
+from mimlens.analysis.attention import attention_stats
+from mimlens.analysis.features import block_names
+from mimlens.engine.layer_decay import backbone_layout
 from mimlens.errors import MimlensError
 from mimlens.models import build_model, drop_last_blocks
 from mimlens.models.family import family_of, find_family, num_prefix_tokens
-from mimlens.probe.attention import attention_stats
-from mimlens.probe.features import block_names
-from mimlens.probe.layerwise import _select, model_blocks
 from mimlens.tasks.backbone import pooled_features
-from mimlens.tasks.layer_decay import backbone_layout
+from mimlens.tasks.probes.layerwise import _select, model_blocks
 
 SMALL_SWIN = {"embed_dim": 16, "num_heads": (1, 2, 4)}  # swin-tiny-64's depths 2-2-6 and window 4, narrower
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mimlens.pretrain import SimMIM, masked_l1, save_reconstruction_figure
-from mimlens.probe.masks import random_block_masks
+from mimlens.pretrain.masking import random_block_masks
 
 ARCHS = ["vit", "swin", "swinv2"]
 

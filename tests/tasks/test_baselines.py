@@ -56,7 +56,7 @@ def test_keypoint_template_is_the_mean_box_normalised_position():
 
 
 def test_keypoint_ap_of_image_records_equals_pycocotools():
-    from mimlens.tasks.data import pose_set
+    from mimlens.tasks.datasets import pose_set
     from mimlens.tasks.pose import CocoKeypointCrops, coco_keypoint_eval_images, keypoint_ap
 
     coco, load, _ = pose_set("synthetic:12", "val", 32, 0, 12, {})

@@ -11,10 +11,10 @@ from torch import nn
 
 from mimlens import distributed
 from mimlens.cli import main
-from mimlens.probe.layerwise import Baseline, ProbeContext, RidgeTask, ridge_section
-from mimlens.tasks.data import classification_set
+from mimlens.tasks.datasets import classification_set
 from mimlens.tasks.images import normalize
 from mimlens.tasks.objective import TaskObjective
+from mimlens.tasks.probes.layerwise import Baseline, ProbeContext, RidgeTask, ridge_section
 from mimlens.tasks.registry import TASKS, Task, register
 from mimlens.tasks.setups import TaskSetup, eval_loader, square, synthetic_sizes
 

@@ -8,7 +8,7 @@ from PIL import Image
 from mimlens.cli import main
 from mimlens.data.synthetic import SyntheticScenes
 from mimlens.errors import MimlensError
-from mimlens.tasks.data import SYNTHETIC_OKS_SIGMA, classification_set, split_dir, synthetic_keypoints_coco
+from mimlens.tasks.datasets import SYNTHETIC_OKS_SIGMA, classification_set, split_dir, synthetic_keypoints_coco
 from mimlens.tasks.pose import keypoint_sigmas
 
 

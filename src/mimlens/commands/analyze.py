@@ -1,7 +1,8 @@
-"""``mimlens analyze MODEL``: attention distance, entropy and head KL (and CKA with ``--cka``) of one model.
+"""``mimlens analyze MODEL``: attention distance, entropy and head KL (and CKA with ``--cka``, or any registered
+analysis with ``--analyses``) of one model.
 
-The analysis itself is :func:`mimlens.probe.analysis.analyze` (images, passes, run directory), or with
-``--every-checkpoint`` :func:`mimlens.probe.over_training.analyze_over_training` (every snapshot of a training
+The analysis itself is :func:`mimlens.analysis.run.analyze` (images, passes, run directory), or with
+``--every-checkpoint`` :func:`mimlens.analysis.over_training.analyze_over_training` (every snapshot of a training
 run); this command reads the flags, calls it and prints a per-layer table next to the uniform-attention
 reference (or the per-layer mean distance at each step). The flags shared with ``mimlens compare`` are here.
 """
@@ -12,8 +13,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mimlens.probe.analysis import ANALYSIS_DEFAULTS, DATA_DEFAULTS, ENCODERS, MODEL_DEFAULTS
-from mimlens.probe.choices import PREFIX_POLICIES, UNITS
+from mimlens.analysis.choices import PREFIX_POLICIES, UNITS
+from mimlens.analysis.registry import ANALYSES
+from mimlens.analysis.run import ANALYSIS_DEFAULTS, DATA_DEFAULTS, MODEL_DEFAULTS
+from mimlens.model_names import ENCODERS
 
 DEFAULTS: dict[str, Any] = {
     "model": MODEL_DEFAULTS,
@@ -28,6 +31,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="synthetic[:N] (default), photos[:N] or an image folder (ImageFolder or flat)")
     parser.add_argument("--num-images", type=int, help="images to analyse (default 64)")
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default 64)")
+    parser.add_argument("--analyses", metavar="NAME[,NAME...]",
+                        help="the analyses to run, from: " + ", ".join(ANALYSES) + " (analyze: attention; compare: "
+                             "attention per model and CKA between every pair)")
     parser.add_argument("--prefix-policy", choices=PREFIX_POLICIES,
                         help="prefix tokens (CLS, ...) as keys: renorm (default), drop or keep")
     parser.add_argument("--cka-unit", choices=UNITS,
@@ -66,6 +72,7 @@ def data_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "data.source": args.data,
         "data.num_images": args.num_images,
+        "analysis.names": args.analyses.split(",") if args.analyses else None,
         "analysis.batch_size": args.batch_size,
         "analysis.prefix_policy": args.prefix_policy,
         "analysis.cka_unit": args.cka_unit,
@@ -76,10 +83,10 @@ def data_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mimlens.analysis.run import check_config, check_model
     from mimlens.config import resolve
     from mimlens.data.spec import parse_data_spec
-    from mimlens.model_names import check_model_spelling
-    from mimlens.probe.analysis import check_config, check_model, slug
+    from mimlens.model_names import check_model_spelling, model_slug
     from mimlens.rundir import check_out
 
     flags = {"model.spec": args.model, "model.arch": args.arch, "model.seed": args.seed,
@@ -91,38 +98,46 @@ def run(args: argparse.Namespace) -> int:
     check_model(cfg["model"])
     check_config(cfg)
     check_model_spelling(cfg["model"]["spec"], cfg["model"]["arch"])
-    out = Path(cfg["run"]["out"] or Path("runs") / f"analyze_{slug(cfg['model']['spec'])}")
+    out = Path(cfg["run"]["out"] or Path("runs") / f"analyze_{model_slug(cfg['model']['spec'])}")
     cfg["run"]["out"] = str(out)
     check_out(out, "analyze")
     from mimlens import distributed
-    from mimlens.probe.analysis import analyze
-    from mimlens.probe.over_training import analyze_over_training
+    from mimlens.analysis.over_training import analyze_over_training
+    from mimlens.analysis.run import analyze, selected_analyses
 
     try:
         if cfg["analysis"]["every_checkpoint"]:
-            summary = analyze_over_training(cfg, out, log=say)
+            summaries = analyze_over_training(cfg, out, log=say)
             if distributed.is_main():
-                say(steps_table(summary))
-                say(f"run directory: {out}  (attention_over_training.json, attention/step_<N>.json, "
-                    "figures/attention_over_training.png)")
+                if "attention" in summaries:
+                    say(steps_table(summaries["attention"]))
+                names = ", ".join(f"{e.name}/step_<N>.json" for e in selected_analyses(cfg["analysis"]))
+                say(f"run directory: {out}  ({names}, and each analysis's summary over training)")
             return 0
-        doc = analyze(cfg, out, log=say)
+        meta, docs = analyze(cfg, out, log=say)
         if distributed.is_main():
-            say(layer_table(doc))
-            if doc["weights"] == "random init":
+            from mimlens.report.html import build_report
+
+            build_report([out], out / "report.html", title=f"mimlens analyze {cfg['model']['spec']}")
+            say_summaries(docs)
+            if meta["weights"] == "random init":
                 say("note: the weights are a random initialisation (no checkpoint was loaded); these numbers "
                     "describe an untrained model")
-            cka = ", cka.json" if cfg["analysis"]["cka"] else ""
-            say(f"run directory: {out}  (attention.json, attention.csv{cka}, figures/, report.html)")
+            names = ", ".join(f"{name}.json" for name in docs)
+            say(f"run directory: {out}  (analysis.json, {names}, figures/, report.html)")
     finally:
         distributed.shutdown()
     return 0
 
 
-def layer_table(doc: dict[str, Any]) -> str:
-    from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows, text_table
+def say_summaries(docs: dict[str, dict[str, Any]]) -> None:
+    """Each analysis's console summary."""
+    from mimlens.analysis.registry import analysis
 
-    return text_table(LAYER_COLUMNS, attention_layer_rows(doc))
+    for name, doc in docs.items():
+        summary = analysis(name).function("summary")
+        if summary:
+            say(summary(doc))
 
 
 def steps_table(summary: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """``mimlens probe MODEL``: layer-wise frozen probes — for every block, how well classification, depth,
 keypoints and tracking can be read off its features (ridge probes and training-free correlation tracking).
 
-The probes are :func:`mimlens.probe.layerwise.layerwise_probes`; this command reads the flags, loads the
+The probes are :func:`mimlens.tasks.probes.layerwise.layerwise_probes`; this command reads the flags, loads the
 model, prints one table per task and writes a run directory: ``config.yaml``, ``probe.json`` (per task and
 block: the metrics, their standard error and per-item values, the chosen λ, and the metric variant; per task the
 trivial baselines) and ``figures/probe_by_layer.png``. ``probe.synthetic`` (config only) sets the synthetic
@@ -58,8 +58,7 @@ def parse_list(flag: str, values: list[str] | str | None, cast=str) -> list | No
 def run(args: argparse.Namespace) -> int:
     from mimlens.config import resolve
     from mimlens.data.spec import parse_data_spec
-    from mimlens.model_names import check_model_spelling
-    from mimlens.probe.analysis import slug
+    from mimlens.model_names import check_model_spelling, model_slug
     from mimlens.rundir import check_out
 
     flags = {"model.spec": args.model, "model.arch": args.arch, "probe.tasks": parse_list("--task", args.task),
@@ -72,15 +71,16 @@ def run(args: argparse.Namespace) -> int:
     # checked before torch is imported: a typo costs no start-up time
     parse_data_spec(str(settings["data"]), generated=("synthetic",))
     check_model_spelling(cfg["model"]["spec"], cfg["model"]["arch"])
-    out = Path(cfg["run"]["out"] or Path("runs") / f"probe_{slug(cfg['model']['spec'])}")
+    out = Path(cfg["run"]["out"] or Path("runs") / f"probe_{model_slug(cfg['model']['spec'])}")
     cfg["run"]["out"] = str(out)
     check_out(out, "probe")
     from mimlens import distributed
+    from mimlens.analysis.run import progress_enabled
     from mimlens.config import save_config
     from mimlens.io import save_json
-    from mimlens.probe.analysis import describe_weights, load, progress_enabled
-    from mimlens.probe.layerwise import layerwise_probes, probe_task_names
+    from mimlens.models.describe import describe_weights, load
     from mimlens.report.figures_probe import plot_probe_by_layer
+    from mimlens.tasks.probes.layerwise import layerwise_probes, probe_task_names
 
     settings["tasks"] = list(settings["tasks"] or probe_task_names())
     device = distributed.init(cfg["run"]["device"])

@@ -546,6 +546,44 @@ class SyntheticScenes(Dataset):
         return item
 
 
+@dataclasses.dataclass(frozen=True)
+class _Motion:
+    """How a sequence's objects move: per object a speed (px per frame), heading and spin (radians per frame);
+    the main object's size oscillates by ``amplitude`` with ``period`` frames from ``phase``."""
+
+    velocity: list[float]
+    heading: list[float]
+    spin: list[float]
+    amplitude: float
+    period: float
+    phase: float
+
+
+def _film(objects, background, ground, width: int, length: int, pan: int, motion: _Motion):
+    """The ``length`` frames of a sequence with the background panning by ``pan`` px: frames, amodal boxes of
+    the main object, segmentations, and per frame whether it is fully occluded or out of view."""
+    height = background.shape[0]
+    start = [dataclasses.replace(obj) for obj in objects]
+    frames, boxes = np.empty((length, height, width, 3), np.float32), np.zeros((length, 4), np.float32)
+    segmentations = np.empty((length, height, width), np.int64)
+    full_occlusion, out_of_view = np.zeros(length, bool), np.zeros(length, bool)
+    for t in range(length):
+        for k, (obj, first) in enumerate(zip(objects, start, strict=True)):
+            obj.cx = first.cx + t * motion.velocity[k] * math.cos(motion.heading[k])
+            obj.cy = first.cy + t * motion.velocity[k] * math.sin(motion.heading[k])
+            obj.angle = first.angle + t * motion.spin[k]
+        growth = math.sin(2 * math.pi * t / motion.period + motion.phase) - math.sin(motion.phase)  # 0 at frame 0
+        objects[0].radius = start[0].radius * (1 + motion.amplitude * growth)
+        shift = round(t * pan / max(1, length - 1))
+        frames[t], _, segmentations[t], amodal = render(background[:, shift : shift + width], ground, objects)
+        if amodal[0] is None:
+            out_of_view[t] = True
+        else:
+            boxes[t] = amodal[0]
+            full_occlusion[t] = not (segmentations[t] == 1).any()
+    return frames, boxes, segmentations, full_occlusion, out_of_view
+
+
 def generate_sequence(
     index: int, length: int = 16, img_size: int | tuple[int, int] = 64, seed: int = 0, split: str = "train",
     difficulty=None,
@@ -586,24 +624,8 @@ def generate_sequence(
     if twin:
         objects[1].shape, objects[1].texture, objects[1].radius = main.shape, main.texture, main.radius
         objects[1].palette = main.palette
-    start = [dataclasses.replace(obj) for obj in objects]
-    frames, boxes = np.empty((length, height, width, 3), np.float32), np.zeros((length, 4), np.float32)
-    segmentations = np.empty((length, height, width), np.int64)
-    full_occlusion, out_of_view = np.zeros(length, bool), np.zeros(length, bool)
-    for t in range(length):
-        for k, (obj, first) in enumerate(zip(objects, start, strict=True)):
-            obj.cx = first.cx + t * velocity[k] * math.cos(heading[k])
-            obj.cy = first.cy + t * velocity[k] * math.sin(heading[k])
-            obj.angle = first.angle + t * spin[k]
-        growth = math.sin(2 * math.pi * t / period + phase) - math.sin(phase)  # 0 at frame 0
-        objects[0].radius = start[0].radius * (1 + amplitude * growth)
-        shift = round(t * pan / max(1, length - 1))
-        frames[t], _, segmentations[t], amodal = render(background[:, shift : shift + width], ground, objects)
-        if amodal[0] is None:
-            out_of_view[t] = True
-        else:
-            boxes[t] = amodal[0]
-            full_occlusion[t] = not (segmentations[t] == 1).any()
+    frames, boxes, segmentations, full_occlusion, out_of_view = _film(
+        objects, background, ground, width, length, pan, _Motion(velocity, heading, spin, amplitude, period, phase))
     return {
         "frames": frames,
         "boxes": boxes,

@@ -99,7 +99,7 @@ def supervised_bar(run_dir: str | Path, num_images: int) -> dict[str, Any]:
 def simmim_bar(run_dir: str | Path, num_images: int, seed: int = 0) -> dict[str, Any]:
     """Masked L1 of a SimMIM run on ``num_images`` validation scenes with fixed masks (``seed``), next to the
     nearest-fill and mean-fill baselines on the same masked pixels."""
-    from mimlens.probe.masks import random_block_masks
+    from mimlens.pretrain.masking import random_block_masks
 
     objective, cfg = _load_objective(Path(run_dir))
     batch = _validation_images(cfg, objective.encoder, num_images)

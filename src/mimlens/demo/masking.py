@@ -104,17 +104,17 @@ def write_bars(out: Path, names: Sequence[str], num_images: int) -> None:
 
 def study_documents(out: Path, preset: Preset) -> dict[str, Any]:
     """The JSON documents F2 is judged from, read from the study's folder."""
-    from mimlens.demo.report import read_json
+    from mimlens.demo.findings_stage import stage_json
 
     names = [s.name for s in preset.mask_settings]
     return {
-        "avgdist": read_json(out / "masks" / "avgdist.json"),
+        "avgdist": stage_json(out / "masks" / "avgdist.json"),
         "settings": [(s.name, s.mask_patch, s.ratio) for s in preset.mask_settings],
-        "finetunes": {t: {n: read_json(out / "finetune" / f"{t}_{n}" / "metrics.json") for n in names}
+        "finetunes": {t: {n: stage_json(out / "finetune" / f"{t}_{n}" / "metrics.json") for n in names}
                       for t in preset.tasks},
-        "attention": {n: read_json(out / "analysis" / n / "attention.json") for n in names},
-        "probes": {n: read_json(out / "probe" / n / "probe.json") for n in names},
-        "bars": read_json(out / "bars.json"),
+        "attention": {n: stage_json(out / "analysis" / n / "attention.json") for n in names},
+        "probes": {n: stage_json(out / "probe" / n / "probe.json") for n in names},
+        "bars": stage_json(out / "bars.json"),
     }
 
 
@@ -238,7 +238,7 @@ def about(preset: Preset) -> dict[str, Any]:
 def write_findings_and_report(out: Path, preset: Preset) -> Path:
     """``findings.json`` (the F2 row), the study's figures and ``report.html``; then, when the study lies in a
     finished demo's folder, that demo's findings and report again so that its F2 row reports this study."""
-    from mimlens.demo.report import finite
+    from mimlens.demo.findings_stage import finite
     from mimlens.io import save_json
     from mimlens.report.html import build_report
 
@@ -261,8 +261,8 @@ def refresh_joined(out: Path) -> Path | None:
     """Rewrite the findings and report of the demo whose folder holds the study (``OUT/..``), when that demo
     finished (its ``findings.json`` exists); returns its report or None."""
     from mimlens.config import load_yaml
+    from mimlens.demo.findings_stage import write_findings_and_report as write_demo
     from mimlens.demo.presets import get_preset
-    from mimlens.demo.report import write_findings_and_report as write_demo
 
     parent = out.resolve().parent
     if out.name != MASKING_FOLDER or not (parent / "findings.json").is_file() or not (parent / "config.yaml").is_file():

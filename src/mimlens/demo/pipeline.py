@@ -30,8 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mimlens.demo import masking
-from mimlens.demo import report as demo_report
+from mimlens.demo import findings_stage, masking
 from mimlens.demo.presets import Preset, expected_minutes
 from mimlens.demo.stages import MARKER, Stage, demo_stages
 from mimlens.errors import MimlensError
@@ -169,7 +168,7 @@ def schedule_minutes(stages: list[Stage], parallel: int, after: float = 0.0) -> 
 
 
 def _run_stages(preset: Preset, out: Path, device: str | None, parallel: int, say: Callable[[str], None]) -> Path:
-    write_findings_and_report = (masking if preset.mask_settings else demo_report).write_findings_and_report
+    write_findings_and_report = (masking if preset.mask_settings else findings_stage).write_findings_and_report
     stages = build_stages(preset, out, device)
     n = len(stages) + 1
     number = {stage.name: i for i, stage in enumerate(stages, 1)}

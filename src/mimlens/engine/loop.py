@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 from mimlens import distributed
 from mimlens.config import save_config
 from mimlens.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
-from mimlens.engine.data import build_loader
+from mimlens.engine.loader import build_loader
 from mimlens.engine.optim import build_optimizer, build_scheduler, param_group_rows
 from mimlens.engine.runlog import RunLog
 from mimlens.engine.settings import Plan, Settings
@@ -108,13 +108,7 @@ class Trainer:
         self.steps_per_epoch, self.total_steps = steps_per_epoch, plan.total_steps
         self.cfg = _resolved_config(cfg, plan)
 
-        self.optimizer = build_optimizer(self.objective, lr=plan.lr, weight_decay=optim.weight_decay,
-                                         layer_decay=optim.layer_decay, betas=optim.betas, eps=optim.eps)
-        sched = settings.schedule
-        self.scheduler = build_scheduler(
-            self.optimizer, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps, min_lr=sched.min_lr,
-            warmup_lr=sched.warmup_lr, schedule=sched.schedule, decay_steps=plan.decay_steps,
-            decay_rate=sched.decay_rate)
+        self._build_optimizer(settings, plan)
         self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
         self.clip = optim.clip_grad
 
@@ -133,6 +127,16 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, run_dir)
             save_json(param_group_rows(self.objective, self.optimizer), run_dir / "param_groups.json")
+
+    def _build_optimizer(self, settings: Settings, plan) -> None:
+        """AdamW over the objective's parameter groups (layer decay as ``lr_scale``) and its lr schedule."""
+        optim, sched = settings.optim, settings.schedule
+        self.optimizer = build_optimizer(self.objective, lr=plan.lr, weight_decay=optim.weight_decay,
+                                         layer_decay=optim.layer_decay, betas=optim.betas, eps=optim.eps)
+        self.scheduler = build_scheduler(
+            self.optimizer, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps, min_lr=sched.min_lr,
+            warmup_lr=sched.warmup_lr, schedule=sched.schedule, decay_steps=plan.decay_steps,
+            decay_rate=sched.decay_rate)
 
     def _describe(self) -> str:
         optim, plan = self.settings.optim, self.plan

@@ -4,11 +4,11 @@ See ``docs/models.md`` for the MODEL spellings, the presets and the checkpoint f
 """
 
 from mimlens.models.build import PRESETS, build_model, preprocessing
-from mimlens.models.checkpoint import fitting_presets, load_checkpoint, load_pretrained
 from mimlens.models.convert import detect_format
 from mimlens.models.load import load_model, model_section
 from mimlens.models.snapshots import save_backbone
 from mimlens.models.truncate import drop_last_blocks
+from mimlens.models.weights import fitting_presets, load_checkpoint, load_pretrained
 
 __all__ = [
     "PRESETS",

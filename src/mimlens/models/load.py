@@ -19,8 +19,8 @@ from torch import nn
 from mimlens.config import load_yaml
 from mimlens.errors import MimlensError
 from mimlens.models.build import PRESETS, build_model, resolve_spec, unknown_spec
-from mimlens.models.checkpoint import load_checkpoint, load_pretrained, read_checkpoint
 from mimlens.models.snapshots import load_run_weights, load_training_file, save_backbone
+from mimlens.models.weights import load_checkpoint, load_pretrained, read_checkpoint
 
 __all__ = ["BACKBONE_FILE", "load_model", "model_section", "save_backbone"]
 
@@ -37,7 +37,7 @@ def load_model(spec: str | os.PathLike, arch: str | None = None, *, moco_encoder
             not allowed otherwise.
         moco_encoder: for MoCo v3 checkpoints, ``"base"`` or ``"momentum"``.
         pretrained: for ``timm:NAME[.TAG]``, timm's pretrained weights from the Hugging Face cache
-            (:func:`~mimlens.models.checkpoint.load_pretrained`).
+            (:func:`~mimlens.models.weights.load_pretrained`).
         **overrides: :func:`build_model` arguments (``img_size``, ``num_classes``, ``pos_embed``, ``seed``, timm
             kwargs); for a run directory they override its ``model.kwargs``.
 

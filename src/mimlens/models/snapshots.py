@@ -27,7 +27,7 @@ from torch import nn
 from mimlens.errors import MimlensError
 from mimlens.io import save_bytes
 from mimlens.models.build import build_model
-from mimlens.models.checkpoint import head_prefixes, load_checkpoint
+from mimlens.models.weights import head_prefixes, load_checkpoint
 
 __all__ = ["LAST_CHECKPOINT", "checkpoint_step", "list_snapshots", "load_run_weights", "load_training_file",
            "save_snapshot", "snapshot_path"]

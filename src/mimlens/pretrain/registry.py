@@ -8,17 +8,11 @@ are named ``"module:function"`` (imported when used) or given as callables (a pl
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-
-def _function(ref: str | Callable | None) -> Callable | None:
-    if ref is None or callable(ref):
-        return ref
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
+from mimlens.registry import Registry, resolve
 
 
 @dataclass(frozen=True)
@@ -41,30 +35,25 @@ class Objective:
     finish: str | Callable | None = None
 
     def build_function(self) -> Callable:
-        return _function(self.build)
+        return resolve(self.build)
 
     def resolve_function(self) -> Callable | None:
-        return _function(self.resolve)
+        return resolve(self.resolve)
 
     def finish_function(self) -> Callable | None:
-        return _function(self.finish)
+        return resolve(self.finish)
 
 
-OBJECTIVES: dict[str, Objective] = {}
+OBJECTIVES: Registry = Registry("objective")
 
 
 def register(entry: Objective) -> Objective:
     """Add ``entry`` to :data:`OBJECTIVES` (a plug-in calls this before the command line is built)."""
-    OBJECTIVES[entry.name] = entry
-    return entry
+    return OBJECTIVES.register(entry)
 
 
 def objective(name: str) -> Objective:
-    from mimlens.errors import MimlensError
-
-    if name not in OBJECTIVES:
-        raise MimlensError(f"objective must be one of {', '.join(OBJECTIVES)}, got {name!r}")
-    return OBJECTIVES[name]
+    return OBJECTIVES.entry(name)
 
 
 for _entry in (

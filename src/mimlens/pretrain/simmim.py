@@ -1,6 +1,6 @@
 """SimMIM (Xie et al., CVPR 2022, arXiv 2111.09886) around an unmodified timm ViT, Swin or SwinV2.
 
-- masking: :func:`mimlens.probe.masks.random_block_mask`, exactly ``ceil(ratio × blocks)`` blocks of
+- masking: :func:`mimlens.pretrain.masking.random_block_mask`, exactly ``ceil(ratio × blocks)`` blocks of
   ``mask_patch`` pixels, on the backbone's patch-embedding grid (``True`` = masked);
 - mask token: one learnable vector replaces the masked patch embeddings at the output of
   ``encoder.patch_embed`` — in a ViT that is before the CLS token and the position embedding are added,
@@ -23,7 +23,7 @@ from torch import nn
 from mimlens.data.transforms import train_transform
 from mimlens.errors import MimlensError
 from mimlens.pretrain.augment import denormalize, mean_std
-from mimlens.probe.masks import random_block_mask
+from mimlens.pretrain.masking import random_block_mask
 from mimlens.report.style import save_png
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+from mimlens.analysis.attention import AttentionStats
 from mimlens.errors import MimlensError
-from mimlens.probe.attention import AttentionStats
 from mimlens.report.style import save_png
 
 __all__ = [

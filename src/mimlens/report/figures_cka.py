@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mimlens.probe.cka import CKAResult
+from mimlens.analysis.cka import CKAResult
 from mimlens.report.style import save_png
 
 __all__ = ["plot_cka"]

@@ -35,7 +35,7 @@ from mimlens.report.blocks import (
     slug,
     table,
 )
-from mimlens.report.findings import demo_title, findings_sections
+from mimlens.report.findings_page import demo_title, findings_sections
 from mimlens.report.rundirs import MARKERS, Assets, Run, discover
 from mimlens.report.runs import group_runs, run_section
 from mimlens.report.style import CSS

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from mimlens.errors import MimlensError
+from mimlens.io import read_json
 from mimlens.report import explanations as ex
 from mimlens.report.blocks import Section, explain, facts, notice, plural, table
-from mimlens.report.rundirs import Assets, Run, read_json, run_figure, weights_notice
+from mimlens.report.rundirs import Assets, Run, run_figure, weights_notice
 
 ROW_KEYS = ("block", "name", "stage", "lambda", "lambda_factor", "se", "values")  # a probe row's non-metric keys
 OVER_TRAINING = (("distance_px", "Mean attention distance (px)"), ("entropy", "Mean attention entropy (nats)"),

@@ -5,20 +5,18 @@ files, the notice on random weights).
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimlens.errors import MimlensError
 from mimlens.report import explanations as ex
 from mimlens.report.blocks import Section, esc, figure, notice
 
 MARKERS = {
     "comparison": ("cka_across.json", "compare.json"),
-    "analysis": ("attention.json",),
+    "analysis": ("analysis.json", "attention.json"),
     "probe": ("probe.json",),
     "over_training": ("attention_over_training.json",),
     "masks": ("avgdist.json",),
@@ -135,13 +133,6 @@ class Assets:
         if link not in self.links:
             self.links.append(link)
         return link
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise MimlensError(f"{path} is not valid JSON: {err}") from None
 
 
 def run_figure(run: Run, assets: Assets, stem: str) -> str:

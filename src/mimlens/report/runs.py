@@ -4,7 +4,7 @@ kinds: ``comparison`` (``cka_across.json`` / ``compare.json``), ``analysis`` (``
 ``probe`` (``probe.json``), ``over_training`` (``attention_over_training.json``: every checkpoint of a
 run analysed; both rendered by :mod:`mimlens.report.probe_runs`), ``masks`` (``avgdist.json``),
 ``training`` (``log.jsonl`` or ``metrics.json``: pre-training and fine-tuning runs) and ``findings``
-(``findings.json``, e.g. a demo directory, rendered by :mod:`mimlens.report.findings`). A directory with
+(``findings.json``, e.g. a demo directory, rendered by :mod:`mimlens.report.findings_page`). A directory with
 none of these may still hold runs in its sub-directories (a demo); they are found up to three levels down.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from mimlens.errors import MimlensError
+from mimlens.io import read_json
 from mimlens.report import explanations as ex
 from mimlens.report.blocks import (
     Section,
@@ -28,8 +29,7 @@ from mimlens.report.blocks import (
     table,
 )
 from mimlens.report.probe_runs import over_training_section, probe_section
-from mimlens.report.rundirs import Assets, Run, files_section, read_json, run_figure, weights_notice
-from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows
+from mimlens.report.rundirs import Assets, Run, files_section, run_figure, weights_notice
 
 GROUPS = ("Pre-training", "Analysis", "Over training", "Comparison", "Probe", "Masking", "Fine-tuning",
           "Training run")  # title prefixes
@@ -80,44 +80,31 @@ def _loading_facts(loading: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _analysis(run: Run, assets: Assets) -> Section:
-    doc = read_json(run.path / "attention.json")
+    """One model's analyses: what was analysed, then each registered analysis whose ``<name>.json`` is here."""
+    from mimlens.analysis.registry import ANALYSES
+
+    record = "analysis.json" if (run.path / "analysis.json").is_file() else "attention.json"
+    doc = read_json(run.path / record)
     model = run.show(doc.get("model", run.title))
     section = Section(f"Analysis: {model}")
+    attention = read_json(run.path / "attention.json") if (run.path / "attention.json").is_file() else {}
     section.body = facts({
         "run": run.title, "model": model, "weights": run.show(doc.get("weights")),
-        "data": run.show(doc.get("data")), "images": doc.get("num_images"), "image size": doc.get("image_size"),
-        "prefix tokens as keys": doc.get("prefix_policy"), "dtype": doc.get("dtype"),
-        "layers": len(doc.get("layers", [])), **_loading_facts(doc.get("loading") or {}),
+        "data": run.show(doc.get("data")), "images": doc.get("num_images"), "image size": attention.get("image_size"),
+        "prefix tokens as keys": attention.get("prefix_policy"), "dtype": attention.get("dtype"),
+        "layers": len(attention.get("layers", [])) or None, **_loading_facts(doc.get("loading") or {}),
     }) + weights_notice(doc.get("weights"))
-    for stem, title in (("attention_distance", "Attention distance (F1)"),
-                        ("attention_entropy", "Attention entropy (F3)"), ("head_kl", "Head diversity (F3)")):
-        fig = run_figure(run, assets, stem)
-        if fig:
-            section.children.append(Section(title, fig + explain(ex.READING[stem])))
-    section.children.append(Section("Per-layer numbers", table(
-        LAYER_COLUMNS, attention_layer_rows(doc),
-        "Means over the heads of each layer; 'uniform' is uniform attention over the same keys."
-    )))
-    if (run.path / "cka.json").is_file():
-        section.children.append(_cka_within(run, assets))
+    for entry in ANALYSES.values():
+        path = run.path / entry.json_name
+        if path.is_file():
+            section.children += entry.function("section")(run, assets, [read_json(path)], [run.path.name])
     return section
 
 
-def _cka_within(run: Run, assets: Assets) -> Section:
-    doc = read_json(run.path / "cka.json")
-    matrix = doc.get("matrix") or []
-    n = len(matrix)
-    off = [matrix[i][j] for i in range(n) for j in range(n) if i != j and matrix[i][j] is not None]  # null: NaN
-    stats = facts({
-        "estimator": doc.get("estimator"), "sample unit": doc.get("unit"), "images": doc.get("num_images"),
-        "mean CKA between different layers": sum(off) / len(off) if off else None,
-        "CKA(first block, last block)": matrix[0][-1] if n > 1 else None,
-    })
-    return Section("CKA between layers (F5)", run_figure(run, assets, "cka_within") + stats
-                   + explain(ex.READING["cka_within"]))
-
-
 def _comparison(run: Run, assets: Assets) -> Section:
+    """Several models: the models table, then each analysis of every model, then each analysis of the pairs."""
+    from mimlens.analysis.registry import ANALYSES
+
     meta = read_json(run.path / "compare.json") if (run.path / "compare.json").is_file() else {}
     models = meta.get("models", [])
     section = Section(f"Comparison: {' vs '.join(m.get('label', '?') for m in models) or run.title}")
@@ -128,43 +115,16 @@ def _comparison(run: Run, assets: Assets) -> Section:
                                for m in models])
     if any("random" in str(m.get("weights")) for m in models):
         section.body += weights_notice("random")
-    for stem, title in (("attention_distance", "Attention distance (F1)"),
-                        ("attention_entropy", "Attention entropy (F3)"), ("head_kl", "Head diversity (F3)")):
-        fig = run_figure(run, assets, stem)
-        if fig:
-            section.children.append(Section(title, fig + explain(ex.READING[stem])))
-    per_model = _per_model_tables(run, models)
-    if per_model:
-        section.children.append(Section("Per-layer numbers", per_model))
-    if (run.path / "cka_across.json").is_file():
-        section.children.append(_cka_across(run, assets))
+    for entry in ANALYSES.values():
+        paths = [run.path / entry.name / f"{m.get('label')}.json" for m in models]
+        if paths and all(p.is_file() for p in paths):
+            section.children += entry.function("section")(run, assets, [read_json(p) for p in paths],
+                                                          [m.get("label") for m in models])
+        across = run.path / f"{entry.name}_across.json"
+        if across.is_file() and entry.pair_section is not None:
+            doc = read_json(across)
+            section.children += entry.function("pair_section")(run, assets, doc.get("pairs", [doc]))
     return section
-
-
-def _per_model_tables(run: Run, models: list[dict[str, Any]]) -> str:
-    parts = []
-    for m in models:
-        path = run.path / str(m.get("attention", ""))
-        if path.is_file():
-            doc = read_json(path)
-            caption = f"{m.get('label')}: {run.show(doc.get('model'))}"
-            parts.append(table(LAYER_COLUMNS, attention_layer_rows(doc), caption))
-    return "".join(parts)
-
-
-def _cka_across(run: Run, assets: Assets) -> Section:
-    doc = read_json(run.path / "cka_across.json")
-    rows = []
-    for pair in doc.get("pairs", [doc]):
-        matrix = pair.get("matrix") or [[]]
-        diag = [matrix[i][i] for i in range(min(len(matrix), len(matrix[0]))) if matrix[i][i] is not None]
-        rows.append([pair.get("model_a"), pair.get("model_b"), pair.get("unit"), pair.get("num_images"),
-                     sum(diag) / len(diag) if diag else None, matrix[-1][-1] if matrix[0] else None])
-    estimators = sorted({str(p.get("estimator")) for p in doc.get("pairs", [doc])})
-    figures = "".join(run_figure(run, assets, p.stem) for p in sorted((run.path / "figures").glob("cka_across*.png")))
-    body = figures + table(["model A", "model B", "unit", "images", "mean diagonal CKA", "CKA(last, last)"], rows,
-                           "Estimator: " + "; ".join(estimators))
-    return Section("CKA between models (F5)", body + explain(ex.READING["cka_across"]))
 
 
 def _masks(run: Run, assets: Assets) -> Section:

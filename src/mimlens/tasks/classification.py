@@ -1,7 +1,7 @@
 """Image classification transfer: full fine-tuning with layer-wise lr decay, and the linear probe.
 
 Full fine-tuning: the backbone's own classifier (``reset_classifier``) sits in the top layer-decay group at
-scale 1; the blocks follow BEiT's/MAE's rule (:mod:`mimlens.tasks.layer_decay`, re-exported here).
+scale 1; the blocks follow BEiT's/MAE's rule (:mod:`mimlens.engine.layer_decay`, re-exported here).
 
 Linear probe (MAE): BatchNorm1d without affine parameters + a linear layer on features of a frozen backbone
 in eval mode, from the final output or any block (``block``), CLS token or mean of the patch tokens. MAE
@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimlens import distributed
+from mimlens.accumulate import SumAccumulator
+from mimlens.engine.layer_decay import layer_decay_param_groups
 from mimlens.errors import MimlensError
-from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import pooled_features
-from mimlens.tasks.layer_decay import layer_decay_param_groups
 
 __all__ = ["Classifier", "LinearProbe", "TopKAccuracy", "cross_entropy", "evaluate_classification",
            "layer_decay_param_groups"]

@@ -21,8 +21,8 @@ from PIL import Image
 from torch import nn
 
 from mimlens import distributed
+from mimlens.accumulate import SumAccumulator
 from mimlens.errors import MimlensError
-from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import feature_map, feature_shape
 from mimlens.tasks.images import load_image, resize
 

@@ -266,7 +266,7 @@ class DetectionObjective(nn.Module):
 
     def param_groups(self, weight_decay: float, layer_decay: float) -> list[dict]:
         """Layer-wise lr decay over the backbone's blocks; pyramid, RPN and RoI heads at the full lr."""
-        from mimlens.tasks.layer_decay import layer_decay_param_groups
+        from mimlens.engine.layer_decay import layer_decay_param_groups
 
         pyramid = self.detector.backbone
         heads = nn.ModuleList([m for name, m in pyramid.named_children() if name != "body"]

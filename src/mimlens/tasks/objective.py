@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from mimlens.tasks.layer_decay import layer_decay_param_groups
+from mimlens.engine.layer_decay import layer_decay_param_groups
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 

@@ -8,10 +8,11 @@ This module imports only the standard library, so a command line can list the ta
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from mimlens.registry import Registry, resolve
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Task:
     of None follows the data (synthetic: ``fine_label``, shape × texture; image folders: ``label``);
     ``setup``: ``"module:function"`` returning a :class:`mimlens.tasks.setups.TaskSetup`; ``probe``:
     ``"module:function"`` (or a callable) that probes every block frozen and returns the task's ``probe.json``
-    section (:func:`mimlens.probe.layerwise.layerwise_probes`), None for a task without one; ``title`` and
+    section (:func:`mimlens.tasks.probes.layerwise.layerwise_probes`), None for a task without one; ``title`` and
     ``columns`` (its headline metrics) label it in tables and figures.
     """
 
@@ -40,23 +41,16 @@ class Task:
     columns: tuple[str, ...] = ()
 
     def setup_function(self) -> Callable:
-        return _function(self.setup)
+        return resolve(self.setup)
 
     def probe_function(self) -> Callable:
-        return _function(self.probe)
-
-
-def _function(ref: str | Callable) -> Callable:
-    if callable(ref):
-        return ref
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
+        return resolve(self.probe)
 
 
 _SETUPS = "mimlens.tasks.setups"
-_PROBES = "mimlens.probe.layerwise"
+_PROBES = "mimlens.tasks.probes.layerwise"
 
-TASKS: dict[str, Task] = {task.name: task for task in (
+TASKS: Registry = Registry("task", (
     Task("cls", "full fine-tuning for classification (top-1)", "semantic", "top1", True,
          f"{_SETUPS}:setup_classification", {"label": None, "label_smoothing": 0.1, "drop_path": 0.1},
          probe=f"{_PROBES}:cls_probe", title="classification", columns=("top1",)),
@@ -86,18 +80,13 @@ TASKS: dict[str, Task] = {task.name: task for task in (
           "max_objects": 100, "flip": True},
          {"data": {"synthetic": {"num_objects": [1, 3]}}, "optim": {"base_lr": 0.02, "batch_size": 16},
           "train": {"steps": 300}}, title="detection", columns=("ap", "ap50")),
-)}
+))
 
 
 def task(name: str) -> Task:
-    from mimlens.errors import MimlensError
-
-    if name not in TASKS:
-        raise MimlensError(f"task must be one of {', '.join(TASKS)}, got {name!r}")
-    return TASKS[name]
+    return TASKS.entry(name)
 
 
 def register(entry: Task) -> Task:
     """Add ``entry`` to :data:`TASKS` (a plug-in calls this before the command line is built)."""
-    TASKS[entry.name] = entry
-    return entry
+    return TASKS.register(entry)

@@ -71,7 +71,7 @@ def resolve_config(config_path: str | Path | None, flags: dict[str, Any]) -> dic
 def _default_labels(cfg: dict[str, Any]) -> dict[str, Any]:
     """Classification labels left unset follow the data: ``fine_label`` (shape × texture) for synthetic scenes,
     ``label`` (the folder's classes) for an image folder."""
-    from mimlens.tasks.data import synthetic_count
+    from mimlens.tasks.datasets import synthetic_count
 
     synthetic = synthetic_count(str(cfg["data"]["source"])) is not None
     for name in ("cls", "linear"):

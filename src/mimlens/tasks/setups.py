@@ -92,7 +92,7 @@ def synthetic_sizes(cfg: dict[str, Any], default_eval: int) -> tuple[int, int]:
     """(training items, evaluation items) of a synthetic source (the training count again for ``eval_split:
     train``)."""
     from mimlens.data.spec import DEFAULT_COUNTS
-    from mimlens.tasks.data import synthetic_count
+    from mimlens.tasks.datasets import synthetic_count
 
     num = synthetic_count(str(cfg["data"]["source"])) or DEFAULT_COUNTS["synthetic"]
     if eval_split(cfg) == "train":
@@ -119,7 +119,7 @@ def setup_classification(cfg: dict[str, Any], encoder, prep: dict[str, Any], run
     from mimlens.tasks.backbone import pooled_features
     from mimlens.tasks.baselines import class_counts, majority_class
     from mimlens.tasks.classification import Classifier, LinearProbe, cross_entropy, evaluate_classification
-    from mimlens.tasks.data import classification_set
+    from mimlens.tasks.datasets import classification_set
     from mimlens.tasks.objective import TaskObjective
 
     section = cfg["linear" if linear else "cls"]
@@ -186,7 +186,7 @@ def _num_classes(dataset: Dataset, label: str) -> int:
 
 def setup_depth(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path) -> TaskSetup:
     from mimlens.tasks.baselines import mean_depth_map, median_depth, resize_depth_map
-    from mimlens.tasks.data import depth_set
+    from mimlens.tasks.datasets import depth_set
     from mimlens.tasks.depth import DepthMetrics, DepthModel, crop_mask, silog_loss
     from mimlens.tasks.objective import TaskObjective
 
@@ -235,7 +235,7 @@ def setup_depth(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Pat
 
 def setup_pose(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path) -> TaskSetup:
     from mimlens.tasks.baselines import keypoint_template, template_results
-    from mimlens.tasks.data import pose_set
+    from mimlens.tasks.datasets import pose_set
     from mimlens.tasks.objective import TaskObjective
     from mimlens.tasks.pose import CocoKeypointCrops, PoseModel, heatmap_loss, keypoint_sigmas
     from mimlens.tasks.pose import coco_keypoint_eval_images as keypoint_eval
@@ -289,7 +289,7 @@ def setup_pose(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path
 
 def setup_tracking(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir: Path) -> TaskSetup:
     from mimlens.tasks.baselines import zero_motion
-    from mimlens.tasks.data import tracking_sequences
+    from mimlens.tasks.datasets import tracking_sequences
     from mimlens.tasks.objective import TaskObjective
     from mimlens.tasks.tracking import OneStreamTracker, TrackingMetrics, TrackingPairs, track_sequence, tracking_loss
 
@@ -340,7 +340,7 @@ def setup_detection(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir:
     (``RUN/data``) and read back like any COCO folder."""
     from mimlens.io import save_json
     from mimlens.tasks.baselines import mean_box_results, mean_boxes
-    from mimlens.tasks.data import synthetic_count
+    from mimlens.tasks.datasets import synthetic_count
     from mimlens.tasks.detection import DetectionObjective, build_detector, detector_variant
     from mimlens.tasks.detection_data import DetectionTransform, detection_set, export_synthetic
     from mimlens.tasks.detection_eval import coco_bbox_eval_images, predict

@@ -30,9 +30,9 @@ from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from mimlens import distributed
+from mimlens.accumulate import SumAccumulator
 from mimlens.errors import MimlensError
 from mimlens.models.family import find_family
-from mimlens.tasks.accumulate import SumAccumulator
 from mimlens.tasks.backbone import token_grid, tokens_to_map
 from mimlens.tasks.images import crop, load_image, normalize
 

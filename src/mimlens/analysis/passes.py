@@ -1,0 +1,108 @@
+"""The two built-in analyses of :mod:`mimlens.analysis.registry`: attention statistics and CKA between layers.
+
+Attention: :func:`mimlens.analysis.attention.attention_stats` over this process's share of the images (sums
+all-reduced), written as ``attention.json`` with the model's record (``meta``: model, architecture, weights,
+loading, data, skipped files, seed or step) and ``attention.csv``. CKA:
+:func:`mimlens.analysis.cka.cka_matrix` within one model or between two, on the same raw images in the same
+order (it splits the batches over processes itself), with the unit, prefix policy and batch of the ``analysis``
+section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mimlens.analysis.registry import MeasureContext
+
+
+def attention_measure(ctx: MeasureContext):
+    """:class:`AttentionStats` of ``ctx.model`` (this process's share of the images; the sums are all-reduced)."""
+    from mimlens.analysis.attention import attention_stats
+
+    return attention_stats(ctx.model, ctx.shard(), prefix_policy=ctx.settings["prefix_policy"], device=ctx.device,
+                           progress=ctx.progress)
+
+
+def attention_document(stats, meta: dict[str, Any]) -> dict[str, Any]:
+    """``attention.json``: the statistics' own JSON with the model's record ``meta`` (its ``model`` first)."""
+    doc = stats.to_json(meta.get("model"))
+    doc.update({key: value for key, value in meta.items() if key != "model"})
+    return doc
+
+
+def attention_figures(docs: list[dict[str, Any]], labels: list[str], fig_dir: Path, title: str) -> None:
+    from mimlens.report.figures_attention import save_attention_figures
+
+    save_attention_figures(docs, fig_dir, labels=labels, title=title)
+
+
+def attention_tables(doc: dict[str, Any], out: Path) -> None:
+    """``attention.csv``: one row per layer, head and metric."""
+    from mimlens.analysis.attention import AttentionStats
+
+    AttentionStats.from_json(doc).save_csv(out)
+
+
+def attention_summary(doc: dict[str, Any]) -> str:
+    """The per-layer table next to the uniform-attention reference."""
+    from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows, text_table
+
+    return text_table(LAYER_COLUMNS, attention_layer_rows(doc))
+
+
+def _cka(ctx: MeasureContext, model_b=None):
+    from mimlens.analysis.cka import cka_matrix
+
+    settings = ctx.settings
+    return cka_matrix(ctx.model, ctx.batches(), model_b, unit=settings["cka_unit"],
+                      batch_size=max(4, settings["batch_size"]), prefix_policy=settings["prefix_policy"],
+                      device=ctx.device, progress=ctx.progress)
+
+
+def cka_measure(ctx: MeasureContext):
+    """:class:`CKAResult` between the layers of ``ctx.model``, its axes named by ``ctx.label``."""
+    result = _cka(ctx)
+    result.model_a = ctx.label  # the axes name the model as the user did, not its timm class
+    return result
+
+
+def cka_between(ctx: MeasureContext, model_b, label_b: str):
+    """:class:`CKAResult` between the layers of ``ctx.model`` (rows) and ``model_b`` (columns)."""
+    result = _cka(ctx, model_b)
+    result.model_a, result.model_b = ctx.label, label_b
+    return result
+
+
+def cka_figures(docs: list[dict[str, Any]], labels: list[str], fig_dir: Path, title: str) -> None:
+    from mimlens.analysis.cka import CKAResult
+    from mimlens.report.figures_cka import plot_cka
+
+    for doc, label in zip(docs, labels, strict=True):
+        name = "cka_within" if len(docs) == 1 else f"cka_within_{label}"
+        plot_cka(CKAResult.from_json(doc), fig_dir / f"{name}.png", title=f"CKA between layers of {title}")
+
+
+def cka_pair_figures(docs: list[dict[str, Any]], fig_dir: Path) -> None:
+    from mimlens.analysis.cka import CKAResult
+    from mimlens.report.figures_cka import plot_cka
+
+    for doc in docs:
+        result = CKAResult.from_json(doc)
+        name = "cka_across" if len(docs) == 1 else f"cka_across_{result.model_a}_vs_{result.model_b}"
+        plot_cka(result, fig_dir / f"{name}.png")
+
+
+def cka_summary(doc: dict[str, Any]) -> str:
+    """Mean CKA on the diagonal and between the last blocks (between models), or between different layers."""
+    import math
+
+    matrix = [[math.nan if v is None else v for v in row] for row in doc["matrix"]]
+    label = f"{doc.get('model_a')} vs {doc['model_b']}" if doc.get("model_b") else f"{doc.get('model_a')} (within)"
+    if doc.get("model_b"):
+        diagonal = [matrix[i][i] for i in range(min(len(matrix), len(matrix[0])))]
+        diagonal = [v for v in diagonal if not math.isnan(v)]
+        mean = sum(diagonal) / len(diagonal) if diagonal else math.nan
+        return f"  {label}: mean diagonal {mean:.3f}, last blocks {matrix[-1][-1]:.3f}"
+    off = [v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j and not math.isnan(v)]
+    return f"  {label}: mean CKA between different layers {sum(off) / len(off) if off else math.nan:.3f}"

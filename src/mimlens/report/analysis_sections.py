@@ -1,0 +1,68 @@
+"""The report sections of the built-in analyses (:data:`mimlens.analysis.registry.ANALYSES`): attention
+(figures and per-layer tables of one model or several overlaid) and CKA (within one model, between pairs).
+
+Each takes the run, the report's assets and the analysis's documents (one per model; ``labels`` name them) and
+returns the sections to show; the figures are the run's own ``figures/*.png``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mimlens.report import explanations as ex
+from mimlens.report.blocks import Section, explain, facts, table
+from mimlens.report.rundirs import Assets, Run, run_figure
+from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows
+
+ATTENTION_FIGURES = (("attention_distance", "Attention distance (F1)"), ("attention_entropy", "Attention entropy (F3)"),
+                     ("head_kl", "Head diversity (F3)"))
+
+
+def attention_section(run: Run, assets: Assets, docs: list[dict[str, Any]], labels: list[str]) -> list[Section]:
+    """The distance, entropy and head-KL figures, then one per-layer table per model."""
+    sections = []
+    for stem, title in ATTENTION_FIGURES:
+        fig = run_figure(run, assets, stem)
+        if fig:
+            sections.append(Section(title, fig + explain(ex.READING[stem])))
+    note = "Means over the heads of each layer; 'uniform' is uniform attention over the same keys."
+    if len(docs) == 1:
+        tables = table(LAYER_COLUMNS, attention_layer_rows(docs[0]), note)
+    else:
+        tables = "".join(table(LAYER_COLUMNS, attention_layer_rows(doc), f"{label}: {run.show(doc.get('model'))}")
+                         for doc, label in zip(docs, labels, strict=True))
+    sections.append(Section("Per-layer numbers", tables))
+    return sections
+
+
+def cka_section(run: Run, assets: Assets, docs: list[dict[str, Any]], labels: list[str]) -> list[Section]:
+    """CKA between the layers of each model: the heat map and its mean off the diagonal."""
+    sections = []
+    for doc, label in zip(docs, labels, strict=True):
+        matrix = doc.get("matrix") or []
+        n = len(matrix)
+        off = [matrix[i][j] for i in range(n) for j in range(n) if i != j and matrix[i][j] is not None]  # null: NaN
+        stats = facts({
+            "estimator": doc.get("estimator"), "sample unit": doc.get("unit"), "images": doc.get("num_images"),
+            "mean CKA between different layers": sum(off) / len(off) if off else None,
+            "CKA(first block, last block)": matrix[0][-1] if n > 1 else None,
+        })
+        stem = "cka_within" if len(docs) == 1 else f"cka_within_{label}"
+        title = "CKA between layers (F5)" if len(docs) == 1 else f"CKA between layers of {label} (F5)"
+        sections.append(Section(title, run_figure(run, assets, stem) + stats + explain(ex.READING["cka_within"])))
+    return sections
+
+
+def cka_pair_section(run: Run, assets: Assets, pairs: list[dict[str, Any]]) -> list[Section]:
+    """CKA between models: each pair's heat map, mean diagonal and CKA between the last blocks."""
+    rows = []
+    for pair in pairs:
+        matrix = pair.get("matrix") or [[]]
+        diag = [matrix[i][i] for i in range(min(len(matrix), len(matrix[0]))) if matrix[i][i] is not None]
+        rows.append([pair.get("model_a"), pair.get("model_b"), pair.get("unit"), pair.get("num_images"),
+                     sum(diag) / len(diag) if diag else None, matrix[-1][-1] if matrix[0] else None])
+    estimators = sorted({str(p.get("estimator")) for p in pairs})
+    figures = "".join(run_figure(run, assets, p.stem) for p in sorted((run.path / "figures").glob("cka_across*.png")))
+    body = figures + table(["model A", "model B", "unit", "images", "mean diagonal CKA", "CKA(last, last)"], rows,
+                           "Estimator: " + "; ".join(estimators))
+    return [Section("CKA between models (F5)", body + explain(ex.READING["cka_across"]))]
