@@ -21,6 +21,7 @@ COMMANDS = {
     "probe": "layer-wise frozen probes (classification, depth, keypoints, tracking) of every block",
     "pretrain": "pre-train with SimMIM, supervised classification or MoCo v3",
     "finetune": f"transfer a backbone to a downstream task ({', '.join(TASKS)})",
+    "study": "the paper's study on any models and data: analyses, probes, fine-tunings, findings by role",
     "demo": "the paper's whole pipeline at tiny scale, with a report",
     "report": "build the HTML report of one or more run directories",
 }

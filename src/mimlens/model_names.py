@@ -35,6 +35,13 @@ PRESETS: dict[str, Preset] = {
         "vit_tiny_patch16_224", 32, "ViT for tests: 32 px, patch 8, depth 3, width 48, 3 heads, CLS token",
         dict(patch_size=8, depth=3, embed_dim=48, num_heads=3),
     ),
+    "simmim-vit-micro-32": Preset(
+        "beit_base_patch16_224", 32,
+        "the official SimMIM ViT layout for tests: BEiT-style, 32 px, patch 8, depth 3, width 48, 3 heads, shared "
+        "relative position bias, layer scale 0.1",
+        dict(patch_size=8, depth=3, embed_dim=48, num_heads=3, use_abs_pos_emb=False, use_rel_pos_bias=False,
+             use_shared_rel_pos_bias=True, init_values=0.1, global_pool="token"),
+    ),
     "vit-tiny-64": Preset(
         "vit_tiny_patch16_224", 64, "ViT for CPU runs: 64 px, patch 8, depth 6, width 192, 3 heads, CLS token",
         dict(patch_size=8, depth=6, embed_dim=192, num_heads=3),

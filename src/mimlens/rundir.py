@@ -17,6 +17,7 @@ from mimlens.errors import MimlensError
 # kind: (top-level key of config.yaml, how a message names it)
 KINDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "a demo"),
+    "study": ("study", "a study"),
     "compare": ("items", "a comparison"),
     "finetune": ("task", "a fine-tuning run"),
     "pretrain": ("objective", "a pre-training run"),

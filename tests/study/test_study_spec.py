@@ -1,0 +1,75 @@
+"""The study file is checked in full before anything runs: every problem one line naming the key."""
+
+import pytest
+import yaml
+
+from mimlens.errors import MimlensError
+from mimlens.study.spec import load_study
+
+
+def write(tmp_path, doc) -> str:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return str(path)
+
+
+def test_a_valid_study_is_read_with_paths_relative_to_the_file_and_launch_defaults(tmp_path):
+    (tmp_path / "ckpt.pth").write_bytes(b"")
+    (tmp_path / "images").mkdir()
+    study = load_study(write(tmp_path, {
+        "models": {"simmim": {"source": "ckpt.pth", "arch": "vit-micro-32", "role": "mim"},
+                   "deit": {"source": "timm:deit_tiny_patch16_224.fb_in1k", "pretrained": True, "role": "supervised"},
+                   "own": {"pretrain": {"objective": "simmim", "recipe": "simmim_vit-tiny_synthetic64"},
+                           "role": "mim"}},
+        "analysis": {"data": "images", "num_images": 8},
+        "probes": {"tasks": ["depth"], "data": "synthetic:16"},
+        "finetune": {"depth": {"data": "synthetic:16", "drop_last": [0, 1]}},
+    }))
+    assert [m.name for m in study.models] == ["simmim", "deit", "own"]
+    assert study.model("simmim").source == str(tmp_path / "ckpt.pth")
+    assert study.model("deit").source == "timm:deit_tiny_patch16_224.fb_in1k"
+    assert study.model("own").pretrain["recipe"].endswith("configs/simmim_vit-tiny_synthetic64.yaml")
+    assert study.analysis["data"] == str(tmp_path / "images") and study.probes["data"] == "synthetic:16"
+    assert study.finetune[0].drop_last == (0, 1)
+    assert study.launch == {"processes": 1, "device": "cpu", "parallel": 1, "threads": None}
+
+
+@pytest.mark.parametrize("doc,lines", [
+    ({"modles": {}}, ["modles: unknown key", "models: missing"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mimm"}}}, ["models.a.role: 'mimm': expected one of mim"]),
+    ({"models": {"a": {"source": "vit-micro-32"}}}, ["models.a.role: missing"]),
+    ({"models": {"a": {"role": "mim"}}}, ["models.a: give exactly one of source"]),
+    ({"models": {"a": {"source": "x", "pretrain": {"objective": "simmim"}, "role": "mim"}}},
+     ["models.a: give exactly one of source"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim", "seed": -1}}},
+     ["models.a.seed: -1: expected an integer >= 0"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim", "pretrained": True}}},
+     ["models.a.pretrained: timm's pretrained weights need a source timm:NAME.TAG"]),
+    ({"models": {"a": {"pretrain": {"objective": "dino"}, "role": "mim"}}},
+     ["models.a.pretrain.objective: 'dino': expected one of simmim"]),
+    ({"models": {"a": {"pretrain": {"objective": "simmim", "recipe": "nope"}, "role": "mim"}}},
+     ["models.a.pretrain.recipe: 'nope': no such YAML file"]),
+    ({"models": {"a b": {"source": "vit-micro-32", "role": "mim"}}}, ["models.a b: a model name is a folder name"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "analysis": {"num_images": "many"}},
+     ["analysis.num_images: 'many': expected an integer >= 1"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "analysis": {"names": ["attention", "rank"]}},
+     ["analysis.names: unknown analysis 'rank'"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "probes": {"tasks": ["det"]}},
+     ["probes.tasks: 'det' has no frozen probe"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "finetune": {"segment": {"data": "x"}}},
+     ["finetune.segment: unknown task"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "finetune": {"depth": {"drop_last": [0, -1]}}},
+     ["finetune.depth.drop_last: [0, -1]: expected a non-empty list of integers >= 0", "finetune.depth.data: missing"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "launch": {"processes": 0, "gpus": 2}},
+     ["launch.processes: 0: expected an integer >= 1", "launch.gpus: unknown key"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "claims_findings": "yes"},
+     ["claims_findings: 'yes': expected true or false"]),
+])
+def test_every_problem_is_one_line_naming_the_file_and_key(tmp_path, doc, lines):
+    path = write(tmp_path, doc)
+    with pytest.raises(MimlensError) as caught:
+        load_study(path)
+    found = str(caught.value).splitlines()
+    assert len(found) == len(lines)
+    for line in lines:
+        assert any(f.startswith(f"{path}: ") and line in f for f in found), (line, found)
