@@ -1,7 +1,7 @@
 """The demo's last stage: ``findings.json`` from the runs' JSON, summary figures and ``report.html``.
 
 ``OUT/findings.json`` is ``{"preset", "claims_findings", "rules_version", "bars", "findings": [rows], "notice",
-"about"}`` (``rules_version``: :data:`mimlens.demo.findings.RULES_VERSION` of the rules that judged it), each
+"about"}`` (``rules_version``: :data:`mimlens.findings.rules.RULES_VERSION` of the rules that judged it), each
 row with the ``figures`` behind its verdict; ``mimlens report OUT`` renders it, so the demo's report and
 ``mimlens report OUT``'s are the same page. ``OUT/figures/`` holds the figures that span several runs:
 fine-tuning results of the four models per task (F6), the supervised layer-drop sweeps (F4), the four
@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mimlens.demo import findings as fd
 from mimlens.demo.presets import MASKING_FOLDER as MASKING
 from mimlens.demo.presets import MODELS, TASKS, Preset, sweeps
+from mimlens.findings import rules as fd
 from mimlens.io import read_json as read_document
 from mimlens.report.figures_attention import run_colour
 from mimlens.report.style import save_png

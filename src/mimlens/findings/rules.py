@@ -1,4 +1,4 @@
-"""Verdicts on the paper's findings F1–F6, computed from the demo's JSON documents (rules version
+"""Verdicts on the paper's findings F1–F6, computed from a study's JSON documents (rules version
 :data:`RULES_VERSION`; ``docs/findings.md`` states each rule and lists the versions).
 
 Pure functions: each takes the parsed JSON of the runs it needs (``attention.json``, ``cka.json``,
@@ -9,7 +9,7 @@ column per model or task: ``{"columns": [...], "rows": [[label, key of numbers o
 one of "reproduced", "not reproduced", "within errors" or "not judged" (``numbers["reason"]`` says why, and for
 within errors which differences the tests could have detected). How comparisons become verdicts — paired SEs at
 one level in both directions, choices made on a selection half of the items, how many tasks a row needs — is
-:mod:`mimlens.demo.judging`. The attention and CKA rules (F1, F3, F5) compare means without standard errors
+:mod:`mimlens.findings.judging`. The attention and CKA rules (F1, F3, F5) compare means without standard errors
 (``attention.json`` and ``cka.json`` hold no per-image values) by the fixed thresholds below.
 """
 
@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mimlens.demo.judging import (
+from mimlens.findings.judging import (
     JUDGED_RULE,
     NOT_JUDGED,
     QUICK_REASON,
@@ -35,7 +35,7 @@ from mimlens.demo.judging import (
     put,
     reading,
 )
-from mimlens.demo.judging import row as _row
+from mimlens.findings.judging import row as _row
 
 RULES_VERSION = 2  # a change to any rule is a new version (docs/findings.md lists them with their reasons)
 LOCAL_MARGIN = 0.10  # F1: a layer is local when its mean distance is >= 10 % below the random-init model's
@@ -256,7 +256,8 @@ def f2_masking(avgdist: Mapping[str, Any], settings: Sequence[tuple[str, int, fl
     Per fine-tuning task (:func:`_f2_task`): the best setting in the moderate band against the best outside it,
     each chosen on the selection half of the items where there is a choice, by the paired SE on the judgement
     half: holds / fails / within errors. A task where neither compared fine-tuning is trained is not judged.
-    Verdict by :func:`mimlens.demo.judging.majority`. Attention distance, bars and probes are reported, not judged.
+    Verdict by :func:`mimlens.findings.judging.majority`. Attention distance, bars and probes are reported, not
+    judged.
     """
     band = avgdist["moderate_band_px"]
     dist = {name: avg_dist_of(avgdist, patch, ratio) for name, patch, ratio in settings}
@@ -357,7 +358,7 @@ def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[s
                  claims: bool) -> dict:
     """F4 from the supervised model's ``drop_sweep.json`` per task and the random-init fine-tunings'
     ``metrics.json`` (:func:`_f4_task`). A task is judged only where its full model (K = 0) is trained and beats
-    the random-init fine-tuning by more than 2 paired SE. Verdict by :func:`mimlens.demo.judging.majority`."""
+    the random-init fine-tuning by more than 2 paired SE. Verdict by :func:`mimlens.findings.judging.majority`."""
     numbers: dict[str, Any] = {}
     outcomes = {task: _f4_task(task, sweep, random_init[task], numbers) for task, sweep in sweeps.items()}
     for task, result in outcomes.items():
@@ -426,7 +427,7 @@ def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping]
                 random_init: Mapping[str, Mapping], bars: Mapping, claims: bool) -> dict:
     """F6 from ``metrics.json`` per task (SimMIM's, supervised's and the random-init model's fine-tunings, all
     evaluated on the same items; :func:`_f6_task`): per judged task, SimMIM better than supervised by more than
-    2 paired SE holds, worse by as much fails. Verdict by :func:`mimlens.demo.judging.majority`."""
+    2 paired SE holds, worse by as much fails. Verdict by :func:`mimlens.findings.judging.majority`."""
     numbers: dict[str, Any] = {}
     outcomes = {task: _f6_task(task, {"SimMIM": simmim[task], "supervised": supervised[task],
                                       "random init": random_init[task]}, numbers) for task in simmim}
@@ -544,7 +545,7 @@ def f4_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Map
     half) beats the last by more than 2 paired SE on the judgement half (the last beating it by as much fails);
     SimMIM does not fall when its last block beats its best earlier block by as much (the earlier beating the
     last fails). A task holds when both parts hold, fails when either fails. Verdict by
-    :func:`mimlens.demo.judging.majority`."""
+    :func:`mimlens.findings.judging.majority`."""
     tasks, numbers, outcomes = _probe_outcomes(_f4_probe_task, simmim, supervised)
     rule = (f"per geometric task: {SELECTION}; supervised's part holds when its best block before the last is "
             "better than its last block, fails when the last is better; SimMIM's part holds when its last block is "
@@ -595,7 +596,7 @@ def f6_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Map
     geometric task, SimMIM's best block against supervised's best block (each chosen on the selection half,
     compared on the judgement half) and SimMIM's last block against supervised's last (all items), by the paired
     SE. A task holds when SimMIM is better at both, fails when supervised is better at either. Verdict by
-    :func:`mimlens.demo.judging.majority`."""
+    :func:`mimlens.findings.judging.majority`."""
     tasks, numbers, outcomes = _probe_outcomes(_f6_probe_task, simmim, supervised)
     rule = (f"per geometric task: SimMIM's best block against supervised's best block ({SELECTION}), and SimMIM's "
             f"last block against supervised's last block (all items), each by the {PAIRED}; the task holds when "
