@@ -179,7 +179,9 @@ def test_a_study_folder_without_the_fine_tunings_of_a_model_leaves_the_rows_that
     assert by_id(without_probe)["F4-probe"]["numbers"]["reason"] == "missing probe/sup/probe.json"
 
 
-def test_an_unknown_role_is_one_clear_error():
+def test_an_unknown_role_or_a_study_folder_that_does_not_exist_is_one_clear_error(tmp_path):
+    with pytest.raises(MimlensError, match=f"^{tmp_path / 'nowhere'} is not a study folder: no such directory$"):
+        read_study(tmp_path / "nowhere", ["m"], TASKS)
     assert ROLES == ("mim", "supervised", "contrastive", "random", "other")
     with pytest.raises(MimlensError, match="model 'x' has role 'teacher'; expected one of mim, supervised, "
                                            "contrastive, random, other"):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mimlens.errors import MimlensError
 from mimlens.io import read_json
 
 PER_TASK = ("metrics", "sweeps")  # the kinds of document held per fine-tuning task
@@ -66,7 +67,10 @@ def model_documents(out: Path, model: str, tasks: Sequence[str]) -> dict[str, An
 
 
 def read_study(out: str | Path, models: Sequence[str], tasks: Sequence[str]) -> Study:
-    """The documents of ``models`` (fine-tunings of ``tasks``) in the study folder ``out``."""
+    """The documents of ``models`` (fine-tunings of ``tasks``) in the study folder ``out``; a folder that does
+    not exist is an error naming it."""
     out = Path(out)
+    if not out.is_dir():
+        raise MimlensError(f"{out} is not a study folder: no such directory")
     bars = _read(out / "bars.json")
     return Study({m: model_documents(out, m, tasks) for m in models}, bars or {}, _read(out / "masks" / "avgdist.json"))
