@@ -4,9 +4,8 @@
 "about"}`` (``rules_version``: :data:`mimlens.findings.rules.RULES_VERSION` of the rules that judged it), each
 row with the models it ``compared`` by role and the ``figures`` behind its verdict; ``mimlens report OUT``
 renders it, so the demo's report and ``mimlens report OUT``'s are the same page. ``OUT/figures/`` holds the
-figures that span several runs:
-fine-tuning results of the four models per task (F6), the supervised layer-drop sweeps (F4), the four
-models' frozen probes by block (F4-probe, F6-probe) and the training bars.
+figures that span several runs: fine-tuning results of the four models per task (F6), the supervised layer-drop
+sweeps (F4), the four models' frozen probes by block (F4-probe, F6-probe) and the training bars.
 """
 
 from __future__ import annotations
