@@ -6,7 +6,7 @@ rules, side by side, recomputed from the same stages; nothing is written unless 
     python benchmarks/findings_versions.py runs/demo-default --write    # then rewrite findings.json and report.html
 
 Per finding: the verdict in ``findings.json`` (with its ``rules_version``; none written means version 1), the
-verdict of the current rules (``mimlens.demo.findings.RULES_VERSION``) and the reasons of both. ``--write``
+verdict of the current rules (``mimlens.findings.rules.RULES_VERSION``) and the reasons of both. ``--write``
 rewrites ``findings.json``, the cross-run figures and ``report.html`` under the current rules (the study's first,
 which rewrites the demo's too) as the demo's last stage does, without checking or running any other stage.
 """
@@ -32,9 +32,9 @@ def preset_of(out: Path):
 
 def study_row(out: Path) -> dict:
     """F2 of the masking study in ``out`` under the current rules."""
-    from mimlens.demo import findings as fd
     from mimlens.demo.findings_stage import finite
     from mimlens.demo.masking import study_documents
+    from mimlens.findings import rules as fd
 
     preset = preset_of(out)
     return finite(fd.f2_masking(**study_documents(out, preset), claims=preset.claims))
@@ -42,9 +42,9 @@ def study_row(out: Path) -> dict:
 
 def current_rows(out: Path) -> list[dict]:
     """Every findings row of the demo (or study) in ``out`` under the current rules, from its stages' JSON."""
-    from mimlens.demo import findings as fd
     from mimlens.demo.findings_stage import compute_findings
     from mimlens.demo.presets import MASKING_FOLDER as FOLDER
+    from mimlens.findings import rules as fd
 
     preset = preset_of(out)
     if preset.mask_settings:
@@ -62,7 +62,7 @@ def written_rows(out: Path) -> tuple[int, dict[str, dict]]:
 
 
 def show(out: Path) -> None:
-    from mimlens.demo.findings import RULES_VERSION
+    from mimlens.findings.rules import RULES_VERSION
 
     if not (out / "findings.json").is_file():
         sys.exit(f"{out / 'findings.json'} is missing: the demo has not finished")
@@ -83,7 +83,7 @@ def show(out: Path) -> None:
 
 def write(out: Path) -> None:
     """Rewrite the findings and report of ``out`` (and of its masking study, or of the demo holding the study)."""
-    from mimlens.demo import masking, report
+    from mimlens.demo import findings_stage, masking
     from mimlens.demo.presets import MASKING_FOLDER as FOLDER
 
     preset = preset_of(out)
@@ -92,7 +92,7 @@ def write(out: Path) -> None:
     elif (out / FOLDER / "findings.json").is_file():
         masking.write_findings_and_report(out / FOLDER, preset_of(out / FOLDER))  # rewrites this demo's too
     else:
-        report.write_findings_and_report(out, preset)
+        findings_stage.write_findings_and_report(out, preset)
     print(f"\nrewritten under the current rules: {out / 'findings.json'}, {out / 'report.html'}")
 
 

@@ -1,4 +1,4 @@
-"""Verdict rules of mimlens.demo.findings (rules version 2) on hand-made JSON documents: for every rule, inputs
+"""Verdict rules of mimlens.findings.rules (rules version 2) on hand-made JSON documents: for every rule, inputs
 that give each verdict it can give, so that no rule can only pass or only fail."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from mimlens.demo import findings as fd
+from mimlens.findings import rules as fd
 
 PASSED = {"simmim": {"passed": True}, "supervised": {"passed": True}}
 FAILED_SIMMIM = {"simmim": {"passed": False}, "supervised": {"passed": True}}
@@ -361,7 +361,7 @@ def equal_blocks(draws, blocks=12, items=256, sd=0.01, seed=0):
 
 
 def test_a_block_chosen_apart_from_its_judges_shows_no_advantage_where_there_is_none():
-    from mimlens.demo.judging import paired, reading
+    from mimlens.findings.judging import paired, reading
 
     tasks = equal_blocks(100)
     apart = sum(reading(fd.earlier_against_last(task)[1], False) == "within errors" for task in tasks)

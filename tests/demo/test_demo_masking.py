@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from mimlens.demo import findings as fd
 from mimlens.demo.presets import DEFAULT, MASKING
+from mimlens.findings import rules as fd
 
 BAND_64 = (10 * 64 / 224, 20 * 64 / 224)  # the paper's moderate band, 10-20 px at 224 px, scaled to 64 px
 

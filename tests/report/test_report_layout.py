@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from mimlens.cli import main
-from mimlens.demo import findings as fd
+from mimlens.findings import rules as fd
 from mimlens.report.blocks import decimals, duration, fmt, numbers_table, plural
 from mimlens.report.html import build_report
 

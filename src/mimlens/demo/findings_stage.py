@@ -1,11 +1,11 @@
 """The demo's last stage: ``findings.json`` from the runs' JSON, summary figures and ``report.html``.
 
 ``OUT/findings.json`` is ``{"preset", "claims_findings", "rules_version", "bars", "findings": [rows], "notice",
-"about"}`` (``rules_version``: :data:`mimlens.demo.findings.RULES_VERSION` of the rules that judged it), each
-row with the ``figures`` behind its verdict; ``mimlens report OUT`` renders it, so the demo's report and
-``mimlens report OUT``'s are the same page. ``OUT/figures/`` holds the figures that span several runs:
-fine-tuning results of the four models per task (F6), the supervised layer-drop sweeps (F4), the four
-models' frozen probes by block (F4-probe, F6-probe) and the training bars.
+"about"}`` (``rules_version``: :data:`mimlens.findings.rules.RULES_VERSION` of the rules that judged it), each
+row with the models it ``compared`` by role and the ``figures`` behind its verdict; ``mimlens report OUT``
+renders it, so the demo's report and ``mimlens report OUT``'s are the same page. ``OUT/figures/`` holds the
+figures that span several runs: fine-tuning results of the four models per task (F6), the supervised layer-drop
+sweeps (F4), the four models' frozen probes by block (F4-probe, F6-probe) and the training bars.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mimlens.demo import findings as fd
 from mimlens.demo.presets import MASKING_FOLDER as MASKING
 from mimlens.demo.presets import MODELS, TASKS, Preset, sweeps
+from mimlens.findings import judge_study, read_study
+from mimlens.findings import rules as fd
 from mimlens.io import read_json as read_document
 from mimlens.report.figures_attention import run_colour
 from mimlens.report.style import save_png
 
 LABELS = {"random_init": "random init", "simmim": "SimMIM", "supervised": "supervised", "moco": "MoCo v3"}
+MODEL_ROLES = {"random_init": "random", "simmim": "mim", "supervised": "supervised", "moco": "contrastive"}
 COLOURS = {m: run_colour(i) for i, m in enumerate(MODELS)}  # as in the comparison, which lists MODELS in order
 FIGURES = {  # the figures behind each verdict, shown next to it in the report
     "F1": ["compare/figures/attention_distance.png"],
@@ -48,25 +50,13 @@ def task_metrics(out: Path, task: str, model: str) -> dict[str, Any]:
 
 
 def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
-    """The findings rows from the JSON files under ``out``: F1–F6 (F2 from the masking study when ``OUT/masking``
-    holds one), then the frozen-probe rows F4-probe and F6-probe (``OUT/probe/<model>/probe.json``)."""
-    bars = stage_json(out / "bars.json")
-    attention = {m: stage_json(out / "analysis" / m / "attention.json") for m in preset.models}
-    cka = {m: stage_json(out / "analysis" / m / "cka.json") for m in ("simmim", "supervised")}
-    metrics = {m: {t: task_metrics(out, t, m) for t in TASKS} for m in ("simmim", "supervised", "random_init")}
-    drop = {t: stage_json(out / "finetune" / f"{t}_supervised" / "drop_sweep.json")
-            for t in TASKS if sweeps(preset, t, "supervised")}
-    rows = [
-        fd.f1_locality(attention["simmim"], attention["supervised"], attention["random_init"], bars, preset.claims),
-        f2_row(out, preset),
-        fd.f3_head_diversity(attention["simmim"], attention["supervised"], bars, preset.claims),
-        fd.f4_drop_last(drop, metrics["random_init"], bars, preset.claims),
-        fd.f5_cka(cka["simmim"], cka["supervised"], bars, preset.claims),
-        fd.f6_transfer(metrics["simmim"], metrics["supervised"], metrics["random_init"], bars, preset.claims),
-    ]
-    probes = {m: stage_json(out / "probe" / m / "probe.json") for m in ("simmim", "supervised")}
-    rows += [fd.f4_probe(probes["simmim"], probes["supervised"], bars, preset.claims),
-             fd.f6_probe(probes["simmim"], probes["supervised"], bars, preset.claims)]
+    """The findings rows of the demo's models by their roles (:data:`MODEL_ROLES`,
+    :func:`mimlens.findings.judge_study`) from the JSON files under ``out``: F1–F6 (F2 from the masking study
+    when ``OUT/masking`` holds one), then the frozen-probe rows F4-probe and F6-probe."""
+    roles = {m: MODEL_ROLES[m] for m in preset.models}
+    study = read_study(out, list(roles), TASKS)
+    rows = judge_study(roles, study.documents, stage_json(out / "bars.json"), preset.claims, TASKS,
+                       f2=f2_row(out, preset))
     return [finite(row) for row in rows]
 
 

@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mimlens.demo import findings as fd
 from mimlens.demo import stages as st
 from mimlens.demo.presets import MASKING_FOLDER, Preset, expected_minutes
 from mimlens.errors import MimlensError
+from mimlens.findings import rules as fd
 
 FIGURES = ["figures/f2_transfer.png", "figures/f2_attention.png", "figures/training_bars.png",
            "masks/figures/avgdist.png"]

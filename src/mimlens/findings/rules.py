@@ -1,4 +1,4 @@
-"""Verdicts on the paper's findings F1–F6, computed from the demo's JSON documents (rules version
+"""Verdicts on the paper's findings F1–F6, computed from a study's JSON documents (rules version
 :data:`RULES_VERSION`; ``docs/findings.md`` states each rule and lists the versions).
 
 Pure functions: each takes the parsed JSON of the runs it needs (``attention.json``, ``cka.json``,
@@ -9,8 +9,13 @@ column per model or task: ``{"columns": [...], "rows": [[label, key of numbers o
 one of "reproduced", "not reproduced", "within errors" or "not judged" (``numbers["reason"]`` says why, and for
 within errors which differences the tests could have detected). How comparisons become verdicts — paired SEs at
 one level in both directions, choices made on a selection half of the items, how many tasks a row needs — is
-:mod:`mimlens.demo.judging`. The attention and CKA rules (F1, F3, F5) compare means without standard errors
+:mod:`mimlens.findings.judging`. The attention and CKA rules (F1, F3, F5) compare means without standard errors
 (``attention.json`` and ``cka.json`` hold no per-image values) by the fixed thresholds below.
+
+``bars`` maps model names to their training bars (``{"passed": bool, ...}``); ``bar_models`` names the models
+whose bars a verdict needs (the demo's "simmim" and "supervised" unless given: :mod:`.roles` passes the models of
+a study). In ``numbers`` and tables "SimMIM" labels the MIM model a row compares, "supervised" the supervised one
+and "random init" the randomly initialised one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mimlens.demo.judging import (
+from mimlens.findings.judging import (
     JUDGED_RULE,
     NOT_JUDGED,
     QUICK_REASON,
@@ -35,12 +40,13 @@ from mimlens.demo.judging import (
     put,
     reading,
 )
-from mimlens.demo.judging import row as _row
+from mimlens.findings.judging import row as _row
 
 RULES_VERSION = 2  # a change to any rule is a new version (docs/findings.md lists them with their reasons)
 LOCAL_MARGIN = 0.10  # F1: a layer is local when its mean distance is >= 10 % below the random-init model's
 KL_VANISH = 0.5  # F3: head KL "vanishes" when the last 3 layers' mean is below half the earlier layers' mean
 CKA_MARGIN = 0.05  # F5: SimMIM's mean off-diagonal CKA must exceed supervised's by this much
+BOTH_BARS = ("simmim", "supervised")  # the demo's models whose training bars a rule needs unless told others
 UNTRAINED_REASON = "no fine-tuning beats its trivial baseline by 2 SE"
 TRAINED_RULE = "trained = better than its best trivial baseline by more than 2 paired SE"
 GEOMETRIC = ("depth", "pose", "track")  # the probe findings' tasks
@@ -94,7 +100,8 @@ def _primary(doc: Mapping[str, Any]) -> tuple[str, bool, float]:
 # ---------------------------------------------------------------------------------------------- F1, F3, F5
 
 
-def f1_locality(simmim: Mapping, supervised: Mapping, random_init: Mapping, bars: Mapping, claims: bool) -> dict:
+def f1_locality(simmim: Mapping, supervised: Mapping, random_init: Mapping, bars: Mapping, claims: bool, *,
+                bar_models: Sequence[str] = BOTH_BARS) -> dict:
     """F1 from the three models' ``attention.json``. Reproduced when SimMIM is local in every layer (mean
     distance >= LOCAL_MARGIN below the random-init model's) **and** supervised's distance grows from low to high
     layers (its upper half of layers' mean exceeds its lower half's by >= LOCAL_MARGIN of the random-init mean;
@@ -112,7 +119,7 @@ def f1_locality(simmim: Mapping, supervised: Mapping, random_init: Mapping, bars
             "layer and supervised's upper half of layers has a mean distance above its lower half's by >= "
             f"{LOCAL_MARGIN:.0%} of the random-init mean distance; not reproduced otherwise (means over images, no "
             "SE); needs both training bars and at least 2 layers")
-    reason = gate(claims, bars, ("simmim", "supervised")) or (None if half else "needs at least 2 layers")
+    reason = gate(claims, bars, bar_models) or (None if half else "needs at least 2 layers")
     verdict = decide(reason, local == n and growth >= LOCAL_MARGIN, numbers)
     return _row("F1", STATEMENTS["F1"], verdict, numbers, rule, ("SimMIM", "supervised", "random init"), [
         ["mean attention distance (px)", "SimMIM mean distance px", "supervised mean distance px",
@@ -124,7 +131,8 @@ def f1_locality(simmim: Mapping, supervised: Mapping, random_init: Mapping, bars
         ["layers", "layers"]])
 
 
-def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) -> dict:
+def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool, *,
+                      bar_models: Sequence[str] = BOTH_BARS) -> dict:
     """F3 from head KL: for each model, the mean layer KL of the last 3 layers over that of the earlier ones.
     Reproduced when supervised's ratio is below KL_VANISH, SimMIM's is not, and SimMIM's last-3 KL exceeds
     supervised's; not reproduced otherwise."""
@@ -136,7 +144,7 @@ def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claim
     layout = [["head KL, last 3 layers", "SimMIM KL last 3", "supervised KL last 3"],
               ["head KL, earlier layers", "SimMIM KL earlier", "supervised KL earlier"],
               ["ratio last 3 / earlier", "SimMIM ratio", "supervised ratio"], ["layers", "layers"]]
-    reason = gate(claims, bars, ("simmim", "supervised"))
+    reason = gate(claims, bars, bar_models)
     if len(sim) < 4:
         numbers["reason"] = reason or "needs at least 4 layers (the last 3 and an earlier one)"
         return _row("F3", STATEMENTS["F3"], "not judged", numbers, rule, ("SimMIM", "supervised"), layout)
@@ -151,14 +159,15 @@ def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claim
                 layout)
 
 
-def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool) -> dict:
+def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool, *,
+           bar_models: Sequence[str] = BOTH_BARS) -> dict:
     """F5 from within-model ``cka.json``: SimMIM's mean off-diagonal CKA exceeds supervised's by CKA_MARGIN."""
     sim, sup = mean_off_diagonal(simmim), mean_off_diagonal(supervised)
     numbers = {"SimMIM mean CKA between layers": sim, "supervised mean CKA between layers": sup,
                "estimator": simmim.get("estimator")}
     rule = (f"reproduced if SimMIM's mean off-diagonal CKA - supervised's >= {CKA_MARGIN:g}, not reproduced "
             "otherwise (no SE); needs both training bars")
-    verdict = decide(gate(claims, bars, ("simmim", "supervised")), sim - sup >= CKA_MARGIN, numbers)
+    verdict = decide(gate(claims, bars, bar_models), sim - sup >= CKA_MARGIN, numbers)
     return _row("F5", STATEMENTS["F5"], verdict, numbers, rule, ("SimMIM", "supervised"), [
         ["mean CKA between layers", "SimMIM mean CKA between layers", "supervised mean CKA between layers"],
         ["estimator", "estimator"]])
@@ -256,7 +265,8 @@ def f2_masking(avgdist: Mapping[str, Any], settings: Sequence[tuple[str, int, fl
     Per fine-tuning task (:func:`_f2_task`): the best setting in the moderate band against the best outside it,
     each chosen on the selection half of the items where there is a choice, by the paired SE on the judgement
     half: holds / fails / within errors. A task where neither compared fine-tuning is trained is not judged.
-    Verdict by :func:`mimlens.demo.judging.majority`. Attention distance, bars and probes are reported, not judged.
+    Verdict by :func:`mimlens.findings.judging.majority`. Attention distance, bars and probes are reported, not
+    judged.
     """
     band = avgdist["moderate_band_px"]
     dist = {name: avg_dist_of(avgdist, patch, ratio) for name, patch, ratio in settings}
@@ -354,10 +364,10 @@ def _f4_task(task: str, sweep: Mapping[str, Any], random_init: Mapping[str, Any]
 
 
 def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[str, Mapping], bars: Mapping,
-                 claims: bool) -> dict:
+                 claims: bool, *, bar_models: Sequence[str] = ("supervised",)) -> dict:
     """F4 from the supervised model's ``drop_sweep.json`` per task and the random-init fine-tunings'
     ``metrics.json`` (:func:`_f4_task`). A task is judged only where its full model (K = 0) is trained and beats
-    the random-init fine-tuning by more than 2 paired SE. Verdict by :func:`mimlens.demo.judging.majority`."""
+    the random-init fine-tuning by more than 2 paired SE. Verdict by :func:`mimlens.findings.judging.majority`."""
     numbers: dict[str, Any] = {}
     outcomes = {task: _f4_task(task, sweep, random_init[task], numbers) for task, sweep in sweeps.items()}
     for task, result in outcomes.items():
@@ -369,7 +379,7 @@ def f4_drop_last(sweeps: Mapping[str, Mapping[str, Any]], random_init: Mapping[s
             "model beats the random-init fine-tuning by more than 2 paired SE (what the pre-training did not help "
             f"with cannot show what dropping its blocks costs) and is trained ({TRAINED_RULE}); needs the "
             "supervised bar")
-    reason = gate(claims, bars, ("supervised",))
+    reason = gate(claims, bars, bar_models)
     verdict = majority(outcomes, numbers, reason)
     return _row("F4", STATEMENTS["F4"], verdict, numbers, rule, *_f4_layout(sweeps))
 
@@ -423,10 +433,11 @@ def _f6_task(task: str, docs: Mapping[str, Mapping[str, Any]], numbers: dict[str
 
 
 def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping],
-                random_init: Mapping[str, Mapping], bars: Mapping, claims: bool) -> dict:
+                random_init: Mapping[str, Mapping], bars: Mapping, claims: bool, *,
+                bar_models: Sequence[str] = BOTH_BARS) -> dict:
     """F6 from ``metrics.json`` per task (SimMIM's, supervised's and the random-init model's fine-tunings, all
     evaluated on the same items; :func:`_f6_task`): per judged task, SimMIM better than supervised by more than
-    2 paired SE holds, worse by as much fails. Verdict by :func:`mimlens.demo.judging.majority`."""
+    2 paired SE holds, worse by as much fails. Verdict by :func:`mimlens.findings.judging.majority`."""
     numbers: dict[str, Any] = {}
     outcomes = {task: _f6_task(task, {"SimMIM": simmim[task], "supervised": supervised[task],
                                       "random init": random_init[task]}, numbers) for task in simmim}
@@ -437,7 +448,7 @@ def f6_transfer(simmim: Mapping[str, Mapping], supervised: Mapping[str, Mapping]
             "SimMIM or supervised beats the random-init fine-tuning by more than 2 paired SE (pre-training made a "
             f"difference) and both fine-tunings are trained ({TRAINED_RULE}); {JUDGED_RULE}; needs both training "
             "bars")
-    verdict = majority(outcomes, numbers, gate(claims, bars, ("simmim", "supervised")))
+    verdict = majority(outcomes, numbers, gate(claims, bars, bar_models))
     layout = []
     for task in simmim:
         name = _primary(simmim[task])[0]
@@ -538,13 +549,14 @@ def _f4_probe_task(t: str, simmim: Mapping[str, Any], supervised: Mapping[str, A
     return combine_parts(parts, keys, numbers, t)
 
 
-def f4_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Mapping, claims: bool) -> dict:
+def f4_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Mapping, claims: bool, *,
+             bar_models: Sequence[str] = BOTH_BARS) -> dict:
     """F4 from frozen probes (``probe.json`` of SimMIM and supervised, same items; :func:`_f4_probe_task`): per
     geometric task, supervised peaks before its last block when its best earlier block (chosen on the selection
     half) beats the last by more than 2 paired SE on the judgement half (the last beating it by as much fails);
     SimMIM does not fall when its last block beats its best earlier block by as much (the earlier beating the
     last fails). A task holds when both parts hold, fails when either fails. Verdict by
-    :func:`mimlens.demo.judging.majority`."""
+    :func:`mimlens.findings.judging.majority`."""
     tasks, numbers, outcomes = _probe_outcomes(_f4_probe_task, simmim, supervised)
     rule = (f"per geometric task: {SELECTION}; supervised's part holds when its best block before the last is "
             "better than its last block, fails when the last is better; SimMIM's part holds when its last block is "
@@ -561,7 +573,7 @@ def f4_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Map
                    *_comparison_rows(f"{label} chosen - last", key, tasks),
                    [f"{label} part", *(f"{t} {label} part" for t in tasks)]]
     layout += _probe_tail(tasks)
-    verdict = majority(outcomes, numbers, gate(claims, bars, ("simmim", "supervised")))
+    verdict = majority(outcomes, numbers, gate(claims, bars, bar_models))
     return _row("F4-probe", STATEMENTS["F4-probe"], verdict, numbers, rule, _probe_columns(tasks, simmim), layout)
 
 
@@ -590,12 +602,13 @@ def _f6_probe_task(t: str, simmim: Mapping[str, Any], supervised: Mapping[str, A
     return combine_parts(parts, keys, numbers, t)
 
 
-def f6_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Mapping, claims: bool) -> dict:
+def f6_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Mapping, claims: bool, *,
+             bar_models: Sequence[str] = BOTH_BARS) -> dict:
     """F6 from frozen probes (``probe.json`` of SimMIM and supervised, same items; :func:`_f6_probe_task`): per
     geometric task, SimMIM's best block against supervised's best block (each chosen on the selection half,
     compared on the judgement half) and SimMIM's last block against supervised's last (all items), by the paired
     SE. A task holds when SimMIM is better at both, fails when supervised is better at either. Verdict by
-    :func:`mimlens.demo.judging.majority`."""
+    :func:`mimlens.findings.judging.majority`."""
     tasks, numbers, outcomes = _probe_outcomes(_f6_probe_task, simmim, supervised)
     rule = (f"per geometric task: SimMIM's best block against supervised's best block ({SELECTION}), and SimMIM's "
             f"last block against supervised's last block (all items), each by the {PAIRED}; the task holds when "
@@ -613,5 +626,5 @@ def f6_probe(simmim: Mapping[str, Any], supervised: Mapping[str, Any], bars: Map
                                                        for t in tasks)],
                    *_comparison_rows(key, key, tasks)]
     layout += _probe_tail(tasks)
-    verdict = majority(outcomes, numbers, gate(claims, bars, ("simmim", "supervised")))
+    verdict = majority(outcomes, numbers, gate(claims, bars, bar_models))
     return _row("F6-probe", STATEMENTS["F6-probe"], verdict, numbers, rule, _probe_columns(tasks, simmim), layout)
