@@ -4,7 +4,7 @@ A row compares the first model of each role it needs, in study order, and is rep
 first MIM model's row has the finding's id ("F1"), each further one the id and the model's name ("F1 (mae)"),
 against the same models of the other roles. A row is *not judged* when the study has no model of a role it needs
 (``numbers["reason"]``: "no supervised model in the study") or lacks a document it reads (the files named, as
-:func:`.study.document_path` lays them out). A model without an entry in ``bars`` has no training bar (external
+:func:`.folder.document_path` lays them out). A model without an entry in ``bars`` has no training bar (external
 weights): it counts as passing, and each row whose verdict needs its bar says so. Every row names the models it
 compared: ``"compared": {role: model name}``. ``docs/findings.md`` ("Findings by role") states the same.
 """
@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import mimlens.findings.rules as rules
 from mimlens.errors import MimlensError
-from mimlens.findings import rules
-from mimlens.findings.study import FILES, PER_TASK, document_path
+from mimlens.findings.folder import FILES, PER_TASK, document_path
 
 ROLES = ("mim", "supervised", "contrastive", "random", "other")
 NO_BAR = "without a training bar"  # the numbers key naming the models that have none
@@ -65,7 +65,7 @@ def judge_study(roles: Mapping[str, str], documents: Mapping[str, Mapping[str, A
     """The findings rows of a study, in :data:`ORDER`, each with ``"compared"``.
 
     ``roles``: model name -> role, in study order; ``documents``: model name -> its documents (the form of
-    :func:`.study.model_documents`); ``bars``: model name -> ``{"passed": bool, ...}``; ``claims``: False for a
+    :func:`.folder.model_documents`); ``bars``: model name -> ``{"passed": bool, ...}``; ``claims``: False for a
     smoke run (nothing judged); ``tasks``: the fine-tuning tasks, in order; ``f2``: the F2 row of a masking study
     (:func:`.rules.f2_avgdist`, :func:`.rules.f2_masking`), None: F2 not judged, no masking study."""
     by_role = models_by_role(roles)

@@ -37,7 +37,7 @@ def document_path(kind: str, model: str, task: str | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class Study:
+class StudyFolder:
     """What a study folder holds: each model's documents, the training bars (``{}`` without ``bars.json``) and
     the AvgDist of the masking settings (None without ``masks/avgdist.json``)."""
 
@@ -66,11 +66,12 @@ def model_documents(out: Path, model: str, tasks: Sequence[str]) -> dict[str, An
     return found
 
 
-def read_study(out: str | Path, models: Sequence[str], tasks: Sequence[str]) -> Study:
+def read_study(out: str | Path, models: Sequence[str], tasks: Sequence[str]) -> StudyFolder:
     """The documents of ``models`` (fine-tunings of ``tasks``) in the study folder ``out``; a folder that does
     not exist is an error naming it."""
     out = Path(out)
     if not out.is_dir():
         raise MimlensError(f"{out} is not a study folder: no such directory")
     bars = _read(out / "bars.json")
-    return Study({m: model_documents(out, m, tasks) for m in models}, bars or {}, _read(out / "masks" / "avgdist.json"))
+    documents = {m: model_documents(out, m, tasks) for m in models}
+    return StudyFolder(documents, bars or {}, _read(out / "masks" / "avgdist.json"))
