@@ -113,6 +113,39 @@ def probe_config(preset: Preset) -> dict[str, Any]:
                       "seed": preset.seed, "batch_size": preset.analysis_batch, "synthetic": dict(DIFFICULTY)}}
 
 
+def _analysis_stages(preset: Preset, out: Path, device: str | None, models: dict[str, Path], add: Callable,
+                     keys: dict[str, dict[str, Any]], trained: Callable[[str], str]) -> None:
+    """The analyses (and their comparison), the AvgDist sweep and the frozen probes of every model, added in
+    the demo's order with ``add``; ``keys`` holds the keys of the stages added before."""
+    analyses = {m: out / "analysis" / m for m in preset.models}
+    # validation scenes of the training difficulty: what the models were trained on, never images they saw
+    analysis_cfg = {"data": {"source": f"synthetic:{preset.analysis_images}", "num_images": preset.analysis_images,
+                             "split": "val", "synthetic": dict(DIFFICULTY)},
+                    "analysis": {"batch_size": preset.analysis_batch}}
+    analysis_yaml = out / "stages" / "analysis.yaml"
+    flags = ["--config", str(analysis_yaml), "--no-progress"] + (["--device", device] if device else [])
+    for m in preset.models:
+        argv = ["analyze", str(models[m]), "--cka", *flags, "--out", str(analyses[m])]
+        add(f"analyze_{m}", "analyze", m, analyses[m], ("attention.json", "cka.json"),
+            {"argv": argv[:-2], "config": analysis_cfg, "model": keys[trained(m)]},
+            _yaml_command(analysis_cfg, analysis_yaml, argv), needs=(trained(m),))
+    argv = ["compare", *(str(analyses[m]) for m in preset.models), *flags, "--out", str(out / "compare")]
+    add("compare", "compare", "", out / "compare", ("compare.json", "cka_across.json"),
+        {"argv": argv[:-2], "config": analysis_cfg, "analyses": [keys[f"analyze_{m}"] for m in preset.models]},
+        _yaml_command(analysis_cfg, analysis_yaml, argv), needs=tuple(f"analyze_{m}" for m in preset.models))
+    argv = ["masks", "--sweep", "--img-size", str(image_size(preset)), "--num-masks", str(preset.mask_samples),
+            "--out", str(out / "masks")]
+    add("masks", "masks", "", out / "masks", ("avgdist.json",), {"argv": argv[:-2]}, _command(argv))
+    probe_cfg = probe_config(preset)
+    probe_yaml = out / "stages" / "probe.yaml"
+    for m in preset.models:
+        argv = ["probe", str(models[m]), "--config", str(probe_yaml), "--no-progress",
+                *(["--device", device] if device else []), "--out", str(out / "probe" / m)]
+        add(f"probe_{m}", "probe", m, out / "probe" / m, ("probe.json",),
+            {"argv": argv[:-2], "config": probe_cfg, "model": keys[trained(m)]},
+            _yaml_command(probe_cfg, probe_yaml, argv), needs=(trained(m),))
+
+
 def demo_stages(preset: Preset, out: Path, device: str | None = None) -> list[Stage]:
     """Every stage of a demo preset in running order (the layout in :mod:`mimlens.demo.pipeline`)."""
     run_device = device or "auto"
@@ -143,33 +176,7 @@ def demo_stages(preset: Preset, out: Path, device: str | None = None) -> list[St
                 "supervised": keys["pretrain_supervised"]}
     add("bars", "bars", "", out, ("bars.json",), bars_key, lambda: write_bars(out, preset.bar_images),
         needs=("pretrain_simmim", "pretrain_supervised"))
-    analyses = {m: out / "analysis" / m for m in preset.models}
-    # validation scenes of the training difficulty: what the models were trained on, never images they saw
-    analysis_cfg = {"data": {"source": f"synthetic:{preset.analysis_images}", "num_images": preset.analysis_images,
-                             "split": "val", "synthetic": dict(DIFFICULTY)},
-                    "analysis": {"batch_size": preset.analysis_batch}}
-    analysis_yaml = out / "stages" / "analysis.yaml"
-    flags = ["--config", str(analysis_yaml), "--no-progress"] + (["--device", device] if device else [])
-    for m in preset.models:
-        argv = ["analyze", str(models[m]), "--cka", *flags, "--out", str(analyses[m])]
-        add(f"analyze_{m}", "analyze", m, analyses[m], ("attention.json", "cka.json"),
-            {"argv": argv[:-2], "config": analysis_cfg, "model": keys[trained(m)]},
-            _yaml_command(analysis_cfg, analysis_yaml, argv), needs=(trained(m),))
-    argv = ["compare", *(str(analyses[m]) for m in preset.models), *flags, "--out", str(out / "compare")]
-    add("compare", "compare", "", out / "compare", ("compare.json", "cka_across.json"),
-        {"argv": argv[:-2], "config": analysis_cfg, "analyses": [keys[f"analyze_{m}"] for m in preset.models]},
-        _yaml_command(analysis_cfg, analysis_yaml, argv), needs=tuple(f"analyze_{m}" for m in preset.models))
-    argv = ["masks", "--sweep", "--img-size", str(image_size(preset)), "--num-masks", str(preset.mask_samples),
-            "--out", str(out / "masks")]
-    add("masks", "masks", "", out / "masks", ("avgdist.json",), {"argv": argv[:-2]}, _command(argv))
-    probe_cfg = probe_config(preset)
-    probe_yaml = out / "stages" / "probe.yaml"
-    for m in preset.models:
-        argv = ["probe", str(models[m]), "--config", str(probe_yaml), "--no-progress",
-                *(["--device", device] if device else []), "--out", str(out / "probe" / m)]
-        add(f"probe_{m}", "probe", m, out / "probe" / m, ("probe.json",),
-            {"argv": argv[:-2], "config": probe_cfg, "model": keys[trained(m)]},
-            _yaml_command(probe_cfg, probe_yaml, argv), needs=(trained(m),))
+    _analysis_stages(preset, out, device, models, add, keys, trained)
     for task in TASKS:
         for m in preset.models:
             sweep = sweeps(preset, task, m)
