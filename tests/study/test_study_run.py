@@ -129,5 +129,5 @@ def test_the_study_runs_end_to_end_and_a_killed_rerun_reuses_finished_stages(stu
     sweep = json.loads((out / "finetune" / "depth_deit" / "drop_sweep.json").read_text())
     assert [row["drop_last"] for row in sweep["rows"]] == [0, 1]
     report = (out / "report.html").read_text()
-    assert "F1" in report and "not judged" in report
+    assert "F1" in report and "not judged" in report and "About this study" in report
     assert (out / "logs" / "finetune_pose_moco.log").read_text().startswith("$ ")

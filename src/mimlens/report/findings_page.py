@@ -64,7 +64,7 @@ def findings_sections(run: Run, assets: Assets) -> list[Section]:
                     if p.stem != "training_bars")
     if shown:
         sections.append(Section("Figures across runs", shown))
-    about = Section("About this demo", facts(doc.get("about") or {}))
+    about = Section("About this study" if doc.get("study") else "About this demo", facts(doc.get("about") or {}))
     about.children = [s for s in (_stages(run), files_section(run, assets)) if s is not None]
     for child in about.children:
         child.folded = True
