@@ -9,6 +9,9 @@ from mimlens.study.runner import command_line, is_done, record
 from mimlens.study.spec import Study
 from mimlens.study.stages import StudyStage
 
+IN_PROCESS = {"weights": "the model's weights written as a run folder (in process)",
+              "findings": "findings by role and the report (in process)"}
+
 
 def missing_paths(study: Study) -> list[str]:
     """One line per file or folder the study names that does not exist (a model's source, a recipe, data)."""
@@ -55,7 +58,7 @@ def plan_lines(study: Study, out: Path, stages: list[StudyStage]) -> list[str]:
             state = f"to run (took {earlier['seconds'] / 60:.2g} min when it last ran)"
         else:
             state = "to run (no measured time yet)"
-        what = " ".join(command_line(stage)[1:]) if stage.argv else "findings by role and the report (in process)"
+        what = " ".join(command_line(stage)[1:]) if stage.argv else IN_PROCESS[stage.kind]
         lines.append(f"[{i}/{len(stages)}] {stage.name}: {state}\n    {what}")
     lines += missing_paths(study)
     return lines

@@ -68,8 +68,11 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 
 def needs_export(model: ModelSpec) -> bool:
     """Weights that only ``analyze`` could load as given — timm's pretrained weights, a MoCo v3 momentum
-    encoder, a seeded random initialisation — are first written as a run folder every command reads."""
-    return model.pretrain is None and (model.pretrained or model.encoder != "base" or not Path(model.source).exists())
+    encoder, a seeded random initialisation (a preset or ``timm:NAME``) — are first written as a run folder every
+    command reads. A file or folder source (an absolute path once the study file is read) is read where it is,
+    present or not yet: the stages are the same before and after the user puts the file there."""
+    return model.pretrain is None and (model.pretrained or model.encoder != "base"
+                                       or not Path(model.source).is_absolute())
 
 
 class _Builder:
