@@ -34,6 +34,7 @@ from mimlens.demo import findings_stage, masking
 from mimlens.demo.presets import Preset, expected_minutes
 from mimlens.demo.stages import MARKER, Stage, demo_stages
 from mimlens.errors import MimlensError
+from mimlens.study.runner import still_to_run
 
 PACE_AFTER = 0.05  # scale the remaining budget by the measured pace once this fraction of it has run
 
@@ -177,12 +178,7 @@ def _run_stages(preset: Preset, out: Path, device: str | None, parallel: int, sa
     wall = schedule_minutes(stages, parallel, findings)
     how = f"{parallel} at a time, {preset.threads or 'all'} torch thread(s) each" if parallel > 1 else "in turn"
     say(f"mimlens demo, preset {preset.name}: {n} stages ({how}), budget {wall:.2g} min; output {out}")
-    todo = []
-    for stage in stages:
-        if is_done(out, stage):
-            say(f"[{number[stage.name]}/{n}] {stage.name}: done before, reused")
-        else:
-            todo.append(stage)
+    todo = still_to_run(stages, lambda s: is_done(out, s), lambda s: f"[{number[s.name]}/{n}] {s.name}", say)
     clock = _Clock(total, parallel, findings)
 
     def started(stage: Stage, left: list[Stage]) -> None:

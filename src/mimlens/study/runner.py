@@ -106,18 +106,26 @@ def _child_env(threads: int | None) -> dict[str, str]:
     return env
 
 
+def still_to_run(stages: list, done: Callable[[Any], bool], label: Callable[[Any], str],
+                 say: Callable[[str], None]) -> list:
+    """The stages not ``done``, in order; says of every other one that it is reused (the study's and the demo's
+    runners)."""
+    waiting = []
+    for stage in stages:
+        if done(stage):
+            say(f"{label(stage)}: done before, reused")
+        else:
+            waiting.append(stage)
+    return waiting
+
+
 def run_stages(out: Path, stages: list[StudyStage], parallel: int, threads: int | None,
                say: Callable[[str], None]) -> list[str]:
     """Run every stage not done, ``parallel`` at a time; returns the names of the stages that failed or could
     not run because a stage they need failed."""
     number = {s.name: i for i, s in enumerate(stages, 1)}
     label = {s.name: f"[{number[s.name]}/{len(stages)}] {s.name}" for s in stages}
-    waiting = []
-    for stage in stages:
-        if is_done(out, stage):
-            say(f"{label[stage.name]}: done before, reused")
-        else:
-            waiting.append(stage)
+    waiting = still_to_run(stages, lambda s: is_done(out, s), lambda s: label[s.name], say)
     finished, failed, running = {s.name for s in stages if s not in waiting}, [], {}
     env = _child_env(threads)
     try:
