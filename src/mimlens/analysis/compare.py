@@ -76,7 +76,7 @@ def compare(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print) 
     ``analysis`` with ``names``, ``run``) and write the run directory ``out`` (rank 0); returns ``compare.json``."""
     from mimlens import distributed
     from mimlens.analysis.registry import MeasureContext, selected
-    from mimlens.analysis.run import image_dataset, progress_enabled, skipped_files
+    from mimlens.analysis.run import image_dataset, model_meta, progress_enabled, skipped_files
     from mimlens.models import preprocessing
 
     items = [str(i) for i in cfg["items"]]
@@ -88,6 +88,8 @@ def compare(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print) 
     entries = _entries(items, cfg)
     sizes = [preprocessing(e["model"])["img_size"] for e in entries]
     dataset = image_dataset(cfg["data"], max(max(s) if isinstance(s, tuple) else s for s in sizes))
+    for e in entries:
+        e["meta"] = model_meta(e["spec"], e["model"], e["info"], dataset, cfg["data"]["source"])
     if main:
         _say_loading(entries, dataset, cfg["data"]["source"], log)
     for e in entries:
@@ -131,10 +133,9 @@ def _entries(items: list[str], cfg: dict[str, Any]) -> list[dict[str, Any]]:
 def _per_model(entries: list[dict[str, Any]], analyses: list, dataset, source: str) -> None:
     """Each entry's document of every one-model analysis (``docs``) and where it came from (``from``): measured
     on the comparison's images unless an earlier analysis run holds it."""
-    from mimlens.analysis.run import measure_documents, model_meta
+    from mimlens.analysis.run import measure_documents
 
     for e in entries:
-        e["meta"] = model_meta(e["spec"], e["model"], e["info"], dataset, source)
         for entry in analyses:
             doc = _reused(e["run"], entry.name) if e["run"] else None
             if doc is None:
@@ -147,12 +148,12 @@ def _per_model(entries: list[dict[str, Any]], analyses: list, dataset, source: s
 
 
 def _say_loading(entries: list[dict[str, Any]], dataset, source: str, log: Callable[[str], None]) -> None:
-    from mimlens.models.describe import describe_weights, loading_lines, loading_record
+    from mimlens.models.describe import loading_lines
 
     log(f"compare {', '.join(e['label'] for e in entries)} on {len(dataset)} images of {source}")
     for e in entries:
-        log(f"{e['label']} ({describe_weights(e['info'])}):")
-        for line in loading_lines(e["info"], loading_record(e["info"], e["model"])):
+        log(f"{e['label']} ({e['meta']['weights']}):")
+        for line in loading_lines(e["info"], e["meta"]["loading"]):
             log(f"  {line}")
 
 

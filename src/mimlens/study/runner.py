@@ -38,7 +38,7 @@ def record(out: Path, stage: StudyStage) -> dict[str, Any] | None:
 def is_done(out: Path, stage: StudyStage) -> bool:
     """Finished with the same key, and its outputs are there (the findings are always judged again)."""
     found = record(out, stage)
-    return (stage.action is None and found is not None and found.get("finished") is True
+    return (not stage.last and found is not None and found.get("finished") is True
             and found.get("key") == _plain(stage.key) and all((stage.out / n).is_file() for n in stage.outputs))
 
 

@@ -46,7 +46,7 @@ class StudyStage:
     processes: int = 1
     last: bool = False  # runs once every other stage has finished or failed, whatever failed
     config: dict[str, Any] | None = None
-    inputs: tuple[str, ...] = field(default_factory=tuple)
+    inputs: tuple[str, ...] = field(default_factory=tuple)  # paths it reads: size and mtime of those on disk
 
 
 def file_identity(path: str) -> dict[str, Any] | None:
@@ -124,10 +124,10 @@ class _Builder:
 
         out = self.out / "weights" / model.name
         key = {"source": model.source, "arch": model.arch, "pretrained": model.pretrained,
-               "encoder": model.encoder}
+               "encoder": model.encoder, "seed": model.seed}
         self.add(StudyStage(f"weights_{model.name}", "weights", model.name, out, ("backbone.safetensors",), key,
                             action=lambda: export_weights(model, out),
-                            inputs=(model.source,) if file_identity(model.source) else ()))
+                            inputs=(model.source,)))
 
     # -- the analyses, probes and fine-tunings -------------------------------------------------------------
     def analysis(self, spellings: dict[str, tuple]) -> None:
@@ -136,7 +136,7 @@ class _Builder:
                         "split": settings.get("split", "train")},
                "analysis": {"names": settings.get("names", ["attention", "cka"]),
                             **{k: settings[k] for k in ("batch_size", "prefix_policy", "cka_unit") if k in settings}}}
-        data_inputs = (cfg["data"]["source"],) if file_identity(cfg["data"]["source"]) else ()
+        data_inputs = (cfg["data"]["source"],)
         for name, (spelling, needs, inputs) in spellings.items():
             out = self.out / "analysis" / name
             argv = ["analyze", *spelling, "--config", str(self.yaml_path(f"analyze_{name}")), "--out", str(out),
@@ -159,7 +159,7 @@ class _Builder:
                           ("batch_size", "--batch-size"), ("seed", "--seed")):
             if key in settings:
                 flags += [flag, str(settings[key])]
-        data_inputs = (settings["data"],) if file_identity(settings.get("data", "")) else ()
+        data_inputs = (settings["data"],) if "data" in settings else ()
         for name, (spelling, needs, inputs) in spellings.items():
             out = self.out / "probe" / name
             argv = ["probe", *spelling, *flags, "--out", str(out), "--device", self.device, "--no-progress"]
@@ -172,7 +172,7 @@ class _Builder:
 
         for spec in self.study.finetune:
             cfg = _deep_merge(load_yaml(spec.recipe) if spec.recipe else {}, spec.overrides)
-            data_inputs = (spec.data,) if file_identity(spec.data) else ()
+            data_inputs = (spec.data,)
             for name, (spelling, needs, inputs) in spellings.items():
                 sweep = self.study.model(name).role == "supervised" and spec.drop_last != (0,)
                 out = self.out / "finetune" / f"{spec.task}_{name}"
