@@ -112,3 +112,36 @@ def test_the_swinv2_plan_lists_every_stage_and_each_path_to_fill_in(empty_home, 
                                                 for m in ("simmim", "supervised")] + ["findings"])
     assert [line.split(":")[1].strip() for line in missing] == [
         "models.simmim.source", "finetune.depth.data", "finetune.pose.data", "finetune.det.data"]
+
+
+def gpu_hours(lines: list[str], stage: str) -> float:
+    """The GPU-hour estimate printed under ``stage`` in a plan."""
+    at = next(i for i, line in enumerate(lines) if re.match(rf"\[\d+/\d+\] {stage}:", line))
+    return float(re.search(r"≈ ([\d.e+-]+) GPU-h", lines[at + 1]).group(1))
+
+
+def test_the_plan_estimates_gpu_hours_from_the_published_throughputs(empty_home, tmp_path, capsys):
+    """Known answers worked by hand from timm's RTX 3090 AMP tables (vit_base_patch16_224: 1132.21 img/s
+    forward, 390.86 img/s training; beit_base_patch16_224: 1045.12 and 358.29) and the recipes' lengths; the
+    plan prints 3 significant digits."""
+    assert main(["study", str(VIT_B), "--plan", "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # 2 analyses over 5000 images at 1045.12 img/s (the official SimMIM ViT-B is BEiT-layout)
+    assert gpu_hours(lines, "analyze_simmim") == pytest.approx(2 * 5000 / 1045.12 / 3600, rel=5e-3)
+    # 4 models: each forwards 5000 images against each of the 3 others
+    compare = 3 * 5000 / 1045.12 + 3 * 3 * 5000 / 1132.21
+    assert gpu_hours(lines, "compare") == pytest.approx(compare / 3600, rel=5e-3)
+    # depth: 25 epochs of ceil(24231 / 24) = 1010 steps at batch 24, 4 runs of the drop sweep for DeiT
+    assert gpu_hours(lines, "finetune_depth_deit") == pytest.approx(4 * 25 * 1010 * 24 / 390.86 / 3600, rel=5e-3)
+    # detection: 184375 steps at batch 64
+    assert gpu_hours(lines, "finetune_det_simmim") == pytest.approx(184375 * 64 / 358.29 / 3600, rel=5e-3)
+    total = next(line for line in lines if line.startswith("still to run:"))
+    assert "RTX 3090" in total and "benchmark-" in total and "without an estimate" not in total
+
+
+def test_the_swinv2_plan_scales_the_throughput_by_pixels(empty_home, tmp_path, capsys):
+    """SwinV2-B at 192 px from timm's swinv2_base_window8_256 row (150.28 img/s training at 256 px)."""
+    assert main(["study", str(SWINV2), "--plan", "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rate = 150.28 * (256 / 192) ** 2
+    assert gpu_hours(lines, "finetune_det_simmim") == pytest.approx(92187 * 64 / rate / 3600, rel=5e-3)

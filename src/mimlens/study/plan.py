@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mimlens.study.cost import DEVICE, SOURCE, stage_cost
 from mimlens.study.runner import command_line, is_done, record
 from mimlens.study.spec import Study
 from mimlens.study.stages import StudyStage
@@ -47,18 +48,27 @@ def needed(stages: list[StudyStage], name: str) -> list[StudyStage]:
 
 
 def plan_lines(study: Study, out: Path, stages: list[StudyStage]) -> list[str]:
-    """The plan: per stage whether it is reused, its processes, the time it took when it last ran (the only
-    measured cost mimlens has of this study on this machine) and its command; then the missing paths."""
+    """The plan: per stage whether it is reused, the time it took when it last ran, its GPU-hour estimate from
+    published throughputs (:mod:`mimlens.study.cost`) and its command; then the total still to run and the
+    missing paths."""
     lines = [f"study {study.path}: {len(stages)} stages, output {out}"]
+    total, unknown = 0.0, 0
     for i, stage in enumerate(stages, 1):
         earlier = record(out, stage) or {}
+        cost = stage_cost(stage, study)
         if is_done(out, stage):
             state = "done, reused"
-        elif earlier.get("seconds") is not None:
-            state = f"to run (took {earlier['seconds'] / 60:.2g} min when it last ran)"
         else:
-            state = "to run (no measured time yet)"
+            took = earlier.get("seconds")
+            state = f"to run (took {took / 60:.2g} min when it last ran)" if took is not None else \
+                "to run (no measured time yet)"
+            total += cost.gpu_hours or 0.0
+            unknown += cost.gpu_hours is None
+        estimate = "" if stage.action is not None else f"\n    {cost}"
         what = " ".join(command_line(stage)[1:]) if stage.argv else IN_PROCESS[stage.kind]
-        lines.append(f"[{i}/{len(stages)}] {stage.name}: {state}\n    {what}")
+        lines.append(f"[{i}/{len(stages)}] {stage.name}: {state}{estimate}\n    {what}")
+    unknown_words = f", plus {unknown} stage(s) without an estimate" if unknown else ""
+    lines.append(f"still to run: ≈ {total:.3g} GPU-h on {DEVICE}{unknown_words} (throughputs: {SOURCE}; backbone "
+                 "passes only, so a lower bound)")
     lines += missing_paths(study)
     return lines
