@@ -32,9 +32,9 @@ def preset_of(out: Path):
 
 def study_row(out: Path) -> dict:
     """F2 of the masking study in ``out`` under the current rules."""
-    from mimlens.demo.findings_stage import finite
     from mimlens.demo.masking import study_documents
     from mimlens.findings import rules as fd
+    from mimlens.io import finite
 
     preset = preset_of(out)
     return finite(fd.f2_masking(**study_documents(out, preset), claims=preset.claims))

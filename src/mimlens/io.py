@@ -1,10 +1,12 @@
-"""Atomic writes for everything a run directory holds: a crash never leaves a half-written file."""
+"""Atomic writes for everything a run directory holds (a crash never leaves a half-written file), and strict JSON."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,17 @@ def save_torch(obj: Any, path: str | os.PathLike) -> Path:
     import torch  # here, so that the other writers (and mimlens.config) do not import torch
 
     return _atomic(path, lambda f: torch.save(obj, f))
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by None, for strict JSON (nested mappings and lists too)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> Path:

@@ -64,6 +64,14 @@ def test_a_valid_study_is_read_with_paths_relative_to_the_file_and_launch_defaul
      ["launch.processes: 0: expected an integer >= 1", "launch.gpus: unknown key"]),
     ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "claims_findings": "yes"},
      ["claims_findings: 'yes': expected true or false"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "random", "kwargs": "sincos"}}},
+     ["models.a.kwargs: 'sincos': expected a mapping"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "analysis": {"overrides": [1]},
+      "probes": {"overrides": "x"}},
+     ["analysis.overrides: [1]: expected a mapping", "probes.overrides: 'x': expected a mapping"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "masks": {"img_size": 0, "ratio": 0.6},
+      "bars": {"images": "all"}},
+     ["masks.img_size: 0: expected an integer >= 1", "masks.ratio: unknown key", "bars.images: 'all': expected an"]),
 ])
 def test_every_problem_is_one_line_naming_the_file_and_key(tmp_path, doc, lines):
     path = write(tmp_path, doc)

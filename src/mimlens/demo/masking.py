@@ -238,8 +238,7 @@ def about(preset: Preset) -> dict[str, Any]:
 def write_findings_and_report(out: Path, preset: Preset) -> Path:
     """``findings.json`` (the F2 row), the study's figures and ``report.html``; then, when the study lies in a
     finished demo's folder, that demo's findings and report again so that its F2 row reports this study."""
-    from mimlens.demo.findings_stage import finite
-    from mimlens.io import save_json
+    from mimlens.io import finite, save_json
     from mimlens.report.html import build_report
 
     docs = study_documents(out, preset)

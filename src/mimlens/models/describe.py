@@ -34,12 +34,14 @@ def describe_weights(info: dict[str, Any]) -> str:
     return text
 
 
-def load(spec: str, arch: str | None, seed: int | None = None, *, pretrained: bool = False, encoder: str = "base"):
+def load(spec: str, arch: str | None, seed: int | None = None, *, pretrained: bool = False, encoder: str = "base",
+         **kwargs):
     """``(model, info)`` for a MODEL spelling, in eval mode; ``seed`` fixes a random initialisation, ``pretrained``
-    reads timm's pretrained weights of a ``timm:NAME.TAG``, ``encoder`` picks MoCo v3's base or momentum encoder."""
+    reads timm's pretrained weights of a ``timm:NAME.TAG``, ``encoder`` picks MoCo v3's base or momentum encoder,
+    ``kwargs`` are :func:`~mimlens.models.build_model` keywords (e.g. ``pos_embed``)."""
     from mimlens.models import load_model
 
-    model, info = load_model(spec, arch, pretrained=pretrained, moco_encoder=encoder, seed=seed)
+    model, info = load_model(spec, arch, pretrained=pretrained, moco_encoder=encoder, seed=seed, **kwargs)
     if encoder != "base" and info.get("encoder") != encoder:
         raise MimlensError(f"encoder {encoder!r} is for MoCo v3 checkpoints, and {spec} is "
                            f"{describe_weights(info)}")

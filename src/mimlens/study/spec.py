@@ -13,8 +13,14 @@ analysis: {data: ~/imagenet/val, num_images: 5000, batch_size: 64}
 probes:   {tasks: [cls, depth], data: "synthetic:1024", num_eval: 256}
 finetune:
   depth: {data: ~/nyu, recipe: depth.yaml, overrides: {train: {steps: 2000}}, drop_last: [0, 1, 2]}
+masks:    {img_size: 224, num_masks: 200}   # the AvgDist sweep of SimMIM's masking settings
+bars:     {images: 256}                      # validation images of the pre-trainings' training bars
 launch:   {processes: 2, device: cpu, parallel: 1}
 ```
+
+``overrides`` in ``analysis`` and ``probes`` are merged into the config those stages run with (e.g. the synthetic
+scenes' difficulty: ``{data: {synthetic: {num_objects: [1, 2]}}}``); ``kwargs`` of a model are ``build_model``
+keywords of a random initialisation (e.g. ``{pos_embed: sincos}``).
 
 ``launch.processes`` is every stage's number of ``torchrun`` processes; ``processes`` in ``analysis``, ``probes``
 or a task of ``finetune`` overrides it for those stages (e.g. fine-tune on 8 GPUs, analyse on 1).
@@ -54,6 +60,7 @@ class ModelSpec:
     encoder: str = "base"
     seed: int = 0
     pretrain: dict[str, Any] | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)  # build_model keywords of a random initialisation
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class Study:
     finetune: tuple[FinetuneSpec, ...]
     launch: dict[str, Any]
     claims_findings: bool = True
+    masks: dict[str, Any] | None = None
+    bars: dict[str, Any] = field(default_factory=dict)
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
@@ -123,16 +132,19 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 SECTIONS: dict[str, dict[str, str]] = {
     "model": {"source": "str", "arch": "str", "pretrained": "bool", "encoder": "encoder", "seed": "int>=0",
-              "pretrain": "mapping", "role": "role"},
+              "kwargs": "mapping", "pretrain": "mapping", "role": "role"},
     "pretrain": {"objective": "str", "recipe": "str", "overrides": "mapping"},
     "analysis": {"data": "str", "num_images": "int>=1", "batch_size": "int>=1", "prefix_policy": "prefix_policy",
-                 "cka_unit": "cka_unit", "names": "names", "split": "str", "processes": "int>=1"},
+                 "cka_unit": "cka_unit", "names": "names", "split": "str", "processes": "int>=1",
+                 "overrides": "mapping"},
     "probes": {"tasks": "tasks", "data": "str", "num_train": "int>=1", "num_eval": "int>=1", "batch_size": "int>=1",
-               "seed": "int>=0", "processes": "int>=1"},
+               "seed": "int>=0", "processes": "int>=1", "overrides": "mapping"},
+    "masks": {"img_size": "int>=1", "num_masks": "int>=1"},
+    "bars": {"images": "int>=1"},
     "finetune": {"data": "str", "recipe": "str", "overrides": "mapping", "drop_last": "ints", "processes": "int>=1"},
     "launch": {"processes": "int>=1", "device": "str", "parallel": "int>=1", "threads": "int>=1"},
 }
-TOP = {"models", "analysis", "probes", "finetune", "launch", "claims_findings"}
+TOP = {"models", "analysis", "probes", "finetune", "masks", "bars", "launch", "claims_findings"}
 LAUNCH_DEFAULTS = {"processes": 1, "device": "cpu", "parallel": 1, "threads": None}
 
 
@@ -190,7 +202,8 @@ def _model(errors: _Errors, name: str, value: Any, base: Path) -> ModelSpec | No
     source = section.get("source")
     return ModelSpec(name, section.get("role", "other"), _resolve_path(source, base) if isinstance(source, str)
                      else None, section.get("arch"), bool(section.get("pretrained", False)),
-                     section.get("encoder", "base"), section.get("seed", 0), pretrain)
+                     section.get("encoder", "base"), section.get("seed", 0), pretrain,
+                     dict(section["kwargs"]) if isinstance(section.get("kwargs"), dict) else {})
 
 
 def _recipe(errors: _Errors, key: str, recipe: Any, base: Path) -> str | None:
@@ -277,9 +290,11 @@ def load_study(path: str | Path) -> Study:
     if "claims_findings" in raw and not isinstance(raw["claims_findings"], bool):
         errors.add("claims_findings", f"{raw['claims_findings']!r}: expected true or false")
     finetune = _finetune(errors, raw.get("finetune"), base)
+    masks = _optional(errors, raw, "masks", base)
+    bars = _section(errors, "bars", raw.get("bars", {}), "bars") or {}
     errors.raise_if_any()
     return Study(path, tuple(models), analysis, probes, finetune, {**LAUNCH_DEFAULTS, **launch},
-                 bool(raw.get("claims_findings", True)))
+                 bool(raw.get("claims_findings", True)), masks, bars)
 
 
 def _optional(errors: _Errors, raw: dict, key: str, base: Path) -> dict | None:

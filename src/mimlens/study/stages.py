@@ -6,6 +6,7 @@ OUT/pretrain/<model>/            mimlens pretrain (models with a pretrain sectio
 OUT/weights/<model>/             timm pretrained weights or a momentum encoder, as a run folder the others read
 OUT/analysis/<model>/            mimlens analyze
 OUT/compare/                     mimlens compare (two models or more)
+OUT/masks/                       mimlens masks --sweep (the AvgDist of SimMIM's masking settings)
 OUT/probe/<model>/               mimlens probe
 OUT/finetune/<task>_<model>/     mimlens finetune (supervised models: --sweep-drop over drop_last)
 OUT/findings.json, report.html   the findings by role and the report
@@ -124,7 +125,7 @@ class _Builder:
 
         out = self.out / "weights" / model.name
         key = {"source": model.source, "arch": model.arch, "pretrained": model.pretrained,
-               "encoder": model.encoder, "seed": model.seed}
+               "encoder": model.encoder, "seed": model.seed, "kwargs": model.kwargs}
         self.add(StudyStage(f"weights_{model.name}", "weights", model.name, out, ("backbone.safetensors",), key,
                             action=lambda: export_weights(model, out),
                             inputs=(model.source,)))
@@ -136,6 +137,7 @@ class _Builder:
                         "split": settings.get("split", "train")},
                "analysis": {"names": settings.get("names", ["attention", "cka"]),
                             **{k: settings[k] for k in ("batch_size", "prefix_policy", "cka_unit") if k in settings}}}
+        cfg = _deep_merge(cfg, settings.get("overrides") or {})
         data_inputs = (cfg["data"]["source"],)
         for name, (spelling, needs, inputs) in spellings.items():
             out = self.out / "analysis" / name
@@ -154,18 +156,24 @@ class _Builder:
 
     def probes(self, spellings: dict[str, tuple]) -> None:
         settings = self.study.probes
-        flags = ["--task", ",".join(settings["tasks"])] if settings.get("tasks") else []
-        for key, flag in (("data", "--data"), ("num_train", "--num-train"), ("num_eval", "--num-eval"),
-                          ("batch_size", "--batch-size"), ("seed", "--seed")):
-            if key in settings:
-                flags += [flag, str(settings[key])]
+        cfg = _deep_merge({"probe": {k: settings[k] for k in ("tasks", "data", "num_train", "num_eval", "batch_size",
+                                                               "seed") if k in settings}},
+                          settings.get("overrides") or {})
         data_inputs = (settings["data"],) if "data" in settings else ()
         for name, (spelling, needs, inputs) in spellings.items():
             out = self.out / "probe" / name
-            argv = ["probe", *spelling, *flags, "--out", str(out), "--device", self.device, "--no-progress"]
+            argv = ["probe", *spelling, "--config", str(self.yaml_path(f"probe_{name}")), "--out", str(out),
+                    "--device", self.device, "--no-progress"]
             self.add(StudyStage(f"probe_{name}", "probe", name, out, ("probe.json",), {"argv": argv}, argv,
-                                needs=needs, processes=settings.get("processes", self.processes),
+                                needs=needs, processes=settings.get("processes", self.processes), config=cfg,
                                 inputs=inputs + data_inputs))
+
+    def masks(self) -> None:
+        settings = self.study.masks
+        argv = ["masks", "--sweep", *(f for k in ("img_size", "num_masks") if k in settings
+                                      for f in (f"--{k.replace('_', '-')}", str(settings[k]))),
+                "--out", str(self.out / "masks")]
+        self.add(StudyStage("masks", "masks", "", self.out / "masks", ("avgdist.json",), {"argv": argv}, argv))
 
     def finetunes(self, spellings: dict[str, tuple]) -> None:
         from mimlens.config import load_yaml
@@ -205,6 +213,8 @@ def study_stages(study: Study, out: Path) -> list[StudyStage]:
         spellings[model.name] = builder.weights(model)
     if study.analysis is not None:
         builder.analysis(spellings)
+    if study.masks is not None:
+        builder.masks()
     if study.probes is not None:
         builder.probes(spellings)
     builder.finetunes(spellings)
