@@ -14,6 +14,8 @@ probes:   {tasks: [cls, depth], data: "synthetic:1024", num_eval: 256}
 finetune:
   depth: {data: ~/nyu, recipe: depth.yaml, overrides: {train: {steps: 2000}}, drop_last: [0, 1, 2]}
 launch:   {processes: 2, device: cpu, parallel: 1}
+# on a Slurm cluster: every command stage a job (see mimlens.study.slurm)
+# launch: {scheduler: slurm, slurm: {partition: gpu, time: 240, gpus_per_task: 8, cpus_per_task: 32}}
 ```
 
 ``launch.processes`` is every stage's number of ``torchrun`` processes; ``processes`` in ``analysis``, ``probes``
@@ -40,6 +42,7 @@ ROLES = ("mim", "supervised", "contrastive", "random", "other")
 PREFIX_POLICIES = ("renorm", "drop", "keep")
 CKA_UNITS = ("image", "pooled", "token")
 ENCODERS = ("base", "momentum")
+SCHEDULERS = ("local", "slurm")
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,10 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
               "a non-empty list of task names"),
     "ints": (lambda v: isinstance(v, list) and bool(v) and all(_is_int(x) and x >= 0 for x in v),
              "a non-empty list of integers >= 0"),
+    "scheduler": (lambda v: v in SCHEDULERS, f"one of {', '.join(SCHEDULERS)}"),
+    "sbatch": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and k and isinstance(x, (str, int))
+                                                     for k, x in v.items()),
+               "a mapping of sbatch option names (without --) to values (strings, numbers, true)"),
 }
 
 SECTIONS: dict[str, dict[str, str]] = {
@@ -130,10 +137,18 @@ SECTIONS: dict[str, dict[str, str]] = {
     "probes": {"tasks": "tasks", "data": "str", "num_train": "int>=1", "num_eval": "int>=1", "batch_size": "int>=1",
                "seed": "int>=0", "processes": "int>=1"},
     "finetune": {"data": "str", "recipe": "str", "overrides": "mapping", "drop_last": "ints", "processes": "int>=1"},
-    "launch": {"processes": "int>=1", "device": "str", "parallel": "int>=1", "threads": "int>=1"},
+    "launch": {"processes": "int>=1", "device": "str", "parallel": "int>=1", "threads": "int>=1",
+               "scheduler": "scheduler", "slurm": "mapping"},
+    "slurm": {"partition": "str", "time": "int>=1", "nodes": "int>=1", "gpus_per_task": "int>=0",
+              "cpus_per_task": "int>=1", "account": "str", "qos": "str", "signal_seconds": "int>=1",
+              "requeues": "int>=0", "sbatch": "sbatch"},
 }
 TOP = {"models", "analysis", "probes", "finetune", "launch", "claims_findings"}
-LAUNCH_DEFAULTS = {"processes": 1, "device": "cpu", "parallel": 1, "threads": None}
+LAUNCH_DEFAULTS = {"processes": 1, "device": "cpu", "parallel": 1, "threads": None, "scheduler": "local"}
+# launch.slurm: time limit (minutes), nodes of a multi-process stage, the USR1 warning (seconds before the limit),
+# requeues after a time limit; partition, account and qos are the cluster's defaults when not given
+SLURM_DEFAULTS = {"time": 60, "nodes": 1, "gpus_per_task": 0, "cpus_per_task": 1, "signal_seconds": 120,
+                  "requeues": 3, "sbatch": {}}
 
 
 def _section(errors: _Errors, where: str, value: Any, schema: str, required: tuple[str, ...] = ()) -> dict | None:
@@ -273,13 +288,25 @@ def load_study(path: str | Path) -> Study:
     analysis = _optional(errors, raw, "analysis", base)
     probes = _optional(errors, raw, "probes", base)
     _check_names(errors, analysis, probes)
-    launch = _section(errors, "launch", raw.get("launch", {}), "launch") or {}
+    launch = _launch(errors, raw.get("launch", {}))
     if "claims_findings" in raw and not isinstance(raw["claims_findings"], bool):
         errors.add("claims_findings", f"{raw['claims_findings']!r}: expected true or false")
     finetune = _finetune(errors, raw.get("finetune"), base)
     errors.raise_if_any()
-    return Study(path, tuple(models), analysis, probes, finetune, {**LAUNCH_DEFAULTS, **launch},
-                 bool(raw.get("claims_findings", True)))
+    return Study(path, tuple(models), analysis, probes, finetune, launch, bool(raw.get("claims_findings", True)))
+
+
+def _launch(errors: _Errors, value: Any) -> dict[str, Any]:
+    """The launch section with its defaults; with ``scheduler: slurm`` its ``slurm`` mapping, checked, with its
+    defaults (``slurm`` without that scheduler is an error: it would be silently ignored)."""
+    launch = {**LAUNCH_DEFAULTS, **(_section(errors, "launch", value, "launch") or {})}
+    slurm = launch.get("slurm")
+    if slurm is not None and launch["scheduler"] != "slurm":
+        errors.add("launch.slurm", "given, but launch.scheduler is not slurm")
+    if launch["scheduler"] == "slurm":
+        checked = _section(errors, "launch.slurm", slurm, "slurm") if isinstance(slurm, dict) else {}
+        launch["slurm"] = {**SLURM_DEFAULTS, **(checked or {})}
+    return launch
 
 
 def _optional(errors: _Errors, raw: dict, key: str, base: Path) -> dict | None:

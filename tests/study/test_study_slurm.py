@@ -1,0 +1,109 @@
+"""``launch.scheduler: slurm`` on a one-node Slurm cluster: a small study in the release layouts (SimMIM, DeiT and a
+random initialisation fine-tuned for depth on a BTS-style list) runs with every command stage a Slurm job; one
+fine-tuning gets SIGUSR1 (``scancel --signal=USR1``, what ``--signal=USR1@N`` sends before the time limit) once it
+has written a checkpoint; the job is requeued, runs a second time and resumes; the study's findings and that
+fine-tuning's metrics equal those of the same study run with ``scheduler: local``."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from study_builders import official_checkpoints, real_layouts
+
+from mimlens.cli import main
+
+PREEMPTED = "finetune_depth_simmim"
+STEPS = {"train": {"steps": 20, "checkpoint_every": 2}, "optim": {"batch_size": 4}}
+
+
+def study_file(root: Path, name: str, launch: dict) -> Path:
+    weights = {"simmim": root / "simmim_pretrain__vit_micro.pth", "deit": root / "deit_micro.pth"}
+    study = {
+        "models": {"simmim": {"source": weights["simmim"].name, "arch": "simmim-vit-micro-32", "role": "mim"},
+                   "deit": {"source": weights["deit"].name, "arch": "vit-micro-32", "role": "supervised"},
+                   "random": {"source": "vit-micro-32", "seed": 0, "role": "random"}},
+        "finetune": {"depth": {"data": "nyu", "overrides": STEPS}},
+        "launch": {"device": "cpu", "threads": 1, "parallel": 2, **launch},
+    }
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("slurm_study")
+    official_checkpoints(root)
+    real_layouts(root)
+    return root
+
+
+def wait_for(condition, what: str, process: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert process.poll() is None, f"the study ended before {what}:\n{process.stdout.read()}"
+        assert time.time() < deadline, f"no {what} after {seconds} s"
+        time.sleep(0.1)
+
+
+def squeue(job: str, field: str) -> str:
+    return subprocess.run(["squeue", "-h", "-t", "all", "-j", job, "-o", field], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def preempt_when_checkpointed(out: Path, process: subprocess.Popen) -> str:
+    """SIGUSR1 to the stage's job once its training has a checkpoint; Slurm holds a requeued job for two minutes
+    before it may start again: release it at once. Returns the job id."""
+    log = out / "logs" / f"{PREEMPTED}.log"
+    wait_for(lambda: (out / "finetune" / "depth_simmim" / "checkpoints" / "last.pt").is_file(), "checkpoint", process)
+    job = next(line.split()[3].rstrip(",") for line in log.read_text().splitlines() if line.startswith("# Slurm job"))
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    wait_for(lambda: squeue(job, "%r") == "BeginTime", "requeued job", process)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    return job
+
+
+def rows(out: Path) -> list[dict]:
+    return json.loads((out / "findings.json").read_text())["findings"]
+
+
+def without_times(doc):
+    """A JSON document without its measured durations (``seconds``, ``eval_seconds``)."""
+    if isinstance(doc, dict):
+        return {k: without_times(v) for k, v in doc.items() if not k.endswith("seconds")}
+    return [without_times(v) for v in doc] if isinstance(doc, list) else doc
+
+
+def test_a_preempted_stage_is_requeued_resumes_and_the_findings_equal_the_local_run(slurm_cluster, inputs, tmp_path):
+    local = tmp_path / "local"
+    assert main(["study", str(study_file(inputs, "local", {})), "--out", str(local)]) == 0
+    out = tmp_path / "slurm"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "mimlens", "study", str(study_file(inputs, "slurm", {"scheduler": "slurm"})),
+               "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        job = preempt_when_checkpointed(out, process)
+        printed = process.communicate(timeout=300)[0]
+    finally:
+        process.kill()
+    assert process.returncode == 0, printed
+    assert f"{PREEMPTED}: running (1 process(es); Slurm job {job};" in printed
+    log = (out / "logs" / f"{PREEMPTED}.log").read_text()
+    assert f"# Slurm job {job}, run 1," in log and f"# Slurm job {job}, run 2," in log  # SLURM_RESTART_COUNT 0, 1
+    stopped_at = int(log.split("stopped by SIGUSR1 after step ")[1].split("/")[0])
+    assert f"resuming at step {stopped_at}" in log and 0 < stopped_at < 20
+    assert "Restarts=1" in subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert sorted(p.name for p in (out / "logs" / "slurm").glob(f"{job}_*")) == [
+        f"{job}_0_log.err", f"{job}_0_log.out", f"{job}_0_result.pkl", f"{job}_submission.sh", f"{job}_submitted.pkl"]
+    assert "#SBATCH --signal=USR1@120" in (out / "logs" / "slurm" / f"{job}_submission.sh").read_text()
+    metrics = [without_times(json.loads((o / "finetune" / "depth_simmim" / "metrics.json").read_text()))
+               for o in (local, out)]
+    assert metrics[0] == metrics[1]
+    assert rows(out) == rows(local)
+    assert any("depth" in key for row in rows(out) for key in row["numbers"])
