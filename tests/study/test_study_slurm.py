@@ -1,4 +1,5 @@
-"""``launch.scheduler: slurm`` on a one-node Slurm cluster: a small study in the release layouts (SimMIM, DeiT and a
+"""``launch.scheduler: slurm``: the job's command lines and sbatch options, the runner's word for a stage stopped with a
+checkpoint, and on a one-node Slurm cluster a small study in the release layouts (SimMIM, DeiT and a
 random initialisation fine-tuned for depth on a BTS-style list) runs with every command stage a Slurm job; one
 fine-tuning gets SIGUSR1 (``scancel --signal=USR1``, what ``--signal=USR1@N`` sends before the time limit) once it
 has written a checkpoint; the job is requeued, runs a second time and resumes; the study's findings and that
@@ -16,9 +17,77 @@ import yaml
 from study_builders import official_checkpoints, real_layouts
 
 from mimlens.cli import main
+from mimlens.errors import MimlensError
+from mimlens.study.runner import run_stages
+from mimlens.study.session import launcher
+from mimlens.study.spec import SLURM_DEFAULTS
+from mimlens.study.stages import StudyStage
 
 PREEMPTED = "finetune_depth_simmim"
 STEPS = {"train": {"steps": 20, "checkpoint_every": 2}, "optim": {"batch_size": 4}}
+
+
+def stage(tmp_path: Path, name: str, processes: int = 1, needs: tuple[str, ...] = ()) -> StudyStage:
+    return StudyStage(name, "finetune_depth", "m", tmp_path / name, ("metrics.json",), {}, ["finetune", "depth"],
+                      needs=needs, processes=processes)
+
+
+def test_a_multi_node_stage_runs_torchrun_on_each_node_with_a_rendezvous_at_the_first(tmp_path, monkeypatch):
+    from mimlens.study.slurm import StageJob
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[017-018]")
+    two_nodes = StageJob(stage(tmp_path, "a", processes=4), 2, {}, tmp_path / "a.log").command()
+    assert two_nodes[1:] == ["-m", "torch.distributed.run", "--nproc_per_node", "4", "--nnodes", "2", "--rdzv_backend",
+                             "c10d", "--rdzv_endpoint", "gpu017:29734", "--rdzv_id", "1234", "-m", "mimlens",
+                             "finetune", "depth"]
+    one_node = StageJob(stage(tmp_path, "a", processes=4), 1, {}, tmp_path / "a.log").command()
+    assert one_node[1:] == ["-m", "torch.distributed.run", "--nproc_per_node", "4", "--standalone", "-m", "mimlens",
+                            "finetune", "depth"]
+    assert StageJob(stage(tmp_path, "a"), 1, {}, tmp_path / "a.log").command()[1:] == ["-m", "mimlens", "finetune",
+                                                                                        "depth"]
+
+
+def test_the_sbatch_options_ask_for_usr1_before_the_limit_and_requeue(tmp_path):
+    from mimlens.study.slurm import sbatch_parameters
+
+    settings = {**SLURM_DEFAULTS, "partition": "gpu", "gpus_per_task": 8, "signal_seconds": 300,
+                "sbatch": {"mem": "64G", "signal": "USR2@90"}}
+    params = sbatch_parameters(settings, stage(tmp_path, "a", processes=8), 2, {"PYTHONPATH": "/src"})
+    assert params["additional_parameters"] == {"mem": "64G", "signal": "USR1@300", "requeue": True}
+    assert (params["partition"], params["nodes"], params["ntasks_per_node"], params["gpus_per_task"],
+            params["time"]) == ("gpu", 2, 1, 8, 60)
+    assert "export SUBMITIT_PREEMPT_SIGNAL=USR1" in params["setup"] and "account" not in params
+
+
+class Stopped:
+    """A launched stage whose command stopped with a checkpoint (SIGTERM: 143)."""
+
+    def __init__(self, stage):
+        self.stage, self.start, self.where = stage, time.perf_counter(), "nowhere"
+
+    def poll(self):
+        return 143
+
+    def stop(self):
+        raise AssertionError("nothing left to stop")
+
+
+def test_the_runner_says_a_stage_was_stopped_with_a_checkpoint_not_that_it_failed(tmp_path):
+    said = []
+    failed = run_stages(tmp_path, [stage(tmp_path, "a"), stage(tmp_path, "b", needs=("a",))], 1, Stopped, said.append)
+    assert failed == ["a", "b"]
+    assert said == ["[1/2] a: running (1 process(es); nowhere)",
+                    "[1/2] a: stopped with a checkpoint (exit status 143); a rerun resumes it",
+                    "[2/2] b: not run: it needs a"]
+
+
+def test_scheduler_slurm_without_the_slurm_commands_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MimlensError, match=r"^launch.scheduler: slurm, but sbatch, squeue, scancel, scontrol not "):
+        launcher(tmp_path, {"scheduler": "slurm", "threads": None, "slurm": SLURM_DEFAULTS})
 
 
 def study_file(root: Path, name: str, launch: dict) -> Path:
