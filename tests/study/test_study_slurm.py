@@ -90,6 +90,20 @@ def test_scheduler_slurm_without_the_slurm_commands_is_one_line(tmp_path, monkey
         launcher(tmp_path, {"scheduler": "slurm", "threads": None, "slurm": SLURM_DEFAULTS})
 
 
+def test_a_job_sbatch_refuses_is_one_line_naming_the_stage(tmp_path, monkeypatch):
+    from mimlens.study.slurm import SlurmStage
+
+    fake = tmp_path / "bin" / "sbatch"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(MimlensError) as caught:
+        SlurmStage(tmp_path, stage(tmp_path, "a"), {}, {**SLURM_DEFAULTS, "partition": "nope"})
+    assert str(caught.value) == ("launch.slurm: sbatch refused the job of stage a: sbatch: error: invalid partition "
+                                 "specified: nope")
+
+
 def study_file(root: Path, name: str, launch: dict) -> Path:
     weights = {"simmim": root / "simmim_pretrain__vit_micro.pth", "deit": root / "deit_micro.pth"}
     study = {

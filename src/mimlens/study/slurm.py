@@ -162,7 +162,11 @@ class SlurmStage:
         nodes = settings["nodes"] if stage.processes > 1 else 1
         executor = submitit.SlurmExecutor(folder=out / "logs" / "slurm", max_num_timeout=settings["requeues"])
         executor.update_parameters(**sbatch_parameters(settings, stage, nodes, env))
-        self.job = executor.submit(StageJob(stage, nodes, env, self.log))
+        try:
+            self.job = executor.submit(StageJob(stage, nodes, env, self.log))
+        except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as error:
+            said = [line.strip() for line in str(error).splitlines() if "error" in line.lower()] or [str(error)]
+            raise MimlensError(f"launch.slurm: sbatch refused the job of stage {stage.name}: {said[-1]}") from None
         self.where = f"Slurm job {self.job.job_id}; log {self.log}"
         self._next_look, self._ended = 0.0, None
 
