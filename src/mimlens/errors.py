@@ -7,7 +7,7 @@ class MimlensError(Exception):
 
 class Interrupted(MimlensError):
     """A stop signal ended the work cleanly (what was done is saved); ``status`` is the exit status, 128 + the
-    signal's number as a shell reports it."""
+    signal's number as a shell reports it: "rerun the same command to resume"."""
 
     def __init__(self, message: str, status: int):
         super().__init__(message)

@@ -1,5 +1,6 @@
-"""SIGINT and SIGTERM during a pre-training or a fine-tuning: the run finishes its step, writes a checkpoint and
-exits with 128 + the signal; the rerun (here, in this process) ends with the same weights, bit for bit, and the
+"""SIGINT, SIGTERM and SIGUSR1 (a scheduler's warning before the time limit) during a pre-training or a
+fine-tuning: the run finishes its step, writes a checkpoint and exits with 128 + the signal, the status that says
+"stopped, rerun to resume"; the rerun (here, in this process) ends with the same weights, bit for bit, and the
 same log as an uninterrupted run.
 
 The signal is sent by the training process to itself, right after update ``STOP_AT`` (a patch of the engine's
@@ -16,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from mimlens.cli import main
+from mimlens.engine.signals import stopped_for_resume
 
 STOP_AT = 3
 SIGNALLING_MAIN = """
@@ -93,12 +95,13 @@ def steps(out):
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGUSR1"])
 def test_a_stop_signal_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(tmp_path, config, uninterrupted,
                                                                               capsys, command, signal_name):
     out = tmp_path / "run"
     stopped = run_signalled(command, out, config, signal_name)
     assert stopped.returncode == 128 + getattr(signal, signal_name), stopped.stderr
+    assert stopped_for_resume(stopped.returncode) and not stopped_for_resume(1) and not stopped_for_resume(2)
     assert stopped.stderr.strip().splitlines()[-1] == (
         f"mimlens {command}: stopped by {signal_name} after step {STOP_AT}/6; checkpoint "
         f"{out / 'checkpoints' / 'last.pt'} written, rerun the same command to resume")

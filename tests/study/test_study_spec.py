@@ -31,7 +31,21 @@ def test_a_valid_study_is_read_with_paths_relative_to_the_file_and_launch_defaul
     assert study.model("own").pretrain["recipe"].endswith("configs/simmim_vit-tiny_synthetic64.yaml")
     assert study.analysis["data"] == str(tmp_path / "images") and study.probes["data"] == "synthetic:16"
     assert study.finetune[0].drop_last == (0, 1)
-    assert study.launch == {"processes": 1, "device": "cpu", "parallel": 1, "threads": None}
+    assert study.launch == {"processes": 1, "device": "cpu", "parallel": 1, "threads": None, "scheduler": "local"}
+
+
+def test_a_slurm_launch_gets_the_defaults_of_the_keys_it_does_not_give(tmp_path):
+    study = load_study(write(tmp_path, {
+        "models": {"a": {"source": "vit-micro-32", "role": "mim"}},
+        "launch": {"scheduler": "slurm", "processes": 4,
+                   "slurm": {"partition": "gpu", "time": 240, "gpus_per_task": 4, "sbatch": {"mem": "64G"}}},
+    }))
+    assert study.launch["scheduler"] == "slurm" and study.launch["processes"] == 4
+    assert study.launch["slurm"] == {"partition": "gpu", "time": 240, "nodes": 1, "gpus_per_task": 4,
+                                     "cpus_per_task": 1, "signal_seconds": 120, "requeues": 3, "sbatch": {"mem": "64G"}}
+    bare = load_study(write(tmp_path, {"models": {"a": {"source": "vit-micro-32", "role": "mim"}},
+                                       "launch": {"scheduler": "slurm"}}))
+    assert bare.launch["slurm"]["time"] == 60 and "partition" not in bare.launch["slurm"]
 
 
 @pytest.mark.parametrize("doc,lines", [
@@ -62,6 +76,17 @@ def test_a_valid_study_is_read_with_paths_relative_to_the_file_and_launch_defaul
      ["finetune.depth.drop_last: [0, -1]: expected a non-empty list of integers >= 0", "finetune.depth.data: missing"]),
     ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "launch": {"processes": 0, "gpus": 2}},
      ["launch.processes: 0: expected an integer >= 1", "launch.gpus: unknown key"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "launch": {"scheduler": "pbs"}},
+     ["launch.scheduler: 'pbs': expected one of local, slurm"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "launch": {"slurm": {"partition": "gpu"}}},
+     ["launch.slurm: given, but launch.scheduler is not slurm"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "launch": {"scheduler": "slurm", "slurm": "gpu"}},
+     ["launch.slurm: 'gpu': expected a mapping"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}},
+      "launch": {"scheduler": "slurm", "slurm": {"partition": 3, "time": 0, "gpus": 1, "sbatch": {"mem": [64]}}}},
+     ["launch.slurm.partition: 3: expected a non-empty string", "launch.slurm.time: 0: expected an integer >= 1",
+      "launch.slurm.gpus: unknown key (expected one of partition, time, nodes", "launch.slurm.sbatch: {'mem': [64]}: "
+      "expected a mapping of sbatch option names"]),
     ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "claims_findings": "yes"},
      ["claims_findings: 'yes': expected true or false"]),
     ({"models": {"a": {"source": "vit-micro-32", "role": "random", "kwargs": "sincos"}}},

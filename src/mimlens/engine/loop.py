@@ -19,9 +19,10 @@ Conventions:
 - resume: ``run.resume`` or ``RUN/checkpoints/last.pt`` restores everything needed to continue exactly as
   an uninterrupted run on CPU (data order mid-epoch, augmentation, dropout and mixing RNG). The config of
   the checkpoint must equal the current one outside the ``run`` section;
-- stop signals (:data:`mimlens.engine.signals.STOP_SIGNALS`: SIGINT, SIGTERM): the current step finishes, every
-  process agrees to stop after the same step (an all-reduce of the flag each step), a checkpoint is written at that
-  step and :class:`~mimlens.errors.Interrupted` is raised; a rerun resumes from it exactly.
+- stop signals (:data:`mimlens.engine.signals.STOP_SIGNALS`: SIGINT, SIGTERM, SIGUSR1): the current step
+  finishes, every process agrees to stop after the same step (an all-reduce of the flag each step), a checkpoint
+  is written at that step and :class:`~mimlens.errors.Interrupted` is raised (exit status 128 + the signal); a
+  rerun resumes from it exactly.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from mimlens.engine.loader import build_loader
 from mimlens.engine.optim import build_optimizer, build_scheduler, param_group_rows
 from mimlens.engine.runlog import RunLog
 from mimlens.engine.settings import Plan, Settings
-from mimlens.engine.signals import StopSignals, signal_name
+from mimlens.engine.signals import StopSignals, signal_name, stop_status
 from mimlens.engine.sync_bn import convert_process_batchnorm
 from mimlens.errors import Interrupted, MimlensError
 from mimlens.io import save_json
@@ -200,7 +201,7 @@ class Trainer:
                 if signalled is not None:
                     raise Interrupted(f"stopped by {signal_name(signalled)} after step {self.step}/"
                                       f"{self.total_steps}; checkpoint {self.ckpt_path} written, rerun the same "
-                                      f"command to resume", 128 + signalled)
+                                      f"command to resume", stop_status(signalled))
                 if stop:
                     break
             if self.step == stop_at:

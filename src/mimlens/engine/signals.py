@@ -1,7 +1,9 @@
 """Stop signals: a training that gets one finishes its current step, writes a checkpoint and exits.
 
 :data:`STOP_SIGNALS` is the set the engine answers (``SIGINT``: Ctrl-C; ``SIGTERM``: what ``timeout``, systemd and
-batch schedulers send); a scheduler's early-warning signal (e.g. ``SIGUSR1``) is one more entry. While a
+batch schedulers send; ``SIGUSR1``: a scheduler's warning ahead of the time limit, ``sbatch --signal=USR1@120``).
+The exit status of a command a stop signal ended is 128 + the signal (130, 143, 138), as a shell reports it: "stopped
+cleanly, rerun the same command to resume" (:func:`stopped_for_resume`), distinct from a failure. While a
 :class:`StopSignals` block is active in the main thread, the first stop signal only records itself and puts the
 previous handlers back, so a second one acts as it would without the block (Ctrl-C twice aborts at once).
 Data-loading worker processes ignore the stop signals (:func:`ignore_in_worker`): the training process decides.
@@ -12,7 +14,17 @@ from __future__ import annotations
 import signal
 import threading
 
-STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+def stop_status(signum: int) -> int:
+    """The exit status of a command a stop signal ended: 128 + the signal's number."""
+    return 128 + signum
+
+
+def stopped_for_resume(status: int | None) -> bool:
+    """Whether ``status`` says "stopped by a stop signal, what was done is saved: rerun to resume"."""
+    return status in {stop_status(s) for s in STOP_SIGNALS}
 
 
 class StopSignals:

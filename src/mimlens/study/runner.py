@@ -1,9 +1,11 @@
 """The study runner: every stage whose key changed or that has not finished runs in a child process (``python -m
-mimlens ...``, or ``torchrun`` with the study's processes per stage), up to ``launch.parallel`` at a time, each
-once the stages it needs have finished; its output goes to ``OUT/logs/<stage>.log``. A failed stage stops only the
-stages that need it; the others run on, and the runner exits non-zero naming every failure. Stopping the runner
-(Ctrl-C, SIGTERM) sends SIGTERM to the running stages — a training writes its checkpoint — and a rerun reuses
-every finished stage and resumes the rest.
+mimlens ...``, or ``torchrun`` with the study's processes per stage) or, with ``launch.scheduler: slurm``, as a
+Slurm job (:mod:`mimlens.study.slurm`), up to ``launch.parallel`` at a time, each once the stages it needs have
+finished; its output goes to ``OUT/logs/<stage>.log``. A failed stage stops only the stages that need it; the
+others run on, and the runner exits non-zero naming every failure. A stage whose command was stopped by a stop
+signal after writing its checkpoint (exit status 128 + the signal) is reported as stopped, not failed. Stopping
+the runner (Ctrl-C, SIGTERM) sends SIGTERM to the running stages — a training writes its checkpoint — and a rerun
+reuses every finished stage and resumes the rest.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mimlens.engine.signals import stopped_for_resume
 from mimlens.errors import MimlensError
 from mimlens.io import save_json, save_text
 from mimlens.study.stages import StudyStage
@@ -68,12 +71,14 @@ def _finish(out: Path, stage: StudyStage, seconds: float, status: int) -> None:
 
 
 class _Running:
-    """A stage's child process and its log file."""
+    """A stage's child process and its log file: ``poll()`` (None while it runs, else its exit status), ``stop()``;
+    :class:`mimlens.study.slurm.SlurmStage` is the same for a Slurm job."""
 
     def __init__(self, out: Path, stage: StudyStage, env: dict[str, str]):
         self.stage, self.start = stage, time.perf_counter()
         log = out / "logs" / f"{stage.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        self.where = f"log {log}"
         self.log = log.open("w")
         self.log.write("$ " + " ".join(command_line(stage)) + "\n")
         self.log.flush()
@@ -97,7 +102,7 @@ class _Running:
         self.log.close()
 
 
-def _child_env(threads: int | None) -> dict[str, str]:
+def child_env(threads: int | None) -> dict[str, str]:
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
@@ -119,15 +124,21 @@ def still_to_run(stages: list, done: Callable[[Any], bool], label: Callable[[Any
     return waiting
 
 
-def run_stages(out: Path, stages: list[StudyStage], parallel: int, threads: int | None,
+def local_launcher(out: Path, threads: int | None) -> Callable[[StudyStage], _Running]:
+    """Each command stage a child process of the runner."""
+    env = child_env(threads)
+    return lambda stage: _Running(out, stage, env)
+
+
+def run_stages(out: Path, stages: list[StudyStage], parallel: int, launch: Callable[[StudyStage], Any],
                say: Callable[[str], None]) -> list[str]:
-    """Run every stage not done, ``parallel`` at a time; returns the names of the stages that failed or could
-    not run because a stage they need failed."""
+    """Run every stage not done, ``parallel`` at a time, each command stage started by ``launch`` (an object with
+    ``poll()``, ``stop()``, ``stage``, ``start`` and ``where``: :func:`local_launcher`, or a Slurm job); returns the
+    names of the stages that failed, were stopped or could not run because a stage they need did not finish."""
     number = {s.name: i for i, s in enumerate(stages, 1)}
     label = {s.name: f"[{number[s.name]}/{len(stages)}] {s.name}" for s in stages}
     waiting = still_to_run(stages, lambda s: is_done(out, s), lambda s: label[s.name], say)
     finished, failed, running = {s.name for s in stages if s not in waiting}, [], {}
-    env = _child_env(threads)
     try:
         while waiting or running:
             for stage in [s for s in waiting if set(s.needs) & set(failed) and not s.last]:
@@ -142,9 +153,8 @@ def run_stages(out: Path, stages: list[StudyStage], parallel: int, threads: int 
                 if stage.action is not None:
                     _run_action(out, stage, label[stage.name], say, finished, failed)
                     continue
-                log = out / "logs" / f"{stage.name}.log"
-                say(f"{label[stage.name]}: running ({stage.processes} process(es); log {log})")
-                running[stage.name] = _Running(out, stage, env)
+                running[stage.name] = launch(stage)
+                say(f"{label[stage.name]}: running ({stage.processes} process(es); {running[stage.name].where})")
             if not running and waiting and not ready:
                 raise MimlensError(f"stages {', '.join(s.name for s in waiting)} wait for stages that never ran")
             time.sleep(0.2 if running else 0)
@@ -158,6 +168,9 @@ def run_stages(out: Path, stages: list[StudyStage], parallel: int, threads: int 
                 if status == 0:
                     finished.add(name)
                     say(f"{label[name]}: finished in {seconds / 60:.2f} min")
+                elif stopped_for_resume(status):
+                    failed.append(name)
+                    say(f"{label[name]}: stopped with a checkpoint (exit status {status}); a rerun resumes it")
                 else:
                     failed.append(name)
                     say(f"{label[name]}: FAILED (exit status {status}); see {out / 'logs'}/{name}.log:\n"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from mimlens.errors import MimlensError
-from mimlens.study.runner import MARKER, run_stages
+from mimlens.study.runner import MARKER, child_env, local_launcher, run_stages
 from mimlens.study.spec import Study
 from mimlens.study.stages import StudyStage, study_stages
 
@@ -34,15 +34,16 @@ def run_study(study: Study, out: Path, only: str | None = None) -> int:
     from mimlens.config import save_config
 
     stages = stages_of(study, out, only)
+    launch = study.launch
+    start = launcher(out, launch)
     out.mkdir(parents=True, exist_ok=True)
     save_config({MARKER: {"file": str(study.path.resolve()), "models": {m.name: m.role for m in study.models}}},
                 out)
-    launch = study.launch
     say(f"mimlens study {study.path}: {len(stages)} stages ({launch['parallel']} at a time, "
-        f"{launch['processes']} process(es) each, {launch['device']}); output {out}")
+        f"{launch['processes']} process(es) each, {launch['device']}, {launch['scheduler']}); output {out}")
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        failed = run_stages(out, stages, launch["parallel"], launch["threads"], say)
+        failed = run_stages(out, stages, launch["parallel"], start, say)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if failed:
@@ -51,6 +52,21 @@ def run_study(study: Study, out: Path, only: str | None = None) -> int:
     if (out / "report.html").is_file():
         say(f"report: {out / 'report.html'}")
     return 0
+
+
+def launcher(out: Path, launch: dict):
+    """What starts a command stage: a child process, or with ``launch.scheduler: slurm`` a Slurm job (submitit
+    and the Slurm commands checked here, before anything runs)."""
+    if launch["scheduler"] != "slurm":
+        return local_launcher(out, launch["threads"])
+    try:
+        from mimlens.study.slurm import SlurmStage, check_slurm
+    except ImportError as error:
+        raise MimlensError(f"launch.scheduler: slurm needs submitit ({error}): pip install 'mimlens[cluster]'") \
+            from None
+    check_slurm()
+    env = child_env(launch["threads"])
+    return lambda stage: SlurmStage(out, stage, env, launch["slurm"])
 
 
 def say(text: str) -> None:

@@ -16,6 +16,8 @@ finetune:
 masks:    {img_size: 224, num_masks: 200}   # the AvgDist sweep of SimMIM's masking settings
 bars:     {images: 256}                      # validation images of the pre-trainings' training bars
 launch:   {processes: 2, device: cpu, parallel: 1}
+# on a Slurm cluster: every command stage a job (see mimlens.study.slurm)
+# launch: {scheduler: slurm, slurm: {partition: gpu, time: 240, gpus_per_task: 8, cpus_per_task: 32}}
 ```
 
 ``overrides`` in ``analysis`` and ``probes`` are merged into the config those stages run with (e.g. the synthetic
@@ -46,6 +48,7 @@ ROLES = ("mim", "supervised", "contrastive", "random", "other")
 PREFIX_POLICIES = ("renorm", "drop", "keep")
 CKA_UNITS = ("image", "pooled", "token")
 ENCODERS = ("base", "momentum")
+SCHEDULERS = ("local", "slurm")
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,10 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
               "a non-empty list of task names"),
     "ints": (lambda v: isinstance(v, list) and bool(v) and all(_is_int(x) and x >= 0 for x in v),
              "a non-empty list of integers >= 0"),
+    "scheduler": (lambda v: v in SCHEDULERS, f"one of {', '.join(SCHEDULERS)}"),
+    "sbatch": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and k and isinstance(x, (str, int))
+                                                     for k, x in v.items()),
+               "a mapping of sbatch option names (without --) to values (strings, numbers, true)"),
 }
 
 SECTIONS: dict[str, dict[str, str]] = {
@@ -142,10 +149,18 @@ SECTIONS: dict[str, dict[str, str]] = {
     "masks": {"img_size": "int>=1", "num_masks": "int>=1"},
     "bars": {"images": "int>=1"},
     "finetune": {"data": "str", "recipe": "str", "overrides": "mapping", "drop_last": "ints", "processes": "int>=1"},
-    "launch": {"processes": "int>=1", "device": "str", "parallel": "int>=1", "threads": "int>=1"},
+    "launch": {"processes": "int>=1", "device": "str", "parallel": "int>=1", "threads": "int>=1",
+               "scheduler": "scheduler", "slurm": "mapping"},
+    "slurm": {"partition": "str", "time": "int>=1", "nodes": "int>=1", "gpus_per_task": "int>=0",
+              "cpus_per_task": "int>=1", "account": "str", "qos": "str", "signal_seconds": "int>=1",
+              "requeues": "int>=0", "sbatch": "sbatch"},
 }
 TOP = {"models", "analysis", "probes", "finetune", "masks", "bars", "launch", "claims_findings"}
-LAUNCH_DEFAULTS = {"processes": 1, "device": "cpu", "parallel": 1, "threads": None}
+LAUNCH_DEFAULTS = {"processes": 1, "device": "cpu", "parallel": 1, "threads": None, "scheduler": "local"}
+# launch.slurm: time limit (minutes), nodes of a multi-process stage, the USR1 warning (seconds before the limit),
+# requeues after a time limit; partition, account and qos are the cluster's defaults when not given
+SLURM_DEFAULTS = {"time": 60, "nodes": 1, "gpus_per_task": 0, "cpus_per_task": 1, "signal_seconds": 120,
+                  "requeues": 3, "sbatch": {}}
 
 
 def _section(errors: _Errors, where: str, value: Any, schema: str, required: tuple[str, ...] = ()) -> dict | None:
@@ -286,15 +301,28 @@ def load_study(path: str | Path) -> Study:
     analysis = _optional(errors, raw, "analysis", base)
     probes = _optional(errors, raw, "probes", base)
     _check_names(errors, analysis, probes)
-    launch = _section(errors, "launch", raw.get("launch", {}), "launch") or {}
+    launch = _launch(errors, raw.get("launch", {}))
     if "claims_findings" in raw and not isinstance(raw["claims_findings"], bool):
         errors.add("claims_findings", f"{raw['claims_findings']!r}: expected true or false")
     finetune = _finetune(errors, raw.get("finetune"), base)
     masks = _optional(errors, raw, "masks", base)
     bars = _section(errors, "bars", raw.get("bars", {}), "bars") or {}
     errors.raise_if_any()
-    return Study(path, tuple(models), analysis, probes, finetune, {**LAUNCH_DEFAULTS, **launch},
-                 bool(raw.get("claims_findings", True)), masks, bars)
+    return Study(path, tuple(models), analysis, probes, finetune, launch, bool(raw.get("claims_findings", True)),
+                 masks, bars)
+
+
+def _launch(errors: _Errors, value: Any) -> dict[str, Any]:
+    """The launch section with its defaults; with ``scheduler: slurm`` its ``slurm`` mapping, checked, with its
+    defaults (``slurm`` without that scheduler is an error: it would be silently ignored)."""
+    launch = {**LAUNCH_DEFAULTS, **(_section(errors, "launch", value, "launch") or {})}
+    slurm = launch.get("slurm")
+    if slurm is not None and launch["scheduler"] != "slurm":
+        errors.add("launch.slurm", "given, but launch.scheduler is not slurm")
+    if launch["scheduler"] == "slurm":
+        checked = _section(errors, "launch.slurm", slurm, "slurm") if isinstance(slurm, dict) else {}
+        launch["slurm"] = {**SLURM_DEFAULTS, **(checked or {})}
+    return launch
 
 
 def _optional(errors: _Errors, raw: dict, key: str, base: Path) -> dict | None:
