@@ -103,7 +103,8 @@ def test_one_class_mapping_for_every_split(tmp_path, capsys, val_classes):
     assert train.classes == val.classes == sorted({"apple", "banana", "coffee", *val_classes})
     assert train.num_classes == val.num_classes == len(train.classes)
     for data in (train, val):  # each image's label names the folder it came from
-        assert all(data.classes[label] == Path(path).parent.name for path, label in data.samples)
-    assert {Path(p).parent.name for p, _ in val.samples} == set(val_classes)
+        assert all(data.classes[label] == Path(path).parent.name for path, label in zip(data.files, data.labels,
+                                                                                         strict=True))
+    assert {Path(p).parent.name for p in val.files} == set(val_classes)
     untrained = "durian" in val_classes
     assert ("note: class(es) durian have no image in" in capsys.readouterr().out) == untrained
