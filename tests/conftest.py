@@ -16,6 +16,12 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _listing_cache(tmp_path_factory):
+    """Image-folder listings are cached in a temporary folder, never in the user's cache (child processes too)."""
+    os.environ["MIMLENS_CACHE"] = str(tmp_path_factory.mktemp("mimlens-cache"))
+
+
 # The headless-Chromium check of a report: load the page from file:// in a 1280 x 900 window with a probe script
 # that records script errors, failed resources and console.error, lists broken images and figures cut off at the
 # right: a table of figures scrolling sideways, an image reaching past the page (a wide table of numbers may scroll).

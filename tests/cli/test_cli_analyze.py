@@ -24,8 +24,9 @@ CKA_KEYS = {"estimator", "unit", "num_images", "layers_a", "layers_b", "matrix"}
 
 
 def raw_images(folder, size):
+    """Every readable image of ``folder`` once (an unreadable file is left out, not replaced)."""
     dataset = build_dataset(folder, img_size=size)
-    return torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    return torch.stack([dataset[i]["image"] for i in dataset.first_readable(len(dataset))])
 
 
 def test_analyze_writes_the_run_directory_contract(analysis_run, image_folder, checkpoint):

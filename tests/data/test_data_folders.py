@@ -41,9 +41,13 @@ def test_image_folder_skips_and_counts_unreadable_files(tree):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # skipped files are reported by skipped_message, never warned about
         data = ImageFiles(tree, eval_transform(8, mean=None))
-        items = [item for batch in DataLoader(data, batch_size=2) for item in batch["label"].tolist()]
+        batches = list(DataLoader(data, batch_size=2))
+    labels = [label for batch in batches for label in batch["label"].tolist()]
+    indices = [index for batch in batches for index in batch["index"].tolist()]
     assert data.classes == ["cat", "dog"] and data.num_classes == 2
-    assert len(data) == 3 and items == [0, 0, 1]  # garbage and the truncated PNG are left out before counting
+    assert len(data) == 5  # listed, not decoded: every image file counts
+    # dog/garbage.jpg (3) and dog/truncated.png (4) are each replaced by the next readable file, cat/a.png (0)
+    assert indices == [0, 1, 2, 0, 0] and labels == [0, 0, 1, 0, 0]
     assert [(Path(p).name, reason) for p, reason in data.skipped] == [("garbage.jpg", "not an image"),
                                                                       ("truncated.png", "truncated")]
     assert skipped_message(data) == (f"skipped 2 unreadable file(s) in {tree}: dog/garbage.jpg (not an image), "
@@ -83,21 +87,21 @@ def test_truncated_jpeg_is_skipped_once_counted_once_reported_once(five_and_a_tr
         warnings.simplefilter("error")
         data = build_dataset(root, img_size=16)
         seen = [i for _ in range(2) for batch in DataLoader(data, batch_size=4) for i in batch["index"].tolist()]
-    assert len(data) == 5 and seen == [0, 1, 2, 3, 4] * 2  # five images, none read twice in an epoch
-    assert sorted(Path(p).name for p, _ in data.samples) == ["j0.jpg", "j1.jpeg", "p0.png", "p1.png", "p2.png"]
-    assert data.skipped == [(str(root / "broken.jpg"), "truncated")]
+    assert list(data.files) == ["broken.jpg", "j0.jpg", "j1.jpeg", "p0.png", "p1.png", "p2.png"]
+    assert len(data) == 6 and seen == [1, 1, 2, 3, 4, 5] * 2  # broken.jpg (0) gives the next file, in each epoch
+    assert data.skipped == [(str(root / "broken.jpg"), "truncated")]  # met twice, recorded once
     message = f"skipped 1 unreadable file(s) in {root}: broken.jpg (truncated)"
     assert skipped_message(data) == message
     assert skipped_message(Subset(Subset(data, range(3)), [0])) == message  # the same line through subsets
 
 
-def test_unverified_folder_replaces_a_truncated_jpeg_and_records_it_once(five_and_a_truncated_jpeg):
+def test_first_readable_leaves_out_a_truncated_jpeg_and_records_it_once(five_and_a_truncated_jpeg):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        data = ImageFiles(five_and_a_truncated_jpeg, verify=False)
-        assert len(data) == 6 and skipped_message(data) is None
-        broken = [Path(p).name for p, _ in data.samples].index("broken.jpg")
-        assert [data[broken]["index"].item() for _ in range(3)] == [broken + 1] * 3  # the next readable image
+        data = ImageFiles(five_and_a_truncated_jpeg)
+        assert len(data) == 6 and skipped_message(data) is None  # nothing decoded yet
+        assert data.first_readable(3) == [1, 2, 3] and data.first_readable(9) == [1, 2, 3, 4, 5]
+        assert [data[0]["index"].item() for _ in range(3)] == [1] * 3  # the next readable image
     assert [Path(p).name for p, _ in data.skipped] == ["broken.jpg"]
 
 
@@ -109,7 +113,7 @@ def test_flat_folder_is_unlabelled(tmp_path):
     for k in range(3):
         _png(tmp_path / f"{k}.png", (k, k, k))
     _png(tmp_path / "sub" / "x.png", (0, 0, 0))  # a flat folder lists its own images only
-    data = ImageFiles(tmp_path, verify=False)
+    data = ImageFiles(tmp_path)
     assert len(data) == 3 and data.num_classes == 0
     assert data[1]["label"] == -1 and isinstance(data[1]["image"], Image.Image)
 
@@ -117,11 +121,11 @@ def test_flat_folder_is_unlabelled(tmp_path):
 def test_missing_and_empty_folders_raise(tmp_path):
     with pytest.raises(MimlensError, match="does not exist"):
         ImageFiles(tmp_path / "nope")
-    with pytest.raises(MimlensError, match="no readable image"):
+    with pytest.raises(MimlensError, match="holds no image"):
         ImageFiles(tmp_path)
     (tmp_path / "cls").mkdir()
     (tmp_path / "cls" / "readme.txt").write_text("x")
-    with pytest.raises(MimlensError, match="no readable image"):
+    with pytest.raises(MimlensError, match="holds no image"):
         ImageFiles(tmp_path)
 
 
@@ -224,6 +228,6 @@ def test_splits_of_a_tree_share_one_class_list(tmp_path):
     _png(tmp_path / "val" / "durian" / "d.png", (0, 250, 0))
     train, val = (build_dataset(tmp_path, img_size=8, split=split) for split in ("train", "val"))
     assert train.classes == val.classes == ["apple", "coffee", "durian"]
-    assert [label for _, label in train.samples] == [0, 1] and [label for _, label in val.samples] == [1, 2]
+    assert train.labels.tolist() == [0, 1] and val.labels.tolist() == [1, 2]
     with pytest.raises(MimlensError, match="class folder.s. durian are not among the tree's classes"):
         ImageFiles(tmp_path / "val", classes=["apple", "coffee"])

@@ -103,7 +103,35 @@ def test_one_class_mapping_for_every_split(tmp_path, capsys, val_classes):
     assert train.classes == val.classes == sorted({"apple", "banana", "coffee", *val_classes})
     assert train.num_classes == val.num_classes == len(train.classes)
     for data in (train, val):  # each image's label names the folder it came from
-        assert all(data.classes[label] == Path(path).parent.name for path, label in data.samples)
-    assert {Path(p).parent.name for p, _ in val.samples} == set(val_classes)
+        assert all(data.classes[label] == Path(path).parent.name for path, label in zip(data.files, data.labels,
+                                                                                         strict=True))
+    assert {Path(p).parent.name for p in val.files} == set(val_classes)
     untrained = "durian" in val_classes
     assert ("note: class(es) durian have no image in" in capsys.readouterr().out) == untrained
+
+
+def test_a_coco_file_is_parsed_once_for_two_builds(tmp_path, monkeypatch):
+    """Keypoint and instance files exported from scenes: two builds of a split share one parse (pycocotools'
+    ``createIndex`` counted), their crops are held as arrays, and a rewritten file is parsed again."""
+    from pycocotools.coco import COCO
+
+    from mimlens.data.export import export_coco_instances, export_coco_keypoints
+    from mimlens.tasks.datasets import pose_set
+    from mimlens.tasks.detection_data import detection_set
+    from mimlens.tasks.pose import CocoKeypointCrops
+
+    scenes = SyntheticScenes(4, 32, 0, split="val")
+    keypoint_file = export_coco_keypoints(scenes, tmp_path / "kp", split="val")
+    export_coco_instances(scenes, tmp_path / "det", split="val", masks=False)
+    indexed = []
+    original = COCO.createIndex
+    monkeypatch.setattr(COCO, "createIndex", lambda self: indexed.append(self) or original(self))
+    first, second = (pose_set(str(tmp_path / "kp"), "val", 32, 0, 0, {})[0] for _ in range(2))
+    assert first is second and len(indexed) == 1
+    crops = CocoKeypointCrops(first, None, (32, 32), (8, 8), load=lambda info: scenes[info["id"]]["image"])
+    assert crops.keypoints.shape == (len(crops), len(first.loadCats(1)[0]["keypoints"]), 3)
+    assert crops.ann_ids.dtype == np.int64 and [a["id"] for a in crops.annotations] == crops.ann_ids.tolist()
+    one, two = (detection_set(tmp_path / "det", "val") for _ in range(2))
+    assert one.coco is two.coco and len(indexed) == 2 and one.image_ids.tolist() == [0, 1, 2, 3]
+    keypoint_file.write_text(keypoint_file.read_text() + "\n")  # a changed file (size and mtime)
+    assert pose_set(str(tmp_path / "kp"), "val", 32, 0, 0, {})[0] is not first and len(indexed) == 3

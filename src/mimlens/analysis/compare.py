@@ -77,6 +77,7 @@ def compare(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print) 
     from mimlens import distributed
     from mimlens.analysis.registry import MeasureContext, selected
     from mimlens.analysis.run import image_dataset, model_meta, progress_enabled, skipped_files
+    from mimlens.data.folders import skipped_message
     from mimlens.models import preprocessing
 
     items = [str(i) for i in cfg["items"]]
@@ -106,9 +107,10 @@ def compare(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print) 
                     "loading": e["meta"]["loading"], **{f"{a.name}_from": e["from"][a.name] for a in per_model},
                     **{a.name: f"{a.name}/{e['label']}.json" for a in per_model}} for e in entries],
     }
+    skipped = skipped_message(dataset)  # a collective
     if main:
         _write(out, cfg, entries, per_model, pairs, meta)
-        _say_summary(out, entries, analyses, pairs, dataset, log)
+        _say_summary(out, entries, analyses, pairs, skipped, log)
     distributed.barrier()
     return meta
 
@@ -180,10 +182,8 @@ def _write(out: Path, cfg: dict[str, Any], entries: list[dict[str, Any]], per_mo
             figures(docs, out / "figures")
 
 
-def _say_summary(out: Path, entries: list[dict[str, Any]], analyses: list, pairs: dict[str, list], dataset,
-                 log: Callable[[str], None]) -> None:
-    from mimlens.data.folders import skipped_message
-
+def _say_summary(out: Path, entries: list[dict[str, Any]], analyses: list, pairs: dict[str, list],
+                 skipped: str | None, log: Callable[[str], None]) -> None:
     for entry in analyses:
         summary = entry.function("summary")
         if summary is None:
@@ -197,9 +197,8 @@ def _say_summary(out: Path, entries: list[dict[str, Any]], analyses: list, pairs
             log(f"\n{entry.name} between models" + (f" ({'; '.join(estimators)})" if estimators else "") + ":")
             for doc in pairs[entry.name]:
                 log(summary(doc))
-    message = skipped_message(dataset)
-    if message:
-        log(message)
+    if skipped:
+        log(skipped)
     if any(e["meta"]["weights"] == "random init" for e in entries):
         log("note: random-init models are untrained references, not pre-trained models")
     made = ", ".join([f"{a.name}/" if a.between is None else f"{a.name}_across.json" for a in analyses])

@@ -121,8 +121,8 @@ def analyze_over_training(cfg: dict[str, Any], out: Path, log: Callable[[str], N
         ctx = MeasureContext(model.eval(), dataset, cfg["analysis"], device, progress, f"{run.name}-step_{step}")
         docs.append(measure_documents(entries, ctx, meta))
     summaries = {}
+    message = skipped_message(dataset)  # a collective
     if main:
-        message = skipped_message(dataset)
         if message:
             log(message)
         out.mkdir(parents=True, exist_ok=True)

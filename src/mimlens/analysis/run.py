@@ -94,20 +94,23 @@ def image_dataset(data: dict[str, Any], img_size: int | tuple[int, int]):
     """The first ``data["num_images"]`` raw images (float RGB in [0, 1], ``img_size``) of a config's ``data``
     section: ``source``, ``split`` and ``synthetic`` (see :data:`DATA_DEFAULTS`).
 
-    Unreadable files are left out by the dataset, listed by :func:`skipped_files` and reported in the one line of
-    :func:`mimlens.data.folders.skipped_message`."""
+    Of an image folder, the first readable ones (:meth:`~mimlens.data.folders.ImageFiles.first_readable`), so
+    that each image is analysed once; unreadable files are listed by :func:`skipped_files` and reported in the
+    one line of :func:`mimlens.data.folders.skipped_message`."""
     from torch.utils.data import Subset
 
-    from mimlens.data import build_dataset
+    from mimlens.data import ImageFiles, build_dataset
 
     scenes = data["synthetic"] if str(data["source"]).startswith("synthetic") else {}
     dataset = build_dataset(data["source"], img_size=img_size, seed=data["seed"], split=data["split"], **scenes)
+    if isinstance(dataset, ImageFiles):
+        return Subset(dataset, dataset.first_readable(data["num_images"]))
     return Subset(dataset, range(min(data["num_images"], len(dataset))))
 
 
 def skipped_files(dataset) -> list[str]:
     """The files of an image folder left out as unreadable so far, each once."""
-    return list(dict.fromkeys(path for path, _ in getattr(dataset.dataset, "skipped", [])))
+    return [path for path, _ in getattr(dataset.dataset, "skipped", [])]
 
 
 def selected_analyses(analysis: dict[str, Any]) -> list:
@@ -193,8 +196,8 @@ def analyze(cfg: dict[str, Any], out: Path, log: Callable[[str], None] = print
             log(f"  {line}")
     ctx = MeasureContext(model, dataset, cfg["analysis"], device, progress_enabled(cfg) and main, model_label(spec))
     docs = measure_documents(entries, ctx, meta)
+    message = skipped_message(dataset)  # a collective
     if main:
-        message = skipped_message(dataset)
         if message:
             log(message)
         out.mkdir(parents=True, exist_ok=True)

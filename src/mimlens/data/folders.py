@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from mimlens.data.listing import IMAGE_EXTENSIONS, folder_listing
 from mimlens.data.photos import photos
+from mimlens.data.skipped import SkipLog, gathered
 from mimlens.data.synthetic import SyntheticScenes
 from mimlens.data.transforms import eval_transform
 from mimlens.errors import MimlensError
@@ -28,10 +29,6 @@ __all__ = ["ImageFiles", "PhotoCrops", "build_dataset", "skipped_message", "tree
 
 #: The split folders of an ImageFolder tree in the ImageNet layout (``DIR/<split>/<class>/*.jpg``).
 SPLITS = ("train", "val", "test")
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
 
 
 def _decoded(path: str, draft: tuple[int, int] | None = None) -> Image.Image:
@@ -70,82 +67,88 @@ class ImageFiles(Dataset):
     ``classes`` fixes the class list (label = position in it) for a split of a larger tree, see
     :func:`tree_classes`; each class folder under ``root`` must be in it, and a listed class may have no folder.
 
-    Unreadable files never stop an epoch and are never warned about: they are recorded once each in ``skipped``
-    as ``(path, reason)``, and :func:`skipped_message` is the one line that reports them. With ``verify``
-    (default) every file is decoded once here (JPEGs at reduced scale) and files that fail are left out, so
-    ``len`` counts readable images only; without it, or if a file changes later, one that fails to decode is
-    replaced by the next readable one.
+    The folder is listed, not decoded (:func:`mimlens.data.listing.folder_listing`: cached, shared by the
+    processes of a run); ``len`` counts its image files. ``files`` holds their paths relative to ``root``
+    (sorted, a folder's files before its sub-folders') and ``labels`` their int64 labels. A file that fails to
+    decode when read is replaced by the next readable one and recorded in :attr:`skip_log`; it never stops an
+    epoch and is never warned about: :func:`skipped_message` is the one line that reports it.
     """
 
-    def __init__(self, root: str | Path, transform: Callable | None = None, *, verify: bool = True,
-                 classes: list[str] | None = None):
+    def __init__(self, root: str | Path, transform: Callable | None = None, *, classes: list[str] | None = None):
         self.root, self.transform = Path(root), transform
         if not self.root.is_dir():
             raise MimlensError(f"image folder {self.root} does not exist or is not a directory")
-        if any(_is_image(p) for p in self.root.iterdir()):
-            self.classes: list[str] = []
-            samples = [(str(p), -1) for p in sorted(self.root.iterdir()) if _is_image(p)]
+        listing = folder_listing(self.root)
+        if len(listing.paths) == 0:
+            raise MimlensError(f"image folder {self.root} holds no image ({', '.join(IMAGE_EXTENSIONS)}) at its "
+                               "top level or in class sub-folders")
+        self.files = listing.paths
+        if listing.folders:
+            self.classes = self._class_list(listing.folders, classes)
+            label_of = {name: label for label, name in enumerate(self.classes)}
+            self.labels = np.array([label_of[name] for name in listing.folders], dtype=np.int64)[listing.folder]
         else:
-            self.classes = self._class_list(classes)
-            class_to_idx = {name: i for i, name in enumerate(self.classes)}
-            samples = make_dataset(self.root, class_to_idx, IMG_EXTENSIONS, allow_empty=True) if class_to_idx else []
-        self.skipped: list[tuple[str, str]] = []
-        if verify:
-            samples = [s for s in samples if self._readable(s[0])]
-        if not samples:
-            raise MimlensError(
-                f"image folder {self.root} holds no readable image ({', '.join(IMG_EXTENSIONS)}) at its top level "
-                "or in class sub-folders"
-            )
-        self.samples = samples
+            self.classes, self.labels = [], listing.folder
         self.num_classes = len(self.classes)
+        self.skip_log = SkipLog()
 
-    def _class_list(self, classes: list[str] | None) -> list[str]:
-        own = find_classes(self.root)[0] if any(self.root.iterdir()) else []
+    def _class_list(self, own: list[str], classes: list[str] | None) -> list[str]:
         if classes is None:
-            return own
+            return list(own)
         unknown = sorted(set(own) - set(classes))
         if unknown:
             raise MimlensError(f"image folder {self.root}: class folder(s) {', '.join(unknown)} are not among the "
                                f"tree's classes ({', '.join(classes)})")
         return list(classes)
 
-    def _readable(self, path: str) -> bool:
-        try:
-            _decoded(path, draft=(64, 64))
-            return True
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            self._skip(path, err)
-            return False
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of each unreadable file met so far by this process and its DataLoader workers."""
+        return self.skip_log.entries()
 
-    def _skip(self, path: str, err: Exception) -> None:
-        if all(path != known for known, _ in self.skipped):
-            self.skipped.append((path, _reason(err)))
+    def path(self, index: int) -> str:
+        return os.path.join(self.root, self.files[index])
+
+    def first_readable(self, count: int) -> list[int]:
+        """The positions of the first ``count`` files that decode (JPEGs at reduced scale), the others
+        recorded as skipped: for a pass that must read each of its images once, such as an analysis."""
+        found: list[int] = []
+        for position in range(len(self)):
+            if len(found) == count:
+                break
+            try:
+                _decoded(self.path(position), draft=(64, 64))
+                found.append(position)
+            except (OSError, ValueError, Image.DecompressionBombError) as err:
+                self.skip_log.record(self.path(position), _reason(err))
+        return found
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        for offset in range(len(self.samples)):
-            position = (index + offset) % len(self.samples)
-            path, label = self.samples[position]
+        for offset in range(len(self)):
+            position = (index + offset) % len(self)
+            path = self.path(position)
             try:
                 image = _decoded(path)
             except (OSError, ValueError, Image.DecompressionBombError) as err:
-                self._skip(path, err)
+                self.skip_log.record(path, _reason(err))
                 continue
             if self.transform is not None:
                 image = self.transform(image)
-            return {"image": image, "label": torch.tensor(label), "index": torch.tensor(position)}
-        raise MimlensError(f"image folder {self.root}: none of its {len(self.samples)} files could be decoded")
+            return {"image": image, "label": torch.tensor(self.labels[position]), "index": torch.tensor(position)}
+        raise MimlensError(f"image folder {self.root}: none of its {len(self)} files could be decoded")
 
 
 def skipped_message(dataset: Dataset) -> str | None:
     """The line every command prints about the unreadable files an image folder skipped (None when there are
-    none): their number, the folder and a few paths in it with the reason. Subsets are looked through."""
+    none): their number, the folder and a few paths in it with the reason, summed over DataLoader workers and
+    ``torchrun`` processes. Subsets are looked through. A collective: every process calls it, rank 0 prints."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
-    skipped = getattr(dataset, "skipped", [])
+    log = getattr(dataset, "skip_log", None)
+    skipped = gathered(log) if log is not None else []
     if not skipped:
         return None
     names = ", ".join(f"{os.path.relpath(path, dataset.root)} ({reason})" for path, reason in skipped[:5])
@@ -218,7 +221,7 @@ def build_dataset(
     - ``photos`` / ``photos:N``: :class:`PhotoCrops` of the bundled photos (1,000 by default).
     - a directory: :class:`ImageFiles` of ``DIR/<split>`` when that exists (ImageNet layout; labels from
       :func:`tree_classes`, the same in every split), else of ``DIR``; ``options`` go to :class:`ImageFiles`
-      (``verify``, ``classes``).
+      (``classes``).
 
     ``transform`` defaults to resize + centre crop to ``img_size`` without normalisation for folders, and to
     nothing for the generated sets (already ``img_size``, float in [0, 1]).

@@ -99,19 +99,21 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     from mimlens.models import build_model, preprocessing
 
     run_dir = Path(run_dir)
+    device = cfg.get("run", {}).get("device", "auto")
+    distributed.init(None if device == "auto" else device)  # before the data: one process lists a folder for all
     seed_everything(int(cfg["train"]["seed"]))  # the same initialisation in every process
     encoder = build_model(cfg["model"]["name"], **cfg["model"]["kwargs"])
     img_size = preprocessing(encoder)["img_size"]
     if not isinstance(img_size, int):
         raise MimlensError(f"pre-training needs a square input, {cfg['model']['name']} expects {img_size}")
     dataset = build_dataset(cfg, img_size)
-    skipped = skipped_message(dataset)
-    if skipped and distributed.is_main():
-        print(skipped, flush=True)
     cfg = resolve_objective(cfg, encoder, dataset)
     model = build_objective(cfg, encoder)
     transform = model.transform(img_size, cfg["data"]["crop_scale"])
     summary = train(model, dataset, transform, cfg, run_dir)
+    skipped = skipped_message(dataset)  # every process and DataLoader worker of the run, once
+    if skipped and distributed.is_main():
+        print(skipped, flush=True)
     finish = objective(cfg["objective"]).finish_function()
     if summary["finished"] and finish is not None and distributed.is_main():
         finish(model, dataset, transform, cfg, run_dir)

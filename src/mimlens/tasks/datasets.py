@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -73,7 +74,6 @@ def classification_set(source: str, split: str, img_size: int, seed: int, num: i
     tree = Path(source).expanduser()
     root = split_dir(tree, split)
     dataset = build_dataset(root, img_size=img_size, seed=seed, classes=tree_classes(tree))
-    report_skipped(dataset)
     if split == "train":
         report_untrained_classes(dataset)
     return dataset
@@ -83,7 +83,7 @@ def report_untrained_classes(dataset: Dataset) -> None:
     """Print one line naming the tree's classes that have no training image (main process only)."""
     from mimlens import distributed
 
-    present = {label for _, label in getattr(dataset, "samples", [])}
+    present = set(getattr(dataset, "labels", np.zeros(0, dtype=np.int64)).tolist())
     missing = [name for i, name in enumerate(getattr(dataset, "classes", [])) if i not in present]
     if missing and distributed.is_main():
         print(f"note: class(es) {', '.join(missing)} have no image in {dataset.root}; they keep their label "
@@ -91,7 +91,8 @@ def report_untrained_classes(dataset: Dataset) -> None:
 
 
 def report_skipped(dataset: Dataset) -> None:
-    """Print the one line about the unreadable files an image folder left out (main process only)."""
+    """Print the one line about the unreadable files an image folder met, in every process and DataLoader
+    worker so far (rank 0 prints; every process calls it), after the passes over it."""
     from mimlens import distributed
     from mimlens.data.folders import skipped_message
 

@@ -262,14 +262,18 @@ class DepthPairs(torch.utils.data.Dataset):
     its own resolution."""
 
     def __init__(self, root: str | Path, image_size: tuple[int, int]) -> None:
-        self.pairs = find_depth_pairs(root)
+        from mimlens.data.listing import PackedStrings
+
+        pairs = find_depth_pairs(root)
+        self.rgb = PackedStrings.pack([str(rgb) for rgb, _ in pairs])  # no Python object per pair
+        self.depth = PackedStrings.pack([str(depth) for _, depth in pairs])
         self.image_size = tuple(image_size)
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.rgb)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rgb_path, depth_path = self.pairs[index]
+        rgb_path, depth_path = Path(self.rgb[index]), Path(self.depth[index])
         image = load_image(rgb_path)
         depth = read_depth(depth_path)
         if tuple(depth.shape) != tuple(image.shape[-2:]):

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.ops import box_convert
@@ -82,10 +83,17 @@ def coco_index(dataset: dict[str, Any], where: str = "COCO instances"):
 
 
 def load_instances(ann_file: str | Path):
-    """The ``COCO`` index of an instances JSON file (checked, read quietly)."""
+    """The ``COCO`` index of an instances JSON file (checked, read quietly); parsed once per process
+    (:func:`mimlens.tasks.coco_files.parsed_once`), so callers share it and must not change it."""
+    from mimlens.tasks.coco_files import parsed_once
+
     path = Path(ann_file)
     if not path.is_file():
         raise MimlensError(f"COCO instances file {path} does not exist")
+    return parsed_once(path, _parse_instances)
+
+
+def _parse_instances(path: Path):
     try:
         dataset = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -107,7 +115,7 @@ class CocoInstances(Dataset):
 
     def __init__(self, coco, image_dir: str | Path, category_ids: list[int] | None = None) -> None:
         self.coco = coco
-        self.image_ids = sorted(coco.getImgIds())
+        self.image_ids = np.array(sorted(coco.getImgIds()), dtype=np.int64)
         self.category_ids = sorted(coco.getCatIds()) if category_ids is None else list(category_ids)
         unknown = sorted(set(coco.getCatIds()) - set(self.category_ids))
         if unknown:
@@ -124,7 +132,7 @@ class CocoInstances(Dataset):
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        info = self.coco.imgs[self.image_ids[index]]
+        info = self.coco.imgs[int(self.image_ids[index])]
         path = self.image_dir / info["file_name"]
         image = load_image(path)
         height, width = int(info["height"]), int(info["width"])

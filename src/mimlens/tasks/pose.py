@@ -42,12 +42,19 @@ SCORE_THRESHOLD = 0.2
 
 
 def load_coco(ann_file: str | Path):
-    """A pycocotools ``COCO`` index of a keypoint annotation file, quietly."""
-    from pycocotools.coco import COCO
+    """A pycocotools ``COCO`` index of a keypoint annotation file, quietly; parsed once per process
+    (:func:`mimlens.tasks.coco_files.parsed_once`), so callers share it and must not change it."""
+    from mimlens.tasks.coco_files import parsed_once
 
     path = Path(ann_file)
     if not path.is_file():
         raise MimlensError(f"COCO keypoint file {path} does not exist")
+    return parsed_once(path, _parse_coco)
+
+
+def _parse_coco(path: Path):
+    from pycocotools.coco import COCO
+
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             coco = COCO(str(path))
@@ -357,10 +364,22 @@ class CocoKeypointCrops(torch.utils.data.Dataset):
         self.keypoint_names = list(cats[0]["keypoints"])
         boxes = [a for a in self.coco.loadAnns(self.coco.getAnnIds(iscrowd=False))
                  if a["bbox"][2] > 0 and a["bbox"][3] > 0]
-        self.annotations = [a for a in boxes if has_labelled_keypoints(a) or not require_keypoints]
-        self.skipped_no_keypoints = len(boxes) - len(self.annotations)
-        if not self.annotations:
+        kept = [a for a in boxes if has_labelled_keypoints(a) or not require_keypoints]
+        self.skipped_no_keypoints = len(boxes) - len(kept)
+        if not kept:
             raise MimlensError(f"{ann_file}: no person box to crop")
+        # per-item records as arrays (no Python object per crop for DataLoader workers to touch)
+        self.ann_ids = np.array([a["id"] for a in kept], dtype=np.int64)
+        self.image_ids = np.array([a["image_id"] for a in kept], dtype=np.int64)
+        self.category_ids = np.array([a["category_id"] for a in kept], dtype=np.int64)
+        self.boxes = np.array([a["bbox"] for a in kept], dtype=np.float64)
+        self.keypoints = np.array([a.get("keypoints") or [0.0] * 3 * self.num_keypoints for a in kept],
+                                  dtype=np.float64).reshape(len(kept), self.num_keypoints, 3)
+
+    @property
+    def annotations(self) -> list[dict]:
+        """The COCO annotation of each crop, in order."""
+        return [self.coco.anns[int(i)] for i in self.ann_ids]
 
     def flip_pairs(self) -> list[tuple[int, int]]:
         """Left/right keypoint pairs found by name (``left_eye`` ↔ ``right_eye``, ``left`` ↔ ``right``)."""
@@ -369,15 +388,13 @@ class CocoKeypointCrops(torch.utils.data.Dataset):
                 if "left" in n and n.replace("left", "right") in names]
 
     def __len__(self) -> int:
-        return len(self.annotations)
+        return len(self.ann_ids)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        ann = self.annotations[index]
-        info = self.coco.loadImgs(ann["image_id"])[0]
+        info = self.coco.imgs[int(self.image_ids[index])]
         image = self.load(info)
-        box = person_crop(ann["bbox"], self.input_size[1] / self.input_size[0])
-        keypoints = torch.tensor(ann.get("keypoints") or [0.0] * 3 * self.num_keypoints,
-                                 dtype=torch.float64).view(-1, 3)
+        box = person_crop(self.boxes[index].tolist(), self.input_size[1] / self.input_size[0])
+        keypoints = torch.from_numpy(self.keypoints[index].copy())
         coords = to_heatmap(keypoints[:, :2], box, self.heatmap_size)
         target, weight = gaussian_heatmaps(coords, (keypoints[:, 2] > 0).double(), self.heatmap_size, self.sigma)
         return {
@@ -385,8 +402,8 @@ class CocoKeypointCrops(torch.utils.data.Dataset):
             "target": target.float(),
             "weight": weight.float(),
             "box": torch.tensor(box, dtype=torch.float64),
-            "image_id": torch.tensor(ann["image_id"]),
-            "category_id": torch.tensor(ann["category_id"]),
+            "image_id": torch.tensor(self.image_ids[index]),
+            "category_id": torch.tensor(self.category_ids[index]),
         }
 
 

@@ -119,7 +119,7 @@ def setup_classification(cfg: dict[str, Any], encoder, prep: dict[str, Any], run
     from mimlens.tasks.backbone import pooled_features
     from mimlens.tasks.baselines import class_counts, majority_class
     from mimlens.tasks.classification import Classifier, LinearProbe, cross_entropy, evaluate_classification
-    from mimlens.tasks.datasets import classification_set
+    from mimlens.tasks.datasets import classification_set, report_skipped
     from mimlens.tasks.objective import TaskObjective
 
     section = cfg["linear" if linear else "cls"]
@@ -149,6 +149,8 @@ def setup_classification(cfg: dict[str, Any], encoder, prep: dict[str, Any], run
         items = acc.per_item()
         labels = items.pop("label")
         majority = majority_class(class_counts(train_set, section["label"], num_classes, **stream_args(cfg)))
+        report_skipped(train_set)
+        report_skipped(eval_set)
         hits = [int(y == majority) for y in labels]
         evidence.update(unit="image", ids=list(range(len(labels))), per_item=items, labels=labels, baselines={
             "majority class": {"metrics": {"top1": sum(hits) / len(hits)}, "per_item": {"top1": hits},
@@ -365,7 +367,7 @@ def setup_detection(cfg: dict[str, Any], encoder, prep: dict[str, Any], run_dir:
         score_thresh=float(det["score_thresh"]), detections_per_img=int(det["detections_per_img"]))
     transform = DetectionTransform(size, prep["mean"], int(det["max_objects"]), bool(det["flip"]))
     results: list[dict] = []
-    order = {image_id: i for i, image_id in enumerate(eval_set.image_ids)}
+    order = {image_id: i for i, image_id in enumerate(eval_set.image_ids.tolist())}
 
     evidence: dict[str, Any] = {}
 

@@ -301,9 +301,7 @@ class _KeypointCrops(Dataset):
         return len(self.crops)
 
     def __getitem__(self, index: int) -> dict:
-        ann = self.crops.annotations[index]
-        keypoints = ann.get("keypoints") or [0.0] * 3 * self.crops.num_keypoints
-        return {**self.crops[index], "keypoints": torch.tensor(keypoints, dtype=torch.float64).view(-1, 3)}
+        return {**self.crops[index], "keypoints": torch.from_numpy(self.crops.keypoints[index].copy())}
 
 
 # ---------------------------------------------------------------------------------------------- passes
@@ -538,7 +536,13 @@ def _sizes(ctx: ProbeContext) -> tuple:
 
 
 def cls_probe(ctx: ProbeContext) -> dict[str, Any]:
-    return ridge_section(cls_task(*_sizes(ctx)), ctx)
+    from mimlens.tasks.datasets import report_skipped
+
+    task = cls_task(*_sizes(ctx))
+    section = ridge_section(task, ctx)
+    report_skipped(task.train_set)
+    report_skipped(task.eval_set)
+    return section
 
 
 def depth_probe(ctx: ProbeContext) -> dict[str, Any]:
