@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from mimlens.cli import main
-from mimlens.engine.signals import stopped_for_resume
+from mimlens.signals import stopped_for_resume
 
 STOP_AT = 3
 SIGNALLING_MAIN = """

@@ -2,7 +2,10 @@
 source for every number, and ``--plan`` lists every stage and each path the user has not filled in. No model is
 built: everything here reads YAML."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,13 @@ def test_the_swinv2_plan_scales_the_throughput_by_pixels(empty_home, tmp_path, c
     lines = capsys.readouterr().out.splitlines()
     rate = 150.28 * (256 / 192) ** 2
     assert gpu_hours(lines, "finetune_det_simmim") == pytest.approx(92187 * 64 / rate / 3600, rel=5e-3)
+
+
+def test_the_plan_is_made_without_importing_torch(empty_home, tmp_path):
+    """--plan reads the study file alone, so it answers in well under a second (torch takes seconds to import)."""
+    code = ("import sys; from mimlens.cli import main; rc = main(sys.argv[1:]); "
+            "sys.exit(10 + rc if 'torch' in sys.modules else rc)")
+    result = subprocess.run([sys.executable, "-c", code, "study", str(VIT_B), "--plan", "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(empty_home)})
+    assert result.returncode == 0, (result.returncode, result.stderr)  # 10 would mean torch was imported
+    assert "still to run: ≈" in result.stdout

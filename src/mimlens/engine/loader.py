@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mimlens.engine.signals import ignore_in_worker
+from mimlens.signals import ignore_in_worker
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

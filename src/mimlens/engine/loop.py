@@ -19,7 +19,7 @@ Conventions:
 - resume: ``run.resume`` or ``RUN/checkpoints/last.pt`` restores everything needed to continue exactly as
   an uninterrupted run on CPU (data order mid-epoch, augmentation, dropout and mixing RNG). The config of
   the checkpoint must equal the current one outside the ``run`` section;
-- stop signals (:data:`mimlens.engine.signals.STOP_SIGNALS`: SIGINT, SIGTERM, SIGUSR1): the current step
+- stop signals (:data:`mimlens.signals.STOP_SIGNALS`: SIGINT, SIGTERM, SIGUSR1): the current step
   finishes, every process agrees to stop after the same step (an all-reduce of the flag each step), a checkpoint
   is written at that step and :class:`~mimlens.errors.Interrupted` is raised (exit status 128 + the signal); a
   rerun resumes from it exactly.
@@ -48,12 +48,12 @@ from mimlens.engine.loader import build_loader
 from mimlens.engine.optim import build_optimizer, build_scheduler, param_group_rows
 from mimlens.engine.runlog import RunLog
 from mimlens.engine.settings import Plan, Settings
-from mimlens.engine.signals import StopSignals, signal_name, stop_status
 from mimlens.engine.sync_bn import convert_process_batchnorm
 from mimlens.errors import Interrupted, MimlensError
 from mimlens.io import save_json
 from mimlens.models.load import BACKBONE_FILE
 from mimlens.models.snapshots import save_backbone, save_snapshot
+from mimlens.signals import StopSignals, signal_name, stop_status
 
 
 class NonFiniteLoss(MimlensError):

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mimlens.engine.signals import stopped_for_resume
 from mimlens.errors import MimlensError
 from mimlens.io import save_json, save_text
+from mimlens.signals import stopped_for_resume
 from mimlens.study.stages import StudyStage
 
 MARKER = "study"  # top-level key of OUT/config.yaml

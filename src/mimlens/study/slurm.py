@@ -38,8 +38,8 @@ from typing import Any
 
 import submitit
 
-from mimlens.engine.signals import stopped_for_resume
 from mimlens.errors import MimlensError
+from mimlens.signals import stopped_for_resume
 from mimlens.study.stages import StudyStage
 
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
