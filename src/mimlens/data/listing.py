@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from mimlens.errors import MimlensError
 
-#: The file name extensions of an image (torchvision's ``IMG_EXTENSIONS``), compared in lower case.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+#: The file name extensions of an image (torchvision's, as its ImageFolder uses them), compared in lower case.
+IMAGE_EXTENSIONS = IMG_EXTENSIONS
 CACHE_ENV = "MIMLENS_CACHE"
 _VERSION = 1
 

@@ -8,7 +8,6 @@ the report says so. A model pre-trained with SimMIM or supervised classification
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ def f2_avgdist_row(study: Study, out: Path, claims: bool) -> dict[str, Any] | No
 def draw_figures(study: Study, out: Path, bars: dict[str, Any]) -> None:
     """The figures spanning several runs (:mod:`mimlens.report.figures_study`) whose inputs all exist: a stage
     that failed leaves its figure out, and its finding says why it is not judged."""
+    from mimlens.io import read_json
     from mimlens.report.figures_attention import run_colour
     from mimlens.report.figures_study import bars_figure, probe_figure, transfer_figure
     from mimlens.tasks.figures import layer_drop_figure
@@ -74,8 +74,7 @@ def draw_figures(study: Study, out: Path, bars: dict[str, Any]) -> None:
         for name in (n for n in names if study.model(n).role == "supervised"):
             sweep = out / "finetune" / f"{spec.task}_{name}" / "drop_sweep.json"
             if sweep.is_file():
-                layer_drop_figure(json.loads(sweep.read_text()), figures / f"layer_drop_{spec.task}.png",
-                                  labels=[name])
+                layer_drop_figure(read_json(sweep), figures / f"layer_drop_{spec.task}.png", labels=[name])
 
 
 def findings_and_report(study: Study, out: Path) -> None:
