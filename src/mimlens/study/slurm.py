@@ -18,8 +18,8 @@ does, one section per run of the job. The weights and findings stages stay in th
   the job id modulo 1000). ``torchrun`` itself ignores SIGUSR1 and SIGTERM there: Slurm signals every process of
   the job, and a second signal forwarded by ``torchrun`` would end the workers before their checkpoint.
 - **Polling and stopping.** The runner polls a job as it polls a child process: the job's result file (the
-  command's exit status), else ``squeue`` every few seconds (a job that ended without a result was cancelled or
-  killed). Stopping the runner (Ctrl-C, SIGTERM) cancels its jobs with ``scancel`` (SIGTERM to the job: a training
+  command's exit status), else ``squeue`` every few seconds (a job squeue has shown ended for a minute without a
+  result was cancelled or killed: a job being requeued can show FAILED for a moment). Stopping the runner (Ctrl-C, SIGTERM) cancels its jobs with ``scancel`` (SIGTERM to the job: a training
   writes its checkpoint) and waits for them to leave the queue: a job left running after the runner has gone
   would finish with no one recording its stage, and the study's rerun would submit a second job writing the same
   folder.
@@ -46,6 +46,9 @@ ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
          "PREEMPTED"}
 GONE = "GONE"  # a job Slurm no longer knows (it ended long ago)
 SQUEUE_EVERY = 5.0  # seconds between two squeue calls for one job
+# a job submitit requeues after SIGUSR1 can show an ended state (FAILED) before Slurm queues it again: it counts as
+# ended only when squeue has said so for this long
+ENDED_FOR = 60.0
 TORCHRUN_SIGNALS = "SIGINT,SIGHUP,SIGQUIT"  # TORCHELASTIC_SIGNALS_TO_HANDLE in a job: not SIGTERM, not SIGUSR1
 
 
@@ -180,8 +183,9 @@ class SlurmStage:
         if state not in ENDED | {GONE}:
             self._ended = None
             return None
-        if self._ended is None:  # seen ended once: look again (a requeue or the result file may follow)
-            self._ended = state
+        if self._ended is None:  # seen ended: look again (a requeue or the result file may follow)
+            self._ended = time.monotonic()
+        if time.monotonic() - self._ended < ENDED_FOR:
             return None
         return self._ended_without_result(state)
 
