@@ -19,10 +19,10 @@ does, one section per run of the job. The weights and findings stages stay in th
   the job, and a second signal forwarded by ``torchrun`` would end the workers before their checkpoint.
 - **Polling and stopping.** The runner polls a job as it polls a child process: the job's result file (the
   command's exit status), else ``squeue`` every few seconds (a job squeue has shown ended for a minute without a
-  result was cancelled or killed: a job being requeued can show FAILED for a moment). Stopping the runner (Ctrl-C, SIGTERM) cancels its jobs with ``scancel`` (SIGTERM to the job: a training
-  writes its checkpoint) and waits for them to leave the queue: a job left running after the runner has gone
-  would finish with no one recording its stage, and the study's rerun would submit a second job writing the same
-  folder.
+  result was cancelled or killed: a job being requeued can show FAILED for a moment). Stopping the runner
+  (Ctrl-C, SIGTERM) cancels its jobs with ``scancel`` (SIGTERM to the job: a training writes its checkpoint) and
+  waits for them to leave the queue: a job left running after the runner has gone would finish with no one
+  recording its stage, and the study's rerun would submit a second job writing the same folder.
 """
 
 from __future__ import annotations
