@@ -62,7 +62,8 @@ class Analysis:
     fig_dir)`` the pairs. ``section(run, assets, docs, labels)`` and ``pair_section(run, assets, docs)`` return
     the report's :class:`mimlens.report.blocks.Section`; ``summary(doc) -> str`` is what the console prints;
     ``tables(doc, out)`` writes other files of one model's run directory (attention's ``attention.csv``).
-    ``over_training(docs, steps, run, out) -> dict``: the summary of the documents of every training step
+    ``block_series(doc) -> {quantity: [value per block]}``: the per-block scalars of one model's document (the
+    report sets them beside the per-block probe scores). ``over_training(docs, steps, run, out) -> dict``: the summary of the documents of every training step
     (``analyze --every-checkpoint``), which writes ``over_training_files``. ``files``: what it writes next to
     ``<name>.json`` in ``analyze``. Both are removed when a rerun leaves them out.
     """
@@ -80,6 +81,7 @@ class Analysis:
     summary: str | Callable | None = None
     tables: str | Callable | None = None
     over_training: str | Callable | None = None
+    block_series: str | Callable | None = None
     files: tuple[str, ...] = ()
     over_training_files: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
