@@ -63,9 +63,10 @@ class Analysis:
     the report's :class:`mimlens.report.blocks.Section`; ``summary(doc) -> str`` is what the console prints;
     ``tables(doc, out)`` writes other files of one model's run directory (attention's ``attention.csv``).
     ``block_series(doc) -> {quantity: [value per block]}``: the per-block scalars of one model's document (the
-    report sets them beside the per-block probe scores). ``over_training(docs, steps, run, out) -> dict``: the summary of the documents of every training step
-    (``analyze --every-checkpoint``), which writes ``over_training_files``. ``files``: what it writes next to
-    ``<name>.json`` in ``analyze``. Both are removed when a rerun leaves them out.
+    report sets them beside the per-block probe scores). ``over_training(docs, steps, run, out) -> dict``: the
+    summary of the documents of every training step (``analyze --every-checkpoint``), which writes
+    ``over_training_files``. ``files``: what it writes next to ``<name>.json`` in ``analyze``. Both are removed
+    when a rerun leaves them out.
     """
 
     name: str

@@ -46,6 +46,8 @@ def run_study(study: Study, out: Path, only: str | None = None) -> int:
         failed = run_stages(out, stages, launch["parallel"], start, say)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if hasattr(start, "close"):
+            start.close()
     if failed:
         raise MimlensError(f"{len(failed)} stage(s) did not finish: {', '.join(failed)}; the others are kept and "
                            "a rerun reuses them")
@@ -55,8 +57,12 @@ def run_study(study: Study, out: Path, only: str | None = None) -> int:
 
 
 def launcher(out: Path, launch: dict):
-    """What starts a command stage: a child process, or with ``launch.scheduler: slurm`` a Slurm job (submitit
-    and the Slurm commands checked here, before anything runs)."""
+    """What starts a command stage: a child process, a worker of the pool (``launch.scheduler: pool``), or with
+    ``launch.scheduler: slurm`` a Slurm job (submitit and the Slurm commands checked here, before anything runs)."""
+    if launch["scheduler"] == "pool":
+        from mimlens.study.pool import Pool
+
+        return Pool(out, launch["threads"], child_env(launch["threads"]))
     if launch["scheduler"] != "slurm":
         return local_launcher(out, launch["threads"])
     try:

@@ -48,7 +48,7 @@ ROLES = ("mim", "supervised", "contrastive", "random", "other")
 PREFIX_POLICIES = ("renorm", "drop", "keep")
 CKA_UNITS = ("image", "pooled", "token")
 ENCODERS = ("base", "momentum")
-SCHEDULERS = ("local", "slurm")
+SCHEDULERS = ("local", "pool", "slurm")
 
 
 @dataclass(frozen=True)
