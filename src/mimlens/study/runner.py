@@ -25,6 +25,7 @@ from typing import Any
 from mimlens.errors import MimlensError
 from mimlens.io import save_json, save_text
 from mimlens.signals import stopped_for_resume
+from mimlens.study.schedule import Clock, ready_stages
 from mimlens.study.stages import StudyStage
 
 MARKER = "study"  # top-level key of OUT/config.yaml
@@ -140,13 +141,14 @@ def run_stages(out: Path, stages: list[StudyStage], parallel: int, launch: Calla
     label = {s.name: f"[{number[s.name]}/{len(stages)}] {s.name}" for s in stages}
     waiting = still_to_run(stages, lambda s: is_done(out, s), lambda s: label[s.name], say)
     finished, failed, running = {s.name for s in stages if s not in waiting}, [], {}
+    clock = Clock(sum(s.minutes for s in waiting), parallel) if any(s.minutes for s in waiting) else None
     try:
         while waiting or running:
             for stage in [s for s in waiting if set(s.needs) & set(failed) and not s.last]:
                 waiting.remove(stage)
                 failed.append(stage.name)
                 say(f"{label[stage.name]}: not run: it needs {', '.join(sorted(set(stage.needs) & set(failed)))}")
-            ready = [s for s in waiting if set(s.needs) <= finished
+            ready = [s for s in ready_stages(waiting, set()) if set(s.needs) <= finished
                      or (s.last and set(s.needs) <= finished | set(failed) and not running)]
             for stage in ready[: parallel - len(running)]:
                 waiting.remove(stage)
@@ -155,7 +157,11 @@ def run_stages(out: Path, stages: list[StudyStage], parallel: int, launch: Calla
                     _run_action(out, stage, label[stage.name], say, finished, failed)
                     continue
                 running[stage.name] = launch(stage)
-                say(f"{label[stage.name]}: running ({stage.processes} process(es); {running[stage.name].where})")
+                expected = "" if clock is None else (
+                    f"; expected {stage.minutes:.2g} min, "
+                    f"{clock.left([*(c.stage for c in running.values()), *waiting])}")
+                say(f"{label[stage.name]}: running ({stage.processes} process(es); {running[stage.name].where})"
+                    + expected)
             if not running and waiting and not ready:
                 raise MimlensError(f"stages {', '.join(s.name for s in waiting)} wait for stages that never ran")
             if running:
@@ -167,6 +173,8 @@ def run_stages(out: Path, stages: list[StudyStage], parallel: int, launch: Calla
                 del running[name]
                 seconds = time.perf_counter() - child.start
                 _finish(out, child.stage, seconds, status)
+                if clock is not None:
+                    clock.finished(child.stage, seconds)
                 if status == 0:
                     finished.add(name)
                     say(f"{label[name]}: finished in {seconds / 60:.2f} min")

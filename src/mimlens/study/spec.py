@@ -16,6 +16,8 @@ finetune:
 masks:    {img_size: 224, num_masks: 200}   # the AvgDist sweep of SimMIM's masking settings
 bars:     {images: 256}                      # validation images of the pre-trainings' training bars
 launch:   {processes: 2, device: cpu, parallel: 1}
+# launch: {scheduler: pool, parallel: 2}   # one-process stages in 2 worker processes that import torch once
+budget:   {pretrain_simmim: 26, finetune_depth: 3.6}  # expected minutes per stage kind: the time left is printed
 # on a Slurm cluster: every command stage a job (see mimlens.study.slurm)
 # launch: {scheduler: slurm, slurm: {partition: gpu, time: 240, gpus_per_task: 8, cpus_per_task: 32}}
 ```
@@ -92,6 +94,7 @@ class Study:
     claims_findings: bool = True
     masks: dict[str, Any] | None = None
     bars: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, float] = field(default_factory=dict)  # stage kind -> expected minutes
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
@@ -155,7 +158,7 @@ SECTIONS: dict[str, dict[str, str]] = {
               "cpus_per_task": "int>=1", "account": "str", "qos": "str", "signal_seconds": "int>=1",
               "requeues": "int>=0", "sbatch": "sbatch"},
 }
-TOP = {"models", "analysis", "probes", "finetune", "masks", "bars", "launch", "claims_findings"}
+TOP = {"models", "analysis", "probes", "finetune", "masks", "bars", "launch", "claims_findings", "budget"}
 LAUNCH_DEFAULTS = {"processes": 1, "device": "cpu", "parallel": 1, "threads": None, "scheduler": "local"}
 # launch.slurm: time limit (minutes), nodes of a multi-process stage, the USR1 warning (seconds before the limit),
 # requeues after a time limit; partition, account and qos are the cluster's defaults when not given
@@ -307,9 +310,21 @@ def load_study(path: str | Path) -> Study:
     finetune = _finetune(errors, raw.get("finetune"), base)
     masks = _optional(errors, raw, "masks", base)
     bars = _section(errors, "bars", raw.get("bars", {}), "bars") or {}
+    budget = _budget(errors, raw.get("budget", {}))
     errors.raise_if_any()
     return Study(path, tuple(models), analysis, probes, finetune, launch, bool(raw.get("claims_findings", True)),
-                 masks, bars)
+                 masks, bars, budget)
+
+
+def _budget(errors: _Errors, value: Any) -> dict[str, float]:
+    """``budget``: stage kind (``pretrain_simmim``, ``analyze``, ``finetune_depth``, ...) -> expected minutes."""
+    if not isinstance(value, dict):
+        errors.add("budget", f"{value!r}: expected a mapping of stage kind -> expected minutes")
+        return {}
+    for kind, minutes in value.items():
+        if isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes < 0:
+            errors.add(f"budget.{kind}", f"{minutes!r}: expected minutes, a number >= 0")
+    return {str(k): float(v) for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _launch(errors: _Errors, value: Any) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class StudyStage:
     last: bool = False  # runs once every other stage has finished or failed, whatever failed
     config: dict[str, Any] | None = None
     inputs: tuple[str, ...] = field(default_factory=tuple)  # paths it reads: size and mtime of those on disk
+    minutes: float = 0.0  # expected minutes (the study's budget for its kind; a sweep, one per drop setting)
 
     def act(self) -> None:
         """Run the stage's ``call``."""
@@ -223,4 +224,21 @@ def study_stages(study: Study, out: Path) -> list[StudyStage]:
     before = tuple(s.name for s in builder.stages)
     builder.add(StudyStage("findings", "findings", "", out, ("findings.json", "report.html"), {},
                            call=("mimlens.study.closing:findings_and_report", (study, out)), needs=before, last=True))
-    return builder.stages
+    return _budgeted(builder.stages, study.budget, study.path)
+
+
+def _budgeted(stages: list[StudyStage], budget: dict[str, float], path: Path) -> list[StudyStage]:
+    """Each stage's expected minutes from ``budget`` (stage kind -> minutes; a drop-last sweep runs one
+    fine-tuning per setting); a kind no stage has is an error naming the kinds there are."""
+    from mimlens.errors import MimlensError
+
+    kinds = sorted({s.kind for s in stages})
+    unknown = sorted(set(budget) - set(kinds))
+    if unknown:
+        raise MimlensError(f"{path}: budget.{unknown[0]}: no stage of this study has that kind (kinds: "
+                           f"{', '.join(kinds)})")
+    for stage in stages:
+        argv = stage.argv or []
+        settings = argv[argv.index("--sweep-drop") + 1].count(",") + 1 if "--sweep-drop" in argv else 1
+        stage.minutes = budget.get(stage.kind, 0.0) * settings
+    return stages
