@@ -66,6 +66,14 @@ def test_a_killed_worker_fails_its_stage_and_the_next_stage_gets_a_new_one(tmp_p
         pool.close()
 
 
+def test_a_stage_may_start_processes_of_its_own(tmp_path):
+    pool = Pool(tmp_path, 1, child_env(1))
+    try:
+        assert finish(pool(stage(tmp_path, "loader", call=("study_builders:start_a_process", ())))) == 0
+    finally:
+        pool.close()
+
+
 def test_a_torchrun_stage_gets_its_own_processes(tmp_path):
     pool = Pool(tmp_path, 1, child_env(1))
     launched = pool(stage(tmp_path, "ddp", argv=["report", str(tmp_path / "none")], processes=2))

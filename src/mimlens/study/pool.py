@@ -91,7 +91,8 @@ class Worker:
     def __init__(self, threads: int | None):
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, threads), daemon=True)
+        # not daemonic, so a stage may start processes of its own (data loaders); Pool.close() ends it
+        self.process = context.Process(target=_serve, args=(child, threads))
         self.process.start()
         child.close()
         self.busy = False
