@@ -133,6 +133,8 @@ def test_high_frequency_share_known_answers_and_brute_force():
         np.testing.assert_allclose(high_frequency_share(random, cutoff).numpy(), expected, rtol=1e-10)
     with pytest.raises(MimlensError, match="cutoff=1.5"):
         high_frequency_share(random, 1.5)
+    with pytest.raises(MimlensError, match="cutoff=-0.1"):
+        DiagnosticsAccumulator(cutoff=-0.1)
 
 
 def feed(accumulator, outputs, num_prefix=1, grid=(4, 4)):

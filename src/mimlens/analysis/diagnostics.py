@@ -34,7 +34,7 @@ from mimlens.analysis.choices import PREFIX_POLICIES, check_choice
 from mimlens.analysis.features import block_names
 from mimlens.analysis.inputs import model_transform
 from mimlens.analysis.nmi import attention_nmi, nmi_cut
-from mimlens.analysis.spectrum import DEFAULT_CUTOFF, high_frequency_share
+from mimlens.analysis.spectrum import DEFAULT_CUTOFF, check_cutoff, high_frequency_share
 from mimlens.analysis.token_norms import BINS_PER_DECADE, MODIFIED_Z, NUM_BINS, bin_values, norm_bins, threshold
 from mimlens.errors import MimlensError
 
@@ -70,6 +70,7 @@ class DiagnosticsAccumulator(Accumulator):
 
     def __init__(self, prefix_policy: str = "renorm", cutoff: float = DEFAULT_CUTOFF):
         check_choice("prefix_policy", prefix_policy, PREFIX_POLICIES)
+        check_cutoff(cutoff)
         self.prefix_policy, self.cutoff = prefix_policy, cutoff
         self.image_size: tuple[int, int] | None = None
         self.images = torch.zeros((), dtype=torch.float64)

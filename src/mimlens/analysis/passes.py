@@ -118,12 +118,6 @@ def diagnostics_measure(ctx: MeasureContext):
                        batch_size=ctx.settings["batch_size"], device=ctx.device, progress=ctx.progress)
 
 
-def diagnostics_load(doc: dict[str, Any]):
-    from mimlens.analysis.diagnostics import Diagnostics
-
-    return Diagnostics.from_json(doc)
-
-
 def diagnostics_document(result, meta: dict[str, Any]) -> dict[str, Any]:
     """``diagnostics.json``: the result's own JSON with the model's record ``meta`` (its ``model`` first)."""
     return {**result.to_json(meta.get("model")), **{key: value for key, value in meta.items() if key != "model"}}

@@ -129,9 +129,9 @@ ANALYSES: Registry = Registry("analysis", (
     ),
     Analysis(
         "diagnostics", "attention NMI per head, high-frequency share of features and high-norm tokens per block",
-        measure="mimlens.analysis.passes:diagnostics_measure", load="mimlens.analysis.passes:diagnostics_load",
-        document="mimlens.analysis.passes:diagnostics_document",
-        figures="mimlens.analysis.passes:diagnostics_figures",
+        measure="mimlens.analysis.passes:diagnostics_measure",
+        load="mimlens.analysis.diagnostics:Diagnostics.from_json",
+        document="mimlens.analysis.passes:diagnostics_document", figures="mimlens.analysis.passes:diagnostics_figures",
         section="mimlens.report.analysis_sections:diagnostics_section",
         summary="mimlens.analysis.passes:diagnostics_summary",
         block_series="mimlens.analysis.passes:diagnostics_block_series",

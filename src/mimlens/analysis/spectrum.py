@@ -20,15 +20,20 @@ import torch
 
 from mimlens.errors import MimlensError
 
-__all__ = ["DEFAULT_CUTOFF", "high_frequency_share", "low_band"]
+__all__ = ["DEFAULT_CUTOFF", "check_cutoff", "high_frequency_share", "low_band"]
 
 DEFAULT_CUTOFF = 0.5
 
 
+def check_cutoff(cutoff: float) -> None:
+    """Refuse a cutoff outside [0, 1) (a fraction of π) with a :class:`MimlensError`."""
+    if isinstance(cutoff, bool) or not isinstance(cutoff, int | float) or not 0 <= cutoff < 1:
+        raise MimlensError(f"cutoff={cutoff!r}: expected a fraction of π in [0, 1)")
+
+
 def low_band(grid: tuple[int, int], cutoff: float = DEFAULT_CUTOFF) -> torch.Tensor:
     """(h, w) bool in FFT bin order: True for the bins with max(|ω_u|, |ω_v|) ≤ cutoff · π."""
-    if not 0 <= cutoff < 1:
-        raise MimlensError(f"cutoff={cutoff!r}: expected a fraction of π in [0, 1)")
+    check_cutoff(cutoff)
     rows, cols = (2 * torch.fft.fftfreq(n, dtype=torch.float64).abs() <= cutoff for n in grid)
     return rows[:, None] & cols[None, :]
 
