@@ -28,11 +28,11 @@ from torch import nn
 
 from mimlens import distributed
 from mimlens.accumulate import Accumulator
-from mimlens.analysis.attention import _batches, attention_capture
+from mimlens.analysis.attention import attention_capture
 from mimlens.analysis.capture import AttentionCall, hooks_removed_on_exit
 from mimlens.analysis.choices import PREFIX_POLICIES, check_choice
 from mimlens.analysis.features import block_names
-from mimlens.analysis.inputs import model_transform
+from mimlens.analysis.inputs import batches_of, model_transform
 from mimlens.analysis.nmi import attention_nmi, nmi_cut
 from mimlens.analysis.spectrum import DEFAULT_CUTOFF, check_cutoff, high_frequency_share
 from mimlens.analysis.token_norms import BINS_PER_DECADE, MODIFIED_Z, NUM_BINS, bin_values, norm_bins, threshold
@@ -302,7 +302,7 @@ def diagnostics(
         model.to(device)
     parameter = next(model.parameters())
     transform = transform if transform is not None else model_transform(model)
-    batches, total = _batches(images, batch_size)
+    batches, total = batches_of(images, batch_size)
     modules = dict(model.named_modules())
 
     def on_output(name, module, args, output):
