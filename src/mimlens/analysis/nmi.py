@@ -10,8 +10,8 @@ p(q, k) = w[q, k] / Σ w, with marginals p(q) = Σ_k p(q, k) and p(k) = Σ_q p(q
 the reference's normalisation (geometric mean of the two entropies). Rows that sum to 1 give p(q) = 1 / (number of
 queries), the reference's uniform query distribution. NMI is 0 when every query attends alike (collapse) and 1 when
 each query attends to its own key alone (a one-to-one map). Where H(q) · H(k) = 0, I is 0 too and NMI is taken as 0.
-The reference adds 1e-8 to every weight before renormalising; here 0 · ln 0 = 0 is exact, which differs from the
-reference by less than (number of keys) · 1e-8 · ln(1e8) per row.
+The reference adds 1e-8 to every weight before renormalising; here 0 · ln 0 = 0 is exact instead (the two differ by
+under 1e-5 on maps of 196 keys, 7e-6 for the one-to-one map).
 
 Queries are patch tokens; prefix keys (CLS, distillation, registers) follow the prefix policy of the attention
 statistics (:mod:`mimlens.analysis.attention`): ``renorm`` (the reference's: drop the prefix rows and columns and
