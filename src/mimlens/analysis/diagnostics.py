@@ -98,10 +98,9 @@ class DiagnosticsAccumulator(Accumulator):
             raise MimlensError(f"attention of `{call.name}` ({info}) does not match the block seen before "
                                f"({self.blocks[call.name]})")
         values = attention_nmi(call.probs.detach(), cut, renorm)  # (B, W, H), NaN for windows left out
-        counted = values[:, cut.windows]
         sums = self.sums[call.name]
-        sums["nmi"] += counted.sum((0, 1), dtype=torch.float64)
-        sums["nmi_count"] += counted.shape[0] * counted.shape[1]
+        sums["nmi"] += values.double().nansum((0, 1))
+        sums["nmi_count"] += values.shape[0] * cut.num_counted
 
     def _add_block(self, info: BlockInfo, call: AttentionCall, cut, renorm: bool) -> None:
         n, device = call.probs.shape[-1], call.probs.device
@@ -136,10 +135,9 @@ class DiagnosticsAccumulator(Accumulator):
             raise MimlensError(f"output of `{name}` has shape {tuple(output.shape)}; expected {positions} patch "
                                f"tokens of a {info.grid[0]}x{info.grid[1]} grid after {info.num_prefix} prefix tokens")
         maps = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *info.grid)
-        share = high_frequency_share(maps, self.cutoff)
-        kept = share[~share.isnan()]
-        sums["share"] += kept.sum(dtype=torch.float64)
-        sums["share_count"] += kept.numel()
+        share = high_frequency_share(maps, self.cutoff)  # NaN for channels of zero amplitude
+        sums["share"] += share.double().nansum()
+        sums["share_count"] += (~share.isnan()).sum()
         norms = tokens.norm(dim=-1)
         sums["norm_sum"] += norms.sum(dtype=torch.float64)
         index = norm_bins(norms) * positions + torch.arange(positions, device=norms.device)

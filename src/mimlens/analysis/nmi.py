@@ -57,13 +57,15 @@ class NmiCut:
     """Which part of one layer's attention enters the NMI under a prefix policy.
 
     ``query_start`` and ``key_start`` cut a ViT sequence (prefix tokens first); ``mask`` (W, 1, Q, K), for Swin,
-    is 1 for the counted keys of real queries; ``windows`` (W,) marks the windows of at least 2 real tokens.
+    is 1 for the counted keys of real queries; ``windows`` (W,) marks the windows of at least 2 real tokens, of which
+    there are ``num_counted``.
     """
 
     query_start: int
     key_start: int
     mask: torch.Tensor | None
     windows: torch.Tensor
+    num_counted: int
 
 
 def nmi_cut(call: AttentionCall, policy: str) -> NmiCut:
@@ -72,7 +74,8 @@ def nmi_cut(call: AttentionCall, policy: str) -> NmiCut:
     if call.window is None:
         p = call.num_prefix
         queries = call.probs.shape[-2] - p
-        return NmiCut(p, 0 if policy == "keep" else p, None, torch.tensor([queries >= 2], device=device))
+        return NmiCut(p, 0 if policy == "keep" else p, None, torch.tensor([queries >= 2], device=device),
+                      int(queries >= 2))
     layout = window_layout(call.grid, call.window, call.shift, call.stride_px)
     num_windows, n = layout.is_token.shape
     allowed = torch.ones(num_windows, n, n, dtype=torch.bool)
@@ -83,7 +86,8 @@ def nmi_cut(call: AttentionCall, policy: str) -> NmiCut:
         allowed = call.window_mask.detach().cpu() == 0
     counted = allowed if policy == "keep" else allowed & layout.is_token[:, None, :]
     mask = (counted & layout.is_token[:, :, None]).to(device, torch.float32)[:, None]
-    return NmiCut(0, 0, mask, (layout.is_token.sum(-1) >= 2).to(device))
+    windows = layout.is_token.sum(-1) >= 2
+    return NmiCut(0, 0, mask, windows.to(device), int(windows.sum()))
 
 
 def attention_nmi(probs: torch.Tensor, cut: NmiCut, renorm: bool) -> torch.Tensor:
