@@ -1,11 +1,13 @@
-"""The two built-in analyses of :mod:`mimlens.analysis.registry`: attention statistics and CKA between layers.
+"""The built-in analyses of :mod:`mimlens.analysis.registry`: attention statistics, CKA between layers and the
+diagnostics per block.
 
 Attention: :func:`mimlens.analysis.attention.attention_stats` over this process's share of the images (sums
 all-reduced), written as ``attention.json`` with the model's record (``meta``: model, architecture, weights,
 loading, data, skipped files, seed or step) and ``attention.csv``. CKA:
 :func:`mimlens.analysis.cka.cka_matrix` within one model or between two, on the same raw images in the same
 order (it splits the batches over processes itself), with the unit, prefix policy and batch of the ``analysis``
-section.
+section. Diagnostics: :func:`mimlens.analysis.diagnostics.diagnostics` over this process's share of the images,
+written as ``diagnostics.json`` with the model's record.
 """
 
 from __future__ import annotations
@@ -106,3 +108,37 @@ def cka_summary(doc: dict[str, Any]) -> str:
         return f"  {label}: mean diagonal {mean:.3f}, last blocks {matrix[-1][-1]:.3f}"
     off = [v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j and not math.isnan(v)]
     return f"  {label}: mean CKA between different layers {sum(off) / len(off) if off else math.nan:.3f}"
+
+
+def diagnostics_measure(ctx: MeasureContext):
+    """:class:`Diagnostics` of ``ctx.model`` (this process's share of the images; the sums are all-reduced)."""
+    from mimlens.analysis.diagnostics import diagnostics
+
+    return diagnostics(ctx.model, ctx.shard(), prefix_policy=ctx.settings["prefix_policy"],
+                       batch_size=ctx.settings["batch_size"], device=ctx.device, progress=ctx.progress)
+
+
+def diagnostics_document(result, meta: dict[str, Any]) -> dict[str, Any]:
+    """``diagnostics.json``: the result's own JSON with the model's record ``meta`` (its ``model`` first)."""
+    return {**result.to_json(meta.get("model")), **{key: value for key, value in meta.items() if key != "model"}}
+
+
+def diagnostics_figures(docs: list[dict[str, Any]], labels: list[str], fig_dir: Path, title: str) -> None:
+    from mimlens.report.figures_diagnostics import save_diagnostics_figures
+
+    save_diagnostics_figures(docs, fig_dir, labels, title=title)
+
+
+def diagnostics_summary(doc: dict[str, Any]) -> str:
+    """One row per block: NMI against uniform attention, high-frequency share, high-norm tokens and norms."""
+    from mimlens.report.summary import DIAGNOSTICS_COLUMNS, diagnostics_rows, text_table
+
+    return text_table(DIAGNOSTICS_COLUMNS, diagnostics_rows(doc))
+
+
+def diagnostics_block_series(doc: dict[str, Any]) -> dict[str, list[float]]:
+    """Per block: mean NMI over heads, high-frequency share, high-norm tokens per image (NaN for null)."""
+    keys = {"nmi": "nmi_mean", "high_frequency_share": "high_frequency_share",
+            "high_norm_tokens": "high_norm_per_image"}
+    return {quantity: [float("nan") if b[key] is None else float(b[key]) for b in doc["blocks"]]
+            for quantity, key in keys.items()}

@@ -127,6 +127,17 @@ ANALYSES: Registry = Registry("analysis", (
         pair_section="mimlens.report.analysis_sections:cka_pair_section",
         summary="mimlens.analysis.passes:cka_summary", files=("figures/cka_within.png",),
     ),
+    Analysis(
+        "diagnostics", "attention NMI per head, high-frequency share of features and high-norm tokens per block",
+        measure="mimlens.analysis.passes:diagnostics_measure",
+        load="mimlens.analysis.diagnostics:Diagnostics.from_json",
+        document="mimlens.analysis.passes:diagnostics_document", figures="mimlens.analysis.passes:diagnostics_figures",
+        section="mimlens.report.analysis_sections:diagnostics_section",
+        summary="mimlens.analysis.passes:diagnostics_summary",
+        block_series="mimlens.analysis.passes:diagnostics_block_series",
+        files=("figures/diagnostics_nmi.png", "figures/diagnostics_high_frequency.png",
+               "figures/diagnostics_high_norm.png"),
+    ),
 ))
 
 

@@ -22,6 +22,23 @@ FIGURES: dict[str, tuple[str, str]] = {
         "ordered pair), averaged over queries and images; large dots: the layer mean. 0 means all heads "
         "attend alike.",
     ),
+    "diagnostics_nmi": (
+        "Attention NMI",
+        "One dot per head: the normalised mutual information between query and key position of its attention "
+        "(0: every query attends alike, 1: each query to its own key), per image (per window for Swin), averaged. "
+        "The dashed line is uniform attention over the same keys.",
+    ),
+    "diagnostics_high_frequency": (
+        "High-frequency share of features",
+        "Per block: the share of the 2-D Fourier amplitude of each channel's patch-token map outside the low band "
+        "(both frequencies at most the cutoff times π), averaged over channels and images.",
+    ),
+    "diagnostics_high_norm": (
+        "High-norm tokens",
+        "Left: patch tokens per image whose output norm is an outlier (modified z-score above 3.5 against the "
+        "block's median and MAD over all images). Right: where they sit, in the block with the most of them "
+        "(the fraction of images with one at each position).",
+    ),
     "cka_within": (
         "CKA between layers",
         "CKA between the representations of every pair of blocks of one model on the same images "
@@ -92,6 +109,13 @@ READING: dict[str, str] = {
         "<b>Against the paper (F3, Fig. 4).</b> Head diversity nearly vanishes in the last three layers of a "
         "supervised model (KL close to 0) while a MIM model keeps it in every layer. Random initialisation "
         "also gives a KL near 0: compare a trained model with its untrained reference."
+    ),
+    "diagnostics": (
+        "<b>Against the references.</b> Park et al. (2023) find the attention of contrastive models collapsing "
+        "in the later blocks (NMI near 0: every query looks at the same keys) while MIM keeps query-dependent "
+        "attention, and MIM features richer in high frequencies. Darcet et al. (2024) find a few high-norm patch "
+        "tokens in the later blocks of large, long-trained models. Read NMI against the uniform line: a "
+        "shifted Swin block has NMI above 0 even for uniform attention, because its mask splits windows."
     ),
     "cka_within": (
         "<b>Against the paper (F5).</b> MIM representations are similar across layers: the whole matrix "
