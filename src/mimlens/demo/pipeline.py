@@ -6,7 +6,7 @@ normal run directory under ``OUT``, so ``mimlens report OUT`` and reruns of any 
 ```
 OUT/pretrain/{random_init,simmim,supervised,moco}/   the same initialisation, then the three pre-trainings
 OUT/bars.json                                      the training bars (bars.py)
-OUT/analysis/{random_init,simmim,supervised,moco}/ mimlens analyze --cka (validation scenes)
+OUT/analysis/{random_init,simmim,supervised,moco}/ mimlens analyze: attention, diagnostics, CKA (validation scenes)
 OUT/compare/                                       mimlens compare of the four analyses (cross-model CKA)
 OUT/masks/                                         mimlens masks --sweep (AvgDist)
 OUT/probe/{random_init,simmim,supervised,moco}/    mimlens probe (layer-wise frozen probes, same items)
