@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mimlens.demo.presets import MASKING_FOLDER as MASKING
 from mimlens.demo.presets import MODELS, TASKS, Preset, sweeps
 from mimlens.findings import judge_study, read_study
 from mimlens.findings import rules as fd
+from mimlens.findings.folder import joined_f2
 from mimlens.io import finite
 from mimlens.io import read_json as read_document
 from mimlens.report.figures_attention import run_colour
@@ -45,20 +45,9 @@ def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
 
 def f2_row(out: Path, preset: Preset) -> dict[str, Any]:
     """F2 from the masking study in ``OUT/masking`` when it has finished under these rules, else AvgDist alone
-    (not judged); a study judged under other rules is named as such, not quoted."""
-    study = out / MASKING / "findings.json"
+    (not judged): :func:`mimlens.findings.folder.joined_f2`."""
     row = fd.f2_avgdist(stage_json(out / "masks" / "avgdist.json"), preset.mask_patch, 0.6, preset.claims)
-    if study.is_file():
-        doc = stage_json(study)
-        found = next((r for r in doc.get("findings", []) if r.get("id") == "F2"), None)
-        version = doc.get("rules_version", 1)
-        if found is not None and version == fd.RULES_VERSION:
-            return fd.f2_from_study(found, MASKING)
-        if found is not None and preset.claims:
-            row["numbers"]["reason"] = (f"the masking study in {MASKING}/ was judged under rules version {version}, "
-                                        f"these are version {fd.RULES_VERSION}: rerun mimlens demo --preset masking "
-                                        f"--out {out / MASKING}")
-    return row
+    return joined_f2(out, row, preset.claims)
 
 
 def about(preset: Preset) -> dict[str, Any]:
