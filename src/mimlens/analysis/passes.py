@@ -51,6 +51,20 @@ def attention_summary(doc: dict[str, Any]) -> str:
     return text_table(LAYER_COLUMNS, attention_layer_rows(doc))
 
 
+def attention_block_series(doc: dict[str, Any]) -> dict[str, list[float | None]]:
+    """Per block (``layers`` in forward order): the mean over heads of the attention distance (px) and of the
+    entropy (nats), and the layer's mean KL between heads (nats; None for a one-head layer), as in
+    docs/attention.md."""
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    layers = doc["layers"]
+    return {"attention distance (px)": [mean(layer["distance_px"]) for layer in layers],
+            "attention entropy (nats)": [mean(layer["entropy"]) for layer in layers],
+            "KL between heads (nats)": [layer["head_kl_mean"] for layer in layers]}
+
+
 def _cka(ctx: MeasureContext, model_b=None):
     from mimlens.analysis.cka import cka_matrix
 
@@ -106,3 +120,14 @@ def cka_summary(doc: dict[str, Any]) -> str:
         return f"  {label}: mean diagonal {mean:.3f}, last blocks {matrix[-1][-1]:.3f}"
     off = [v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j and not math.isnan(v)]
     return f"  {label}: mean CKA between different layers {sum(off) / len(off) if off else math.nan:.3f}"
+
+
+def cka_block_series(doc: dict[str, Any]) -> dict[str, list[float | None]]:
+    """Per block of a within-model ``cka.json``: its CKA with the last block (the last column of the matrix;
+    None where the cell is null). A document between two models is no one model's: an error."""
+    from mimlens.errors import MimlensError
+
+    if doc.get("model_b"):
+        raise MimlensError(f"cka.json between {doc.get('model_a')} and {doc['model_b']}: expected a within-model "
+                           "document for per-block series")
+    return {"CKA with the last block": [row[-1] for row in doc["matrix"]]}
