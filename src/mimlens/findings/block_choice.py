@@ -14,10 +14,10 @@ entry i of a series is block i, the 0-based block index of ``probe.json``'s rows
 - Choice: the block with the best primary metric on the selection half of the items, then read on the judgement
   half (:data:`mimlens.tasks.uncertainty.SPLIT_RULE`, :mod:`mimlens.findings.judging`); a single block is no
   choice. Its uncertainty: the blocks within errors of it — each block's paired difference with the chosen one on
-  the judgement half not worse than ``Z`` SEs (:func:`mimlens.tasks.uncertainty.compare`) — and how often each
-  block is best over ``RESAMPLES`` bootstrap resamples of the selection half (the same draws for every block,
-  :func:`mimlens.tasks.uncertainty.resampled_counts`; blocks tied for best share a draw), i.e. how stable the
-  choice is to the items it was made on (Efron & Tibshirani 1993, ch. 6).
+  the judgement half not worse by more than ``Z`` SEs (:func:`mimlens.tasks.uncertainty.compare`) — and how
+  often each block is best over ``RESAMPLES`` bootstrap resamples of the selection half (the same draws for
+  every block, :func:`mimlens.tasks.uncertainty.resampled_counts`; blocks tied for best share a draw), i.e. how
+  stable the choice is to the items it was made on (Efron & Tibshirani 1993, ch. 6).
 - A ``probe.json`` without per-item values (rows without ``values``): the block with the best point value, and
   the blocks whose unpaired difference with it, sqrt(SE_a² + SE_b²), is within ``Z`` SEs; no bootstrap.
 
@@ -41,8 +41,8 @@ NOT_AVAILABLE = "not available: "
 POOLING = ("each quantity ranked within its model (average ranks for ties), the ranks scaled to [0, 1], then "
            "Spearman's rho over every model's blocks together")
 CHOICE = ("the block with the best primary metric on the selection half of the items; blocks within errors: "
-          "paired difference with the chosen block on the judgement half not worse than {z:g} SE; bootstrap: "
-          "how often each block is best over {r} resamples of the selection half")
+          "paired difference with the chosen block on the judgement half not worse by more than {z:g} SE; "
+          "bootstrap: how often each block is best over {r} resamples of the selection half")
 POINT_CHOICE = ("no per-item values: the block with the best point value; blocks within errors: unpaired "
                 "difference with it within {z:g} x sqrt(SE_a^2 + SE_b^2); no bootstrap")
 
@@ -240,13 +240,12 @@ def block_choice(models: Mapping[str, Mapping[str, Any]], resamples: int | None 
 def read_models(out: Path, models: Sequence[str], labels: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """The inputs of :func:`block_choice` from a study folder (:mod:`mimlens.findings.folder` layout:
     ``analysis/<model>/<analysis>.json`` of every analysis with a ``block_series``, ``probe/<model>/probe.json``),
-    keyed by ``labels[model]``; what a model lacks is named in its ``missing``."""
+    keyed by ``labels[model]`` (else the folder name); what a model lacks is named in its ``missing``."""
     from mimlens.analysis.registry import ANALYSES
     from mimlens.io import read_json
 
-    found = {}
+    found, names = {}, [a for a in ANALYSES.values() if a.block_series is not None]
     for model in models:
-        names = [a for a in ANALYSES.values() if a.block_series is not None]
         analyses = {a.name: read_json(out / "analysis" / model / a.json_name) for a in names
                     if (out / "analysis" / model / a.json_name).is_file()}
         probe_path = out / "probe" / model / "probe.json"
