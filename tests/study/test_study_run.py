@@ -92,6 +92,9 @@ def test_the_study_runs_end_to_end_and_a_killed_rerun_reuses_finished_stages(stu
     assert [row["drop_last"] for row in sweep["rows"]] == [0, 1]
     report = (out / "report.html").read_text()
     assert "F1" in report and "not judged" in report and "About this study" in report
+    choice = json.loads((out / "block_choice.json").read_text())["models"]
+    assert {m: list(e["probe"]) for m, e in choice.items()} == {m: ["depth"] for m in ("simmim", "deit", "moco")}
+    assert "Which block to transfer from" in report and (out / "figures" / "block_choice.png").is_file()
     pose_log, depth_log = ((out / "logs" / f"finetune_{task}_moco.log").read_text() for task in ("pose", "depth"))
     assert pose_log.startswith("$ ") and ("(in a worker of the pool)" in pose_log) == (scheduler == "pool")
     assert "torch.distributed.run --standalone --nproc_per_node 2" in depth_log.splitlines()[0]

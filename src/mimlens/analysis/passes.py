@@ -53,6 +53,20 @@ def attention_summary(doc: dict[str, Any]) -> str:
     return text_table(LAYER_COLUMNS, attention_layer_rows(doc))
 
 
+def attention_block_series(doc: dict[str, Any]) -> dict[str, list[float | None]]:
+    """Per block (``layers`` in forward order): the mean over heads of the attention distance (px) and of the
+    entropy (nats), and the layer's mean KL between heads (nats; None for a one-head layer), as in
+    docs/attention.md."""
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    layers = doc["layers"]
+    return {"attention distance (px)": [mean(layer["distance_px"]) for layer in layers],
+            "attention entropy (nats)": [mean(layer["entropy"]) for layer in layers],
+            "KL between heads (nats)": [layer["head_kl_mean"] for layer in layers]}
+
+
 def _cka(ctx: MeasureContext, model_b=None):
     from mimlens.analysis.cka import cka_matrix
 
@@ -136,9 +150,20 @@ def diagnostics_summary(doc: dict[str, Any]) -> str:
     return text_table(DIAGNOSTICS_COLUMNS, diagnostics_rows(doc))
 
 
-def diagnostics_block_series(doc: dict[str, Any]) -> dict[str, list[float]]:
-    """Per block: mean NMI over heads, high-frequency share, high-norm tokens per image (NaN for null)."""
+def diagnostics_block_series(doc: dict[str, Any]) -> dict[str, list[float | None]]:
+    """Per block: mean NMI over heads, high-frequency share, high-norm tokens per image (None for null)."""
     keys = {"nmi": "nmi_mean", "high_frequency_share": "high_frequency_share",
             "high_norm_tokens": "high_norm_per_image"}
-    return {quantity: [float("nan") if b[key] is None else float(b[key]) for b in doc["blocks"]]
+    return {quantity: [None if b[key] is None else float(b[key]) for b in doc["blocks"]]
             for quantity, key in keys.items()}
+
+
+def cka_block_series(doc: dict[str, Any]) -> dict[str, list[float | None]]:
+    """Per block of a within-model ``cka.json``: its CKA with the last block (the last column of the matrix;
+    None where the cell is null). A document between two models is no one model's: an error."""
+    from mimlens.errors import MimlensError
+
+    if doc.get("model_b"):
+        raise MimlensError(f"cka.json between {doc.get('model_a')} and {doc['model_b']}: expected a within-model "
+                           "document for per-block series")
+    return {"CKA with the last block": [row[-1] for row in doc["matrix"]]}

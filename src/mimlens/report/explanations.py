@@ -91,6 +91,12 @@ FIGURES: dict[str, tuple[str, str]] = {
         "Left: SimMIM's L1 error on the masked pixels next to filling them with the nearest visible pixel or the "
         "mean colour. Right: the supervised model's top-1 next to chance and the required accuracy.",
     ),
+    "block_choice": (
+        "Which block to transfer from",
+        "One row per model. Left: its per-block diagnostics, each scaled from its smallest (0) to its largest (1) "
+        "value over the blocks. Then per task: the frozen-probe score by block (±1 SE), the chosen block starred "
+        "(best on the selection half of the items), the blocks within errors of it shaded.",
+    ),
 }
 
 READING: dict[str, str] = {
@@ -170,5 +176,12 @@ READING: dict[str, str] = {
         "<b>Why the bars.</b> A verdict is claimed only when the models it compares learned something: SimMIM "
         "must beat copying the nearest visible pixel, the supervised model must clear chance by the margin "
         "its rule states. Below a bar the findings that depend on it are not judged."
+    ),
+    "block_choice": (
+        "<b>Choosing a block.</b> A probe chooses the block with the best score on half of the evaluation items "
+        "and is read on the other half: every block within errors of the chosen one is as good a choice as far "
+        "as these items tell, and the bootstrap share says how often the choice would fall on the same block "
+        "with other items. A diagnostic whose rank correlation with a task's score holds in every model (and "
+        "pooled) could choose the block without probing; with a handful of blocks a correlation is weak evidence."
     ),
 }

@@ -52,7 +52,10 @@ def f2_avgdist_row(study: Study, out: Path, claims: bool) -> dict[str, Any] | No
 
 def draw_figures(study: Study, out: Path, bars: dict[str, Any]) -> None:
     """The figures spanning several runs (:mod:`mimlens.report.figures_study`) whose inputs all exist: a stage
-    that failed leaves its figure out, and its finding says why it is not judged."""
+    that failed leaves its figure out, and its finding says why it is not judged. A study with probes also gets
+    ``block_choice.json`` and its figure (:mod:`mimlens.findings.block_choice`; a model without its probe or
+    analysis is named as not available there)."""
+    from mimlens.findings.block_choice import write_block_choice
     from mimlens.io import read_json
     from mimlens.report.figures_attention import run_colour
     from mimlens.report.figures_study import bars_figure, probe_figure, transfer_figure
@@ -68,6 +71,8 @@ def draw_figures(study: Study, out: Path, bars: dict[str, Any]) -> None:
     by_role = sorted(names, key=lambda n: ROLE_ORDER.index(study.model(n).role))
     if study.probes is not None and all((out / "probe" / n / "probe.json").is_file() for n in names):
         probe_figure(out, figures / "probe_by_layer.png", by_role, labels, colours)
+    if study.probes is not None:
+        write_block_choice(out, by_role, labels, colours)
     mim = next((n for n in by_role if study.model(n).role == "mim" and n in bars), None)
     supervised = next((n for n in by_role if study.model(n).role == "supervised" and n in bars), None)
     if mim and supervised:
