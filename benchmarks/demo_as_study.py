@@ -1,5 +1,7 @@
-"""A demo preset run twice, by ``mimlens demo --preset P`` and by ``mimlens study studies/demo-P.yaml``: the wall
-time of each and their ratio, and whether every stage file holds the same numbers.
+"""A demo preset run twice, by the demo's former in-process pipeline (``mimlens.demo.pipeline.run_demo``: stages in
+worker processes of one Python process) and by ``mimlens demo --preset P``, which runs the shipped study
+``demo-P`` through the study runner (a pool of worker processes): the wall time of each and their ratio, and
+whether every stage file holds the same numbers.
 
     python benchmarks/demo_as_study.py                      # the quick preset, in a temporary folder
     python benchmarks/demo_as_study.py --preset default --keep runs/demo-vs-study
@@ -28,7 +30,7 @@ SKIPPED_KEYS = ("seconds", "started_at", "finished_at", "images_per_second")
 
 def run(argv: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mimlens", *argv], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, *argv], check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -92,11 +94,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         base = args.keep or Path(scratch)
         demo, study = base / "demo", base / "study"
-        demo_seconds = run(["demo", "--preset", args.preset, "--out", str(demo)])
-        study_seconds = run(["study", str(ROOT / "studies" / f"demo-{args.preset}.yaml"), "--out", str(study)])
+        demo_seconds = run(["-c", "import sys; from mimlens.demo.pipeline import run_demo; "
+                                  "from mimlens.demo.presets import get_preset; "
+                                  "run_demo(get_preset(sys.argv[1]), sys.argv[2])", args.preset, str(demo)])
+        study_seconds = run(["-m", "mimlens", "demo", "--preset", args.preset, "--out", str(study)])
         files, problems = compare(demo, study)
-    print(f"preset {args.preset}: mimlens demo {demo_seconds:.1f} s, mimlens study {study_seconds:.1f} s, "
-          f"ratio {study_seconds / demo_seconds:.2f}")
+    print(f"preset {args.preset}: former pipeline {demo_seconds:.1f} s, mimlens demo (study runner) "
+          f"{study_seconds:.1f} s, ratio {study_seconds / demo_seconds:.2f}")
     print(f"{files - len({p.split(':')[0] for p in problems})} of {files} files hold the same numbers")
     for line in problems:
         print("  " + line)

@@ -14,13 +14,20 @@ import yaml
 from cli_capture import run_cli
 
 from mimlens.cli import main
-from mimlens.demo.pipeline import build_stages
-from mimlens.demo.presets import MASKING_QUICK, QUICK
+from mimlens.demo.presets import MASKING_QUICK
+from mimlens.findings.rules import RULES_VERSION
 from mimlens.report.blocks import decimals, fmt
+from mimlens.study.spec import load_study, study_file
+from mimlens.study.stages import study_stages
 
 pytestmark = pytest.mark.slow
 
 MODELS = ("random_init", "simmim", "supervised", "moco")
+
+
+def run_of(model: str) -> str:
+    """Where a model's weights are: the random initialisation is exported to weights/, the others pre-trained."""
+    return f"weights/{model}" if model == "random_init" else f"pretrain/{model}"
 TASKS = ("cls", "depth", "pose", "track")
 
 
@@ -44,7 +51,7 @@ def test_every_promised_file_exists(demo):
                 "compare/compare.json", "compare/cka_across.json", "compare/figures/attention_distance.png",
                 "compare/figures/head_kl.png", "masks/avgdist.json", "masks/figures/avgdist.png"]
     for m in MODELS:
-        expected += [f"pretrain/{m}/config.yaml", f"pretrain/{m}/backbone.safetensors",
+        expected += [f"{run_of(m)}/config.yaml", f"{run_of(m)}/backbone.safetensors",
                      f"analysis/{m}/attention.json", f"analysis/{m}/cka.json",
                      f"analysis/{m}/figures/attention_distance.png", f"analysis/{m}/figures/cka_within.png"]
     expected += [f"probe/{m}/{f}" for m in MODELS for f in ("probe.json", "figures/probe_by_layer.png")]
@@ -66,7 +73,7 @@ def test_every_promised_file_exists(demo):
 def test_the_same_initialisation_starts_every_pretraining(demo):
     from safetensors.torch import load_file
 
-    init = load_file(demo.path / "pretrain" / "random_init" / "backbone.safetensors")
+    init = load_file(demo.path / run_of("random_init") / "backbone.safetensors")
     moco = load_file(demo.path / "pretrain" / "moco" / "backbone.safetensors")
     # MoCo v3 freezes the random patch embedding, so it still holds the shared initialisation
     assert (init["patch_embed.proj.weight"] == moco["patch_embed.proj.weight"]).all()
@@ -75,13 +82,14 @@ def test_the_same_initialisation_starts_every_pretraining(demo):
 def test_progress_names_every_stage_with_time_left(demo):
     lines = [line for line in demo.stdout.splitlines() if line.startswith("[")]
     starts = [line for line in lines if "min left" in line]
-    assert len(starts) == 31 and all("expected" in line for line in starts)
-    assert lines[-1].startswith("[32/32] findings and report")
+    assert len(starts) == 31 and all("expected" in line and ": running (" in line for line in starts)
+    assert lines[-1].startswith("[31/31] findings: finished in")
 
 
 def test_quick_findings_all_not_judged_with_the_reason(demo):
     doc = load(demo.path / "findings.json")
-    assert doc["preset"] == "quick" and doc["claims_findings"] is False and doc["rules_version"] == 2
+    assert doc["about"]["preset"] == "quick" and doc["claims_findings"] is False
+    assert doc["rules_version"] == RULES_VERSION
     assert [r["id"] for r in doc["findings"]] == ["F1", "F2", "F3", "F4", "F5", "F6", "F4-probe", "F6-probe"]
     for row in doc["findings"]:
         assert row["verdict"] == "not judged"
@@ -315,7 +323,7 @@ def test_rerun_reuses_every_stage(demo):
     before = {p: p.stat().st_mtime_ns for p in (demo.path / "pretrain").rglob("backbone.safetensors")}
     status, printed = run_cli("demo", "--preset", "quick", "--out", demo.path)
     assert status == 0
-    assert printed.count("done before, reused") == 31
+    assert printed.count("done before, reused") == 30  # all but the findings, which are judged again
     assert before == {p: p.stat().st_mtime_ns for p in (demo.path / "pretrain").rglob("backbone.safetensors")}
 
 
@@ -339,7 +347,7 @@ def test_mimlens_report_renders_the_demo_directory_as_the_demo_does(demo, tmp_pa
     status, _ = run_cli("report", demo.path, "--out", tmp_path / "rep")
     assert status == 0
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert page.count('class="verdict not-judged"') == 8 and "About this demo" in page
+    assert page.count('class="verdict not-judged"') == 8 and "About this study" in page
 
     def headings(text):
         return re.findall(r"<title>[^<]*</title>|<h[234] id=\"[^\"]*\">[^<]*</h[234]>", text)
@@ -352,7 +360,7 @@ def test_mimlens_report_renders_the_demo_directory_as_the_demo_does(demo, tmp_pa
 def test_another_kind_of_directory_is_refused(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["demo", "--preset", "quick", "--out", str(tmp_path), "--fresh"]) == 2
-    assert "is not a demo directory" in capsys.readouterr().err
+    assert "exists and is not a demo directory" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").is_file()
 
 
@@ -360,28 +368,31 @@ def test_parallel_stages_wait_for_what_they_read_and_give_the_same_files(demo, t
     out = tmp_path / "parallel"
     status, printed = run_cli("demo", "--preset", "quick", "--out", out, "--parallel", "2")
     assert status == 0, printed
-    assert "2 at a time, 1 torch thread(s) each" in printed and printed.count("finished in") == 31
+    assert "2 at a time, 1 process(es) each, cpu, pool" in printed and printed.count("finished in") == 31
     records = {p.stem: load(p) for p in (out / "stages").glob("*.json")}
     assert len(records) == 31 and all(r["finished"] for r in records.values())
-    for stage in build_stages(QUICK, out):
+    for stage in study_stages(load_study(study_file("demo-quick")), out):
         for need in stage.needs:
             assert records[need]["finished_at"] <= records[stage.name]["started_at"], (stage.name, need)
     overlapping = sum(a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
                       for a in records.values() for b in records.values() if a is not b)
     assert overlapping > 0  # two stages really ran at once
-    ours = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "stages" not in p.parts)
+    ours = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                  if p.is_file() and not {"stages", "logs"} & set(p.parts))
     theirs = sorted(str(p.relative_to(demo.path)) for p in demo.path.rglob("*")
-                    if p.is_file() and "stages" not in p.parts)
+                    if p.is_file() and not {"stages", "logs"} & set(p.parts))
     assert ours == theirs
 
 
-def test_a_stage_failing_in_a_worker_stops_the_demo_naming_it(tmp_path, capsys):
+def test_a_stage_failing_in_a_worker_stops_what_needs_it_naming_it(tmp_path, capsys):
     status = main(["demo", "--preset", "quick", "--out", str(tmp_path / "d"), "--parallel", "2",
                    "--device", "no-such-device"])
-    err = capsys.readouterr().err
-    assert status == 2 and "stage pretrain_" in err and "no-such-device" in err and "Traceback" not in err
+    printed = capsys.readouterr()
+    assert status == 2 and "did not finish: " in printed.err and "pretrain_simmim" in printed.err
+    assert "pretrain_simmim: FAILED" in printed.out and "no-such-device" in printed.out
+    assert "Traceback" not in printed.out + printed.err
     assert main(["demo", "--preset", "quick", "--out", str(tmp_path / "e"), "--parallel", "0"]) == 2
-    assert "parallel must be at least 1" in capsys.readouterr().err
+    assert "--parallel 0: expected at least 1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- the masking study
@@ -466,7 +477,8 @@ def test_the_study_decides_the_f2_row_of_the_demo_it_joins(study):
     assert "masking/figures/f2_transfer.png" in joined["figures"]
     page = (study.demo / "report.html").read_text()
     assert "masking/report.html" in page
-    assert page.count('<details class="fold">') == 29 + 4 + 2  # the study's runs stay in the study's own report
+    # the masking study's runs stay in its own report
+    assert page.count('<details class="fold">') == 29 + 4 + 2 + 4
 
 
 def test_a_rerun_of_the_study_reuses_every_stage(study):

@@ -1,4 +1,4 @@
-"""The demo's presets as shipped study files: ``mimlens study studies/demo-<preset>.yaml`` runs every stage of
+"""The demo's presets as shipped study files: ``mimlens study demo-<preset>`` runs every stage of
 ``mimlens demo --preset <preset>`` with the same configuration, so the two write the same numbers. Checked here
 stage by stage from the stages both build (nothing runs)."""
 
@@ -16,7 +16,7 @@ from mimlens.study.closing import f2_avgdist_row
 from mimlens.study.spec import load_study
 from mimlens.study.stages import study_stages
 
-STUDIES = Path(__file__).resolve().parents[2] / "studies"
+STUDIES = Path(__file__).resolve().parents[2] / "src" / "mimlens" / "studies"
 STUDY_ONLY = {"weights_random_init", "findings"}  # the demo's init and bars stages: export and closing here
 DEMO_ONLY = {"init", "bars"}
 

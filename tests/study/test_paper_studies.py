@@ -1,4 +1,4 @@
-"""The paper's study files (studies/): they load, their recipes resolve into valid fine-tuning settings with a
+"""The paper's shipped study files: they load, their recipes resolve into valid fine-tuning settings with a
 source for every number, and ``--plan`` lists every stage and each path the user has not filled in. No model is
 built: everything here reads YAML."""
 
@@ -16,7 +16,7 @@ from mimlens.engine.settings import Settings
 from mimlens.study.spec import load_study
 from mimlens.tasks.run import resolve_config
 
-STUDIES = Path(__file__).resolve().parents[2] / "studies"
+STUDIES = Path(__file__).resolve().parents[2] / "src" / "mimlens" / "studies"
 VIT_B, SWINV2 = STUDIES / "paper-vit-b.yaml", STUDIES / "paper-swinv2.yaml"
 RECIPES = sorted((STUDIES / "recipes").glob("*.yaml"))
 
@@ -71,7 +71,7 @@ def test_every_number_in_a_recipe_names_its_source(recipe):
     bare = [line for line in recipe.read_text().splitlines()
             if re.match(r"\s*\w+: *[^\s#]", line) and "#" not in line]
     assert bare == []
-    assert recipe.name in (STUDIES.parent / "docs" / "paper-study.md").read_text()
+    assert recipe.name in (STUDIES.parents[2] / "docs" / "paper-study.md").read_text()
 
 
 def plan_output(study: Path, out: Path, capsys) -> tuple[list[str], list[str]]:

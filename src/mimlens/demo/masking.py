@@ -258,19 +258,25 @@ def write_findings_and_report(out: Path, preset: Preset) -> Path:
 
 
 def refresh_joined(out: Path) -> Path | None:
-    """Rewrite the findings and report of the demo whose folder holds the study (``OUT/..``), when that demo
-    finished (its ``findings.json`` exists); returns its report or None."""
+    """Rewrite the findings and report of the study or demo whose folder holds this masking study (``OUT/..``),
+    when it finished (its ``findings.json`` exists); returns its report or None."""
     from mimlens.config import load_yaml
     from mimlens.demo.findings_stage import write_findings_and_report as write_demo
     from mimlens.demo.presets import get_preset
+    from mimlens.study.closing import findings_and_report
+    from mimlens.study.runner import MARKER as STUDY
+    from mimlens.study.spec import load_study
 
     parent = out.resolve().parent
     if out.name != MASKING_FOLDER or not (parent / "findings.json").is_file() or not (parent / "config.yaml").is_file():
         return None
-    marker = load_yaml(parent / "config.yaml").get(st.MARKER) or {}
+    config = load_yaml(parent / "config.yaml")
+    if STUDY in config:
+        findings_and_report(load_study(config[STUDY]["file"]), parent)
+        return parent / "report.html"
+    marker = config.get(st.MARKER) or {}
     try:
         preset = get_preset(str(marker.get("preset")))
     except MimlensError:
         return None
     return None if preset.mask_settings else write_demo(parent, preset)
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from mimlens.io import read_json
@@ -42,9 +43,13 @@ def _document(run: Run) -> dict[str, Any]:
 
 
 def demo_title(run: Run) -> str | None:
-    """The page title of a demo directory, or None when ``findings.json`` names no preset."""
-    preset = _document(run).get("preset")
-    return f"mimlens demo ({preset} preset)" if preset else None
+    """The page title of a demo or study directory (from its ``findings.json``: the demo preset, else the study
+    file), or None."""
+    doc = _document(run)
+    preset = doc.get("preset") or (doc.get("about") or {}).get("preset")
+    if preset:
+        return f"mimlens demo ({preset} preset)"
+    return f"mimlens study {Path(doc['study']).stem}" if doc.get("study") else None
 
 
 def findings_sections(run: Run, assets: Assets) -> list[Section]:

@@ -110,4 +110,4 @@ def findings_and_report(study: Study, out: Path) -> None:
                "roles": roles, "bars": bars, "findings": rows, "notice": None if study.claims_findings else smoke,
                "about": {"study file": str(study.path), "models": models, **study.about}},
               out / "findings.json")
-    build_report([out], out / "report.html", title=f"mimlens study {study.path.stem}")
+    build_report([out], out / "report.html")

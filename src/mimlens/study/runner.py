@@ -68,8 +68,9 @@ def _prepare(out: Path, stage: StudyStage) -> None:
 
 
 def _finish(out: Path, stage: StudyStage, seconds: float, status: int) -> None:
+    started_at = (record(out, stage) or {}).get("started_at")
     save_json({"key": stage.key, "finished": status == 0, "status": status, "seconds": round(seconds, 2),
-               "finished_at": time.time()}, out / "stages" / f"{stage.name}.json")
+               "started_at": started_at, "finished_at": time.time()}, out / "stages" / f"{stage.name}.json")
 
 
 class Running:

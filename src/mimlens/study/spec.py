@@ -286,6 +286,22 @@ def _check_names(errors: _Errors, analysis: dict | None, probes: dict | None) ->
             errors.add("probes.tasks", f"{task!r} has no frozen probe (expected names from {', '.join(probed)})")
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "studies"  # the studies mimlens ships, by name
+
+
+def study_file(name: str | Path) -> Path:
+    """``name`` when it is a file, else the shipped study of that name (``SHIPPED/<name>.yaml``); an error
+    naming both and the shipped studies otherwise."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = SHIPPED / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
+    raise MimlensError(f"{name}: no such study file, and no shipped study of that name (shipped: {names})")
+
+
 def load_study(path: str | Path) -> Study:
     """The study file ``path``, checked in full (every problem one line naming the key; all raised together)."""
     import re
