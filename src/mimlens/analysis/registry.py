@@ -63,8 +63,9 @@ class Analysis:
     the report's :class:`mimlens.report.blocks.Section`; ``summary(doc) -> str`` is what the console prints;
     ``tables(doc, out)`` writes other files of one model's run directory (attention's ``attention.csv``).
     ``block_series(doc) -> {quantity: [value per block]}``: the per-block scalars of one model's document (the
-    report sets them beside the per-block probe scores). ``over_training(docs, steps, run, out) -> dict``: the summary of the documents of every training step
-    (``analyze --every-checkpoint``), which writes ``over_training_files``. ``files``: what it writes next to
+    report sets them beside the per-block probe scores). ``over_training(docs, steps, run, out) -> dict``: the
+    summary of the documents of every training step (``analyze --every-checkpoint``), which writes
+    ``over_training_files``. ``files``: what it writes next to
     ``<name>.json`` in ``analyze``. Both are removed when a rerun leaves them out.
     """
 
@@ -125,6 +126,18 @@ ANALYSES: Registry = Registry("analysis", (
         section="mimlens.report.analysis_sections:cka_section",
         pair_section="mimlens.report.analysis_sections:cka_pair_section",
         summary="mimlens.analysis.passes:cka_summary", files=("figures/cka_within.png",),
+    ),
+    Analysis(
+        "similarity", "mutual k-NN, CKNNA, SVCCA, PWCCA, Procrustes angle and RSA between every pair of blocks "
+        "(pooled features); between models in compare",
+        measure="mimlens.analysis.passes:similarity_measure", between="mimlens.analysis.passes:similarity_between",
+        load="mimlens.analysis.similarity_pass:SimilarityResult.from_json",
+        figures="mimlens.analysis.passes:similarity_figures",
+        pair_figures="mimlens.analysis.passes:similarity_pair_figures",
+        section="mimlens.report.analysis_sections:similarity_section",
+        pair_section="mimlens.report.analysis_sections:similarity_pair_section",
+        summary="mimlens.analysis.passes:similarity_summary",
+        block_series="mimlens.analysis.passes:similarity_block_series", files=("figures/similarity_within.png",),
     ),
 ))
 
