@@ -31,10 +31,10 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise MimlensError(f"{name}={value!r}: expected one of {', '.join(choices)}")
 
 
-def check_similarity(settings: object, key: str = "similarity") -> None:
+def check_similarity(settings: object, key: str = "similarity", images: int | None = None) -> None:
     """The ``similarity`` settings: exactly the keys of :data:`SIMILARITY_DEFAULTS`, ``measures`` a non-empty list of
-    known measures, ``pooled`` one of :data:`POOLED`, ``k`` and ``max_images`` positive integers; else one line
-    naming the key."""
+    known measures, ``pooled`` one of :data:`POOLED`, ``k`` and ``max_images`` positive integers, and ``images``
+    (when given) at most ``max_images`` if a full-data measure is asked for; else one line naming the key."""
     if not isinstance(settings, dict) or set(settings) != set(SIMILARITY_DEFAULTS):
         raise MimlensError(f"{key}={settings!r}: expected a mapping with the keys {', '.join(SIMILARITY_DEFAULTS)}")
     measures = settings["measures"]
@@ -48,3 +48,8 @@ def check_similarity(settings: object, key: str = "similarity") -> None:
         value = settings[name]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise MimlensError(f"{key}.{name}={value!r}: expected a positive integer")
+    full = [name for name in measures if name in FULL_DATA_MEASURES]
+    if full and images is not None and images > settings["max_images"]:
+        raise MimlensError(f"{images} images exceed {key}.max_images={settings['max_images']}: {', '.join(full)} "
+                           "keep every image's pooled features (n·d·4 bytes per block) and n x n matrices; raise the "
+                           "cap or leave them out of the measures")

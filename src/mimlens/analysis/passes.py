@@ -112,10 +112,11 @@ def cka_summary(doc: dict[str, Any]) -> str:
 
 
 def _similarity(ctx: MeasureContext, model_b=None):
-    from mimlens.analysis.similarity_pass import check_cap, similarity_matrix
+    from mimlens.analysis.choices import check_similarity
+    from mimlens.analysis.similarity_pass import similarity_matrix
 
     options = ctx.settings["similarity"]
-    check_cap(options["measures"], len(ctx.dataset), options["max_images"])  # before any forward pass
+    check_similarity(options, "analysis.similarity", images=len(ctx.dataset))  # before any forward pass
     return similarity_matrix(ctx.model, ctx.batches(), model_b, measures=options["measures"],
                              pooled=options["pooled"], prefix_policy=ctx.settings["prefix_policy"], k=options["k"],
                              max_images=options["max_images"], batch_size=ctx.settings["batch_size"],

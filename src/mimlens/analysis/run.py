@@ -75,8 +75,9 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise MimlensError(f"analysis.prefix_policy={analysis['prefix_policy']!r}: expected one of {PREFIX_POLICIES}")
     if analysis["cka_unit"] not in UNITS:
         raise MimlensError(f"analysis.cka_unit={analysis['cka_unit']!r}: expected one of {UNITS}")
-    check_similarity(analysis["similarity"], "analysis.similarity")
-    selected_analyses(analysis)
+    names = [entry.name for entry in selected_analyses(analysis)]
+    check_similarity(analysis["similarity"], "analysis.similarity",
+                     images=data["num_images"] if "similarity" in names else None)
 
 
 def check_model(model: dict[str, Any]) -> None:

@@ -61,7 +61,7 @@ from mimlens.analysis.similarity import (
 )
 from mimlens.errors import MimlensError
 
-__all__ = ["MomentSums", "PooledRows", "SimilarityResult", "check_cap", "similarity_matrix"]
+__all__ = ["MomentSums", "PooledRows", "SimilarityResult", "similarity_matrix"]
 
 FULL_DATA = {"mutual_knn": mutual_knn, "cknna": cknna, "rsa": rsa}
 MOMENTS = {"svcca": svcca, "pwcca": pwcca, "procrustes": procrustes}
@@ -198,14 +198,6 @@ class SimilarityResult:
                    list(data.get("svcca_dims_b", [])), list(data.get("notes", [])))
 
 
-def check_cap(measures: Sequence[str], images: int, max_images: int) -> None:
-    """One line when a full-data measure is asked for on more than ``max_images`` images."""
-    full = [m for m in measures if m in FULL_DATA_MEASURES]
-    if full and images > max_images:
-        raise MimlensError(f"{images} images exceed max_images={max_images}: {', '.join(full)} keep every image's "
-                           f"pooled features (n·d·4 bytes per block) and n x n matrices; raise the cap or drop them")
-
-
 def _model_name(model: nn.Module) -> str:
     config = getattr(model, "pretrained_cfg", None) or {}
     return config.get("architecture") or type(model).__name__
@@ -235,9 +227,8 @@ def similarity_matrix(
     :func:`~mimlens.analysis.inputs.model_transform`). ``k``: the neighbours of mutual k-NN and CKNNA.
     ``max_images``: the cap of the full-data measures (see the module docstring for the memory).
     """
-    check_similarity({"measures": list(measures), "pooled": pooled, "k": k, "max_images": max_images})
-    if torch.is_tensor(images):
-        check_cap(measures, len(images), max_images)
+    settings = {"measures": list(measures), "pooled": pooled, "k": k, "max_images": max_images}
+    check_similarity(settings, images=len(images) if torch.is_tensor(images) else None)
     check_choice("prefix_policy", prefix_policy, PREFIX_POLICIES)
     models = [model_a] if model_b is None else [model_a, model_b]
     transforms = [t if t is not None else model_transform(m)
@@ -248,12 +239,13 @@ def similarity_matrix(
         probes = [stack.enter_context(BlockFeatures(m, unit="pooled", prefix_policy=prefix_policy, pooled=pooled))
                   for m in models]
         stack.enter_context(eval_mode(*models))
-        sums, rows, total = _stream(images, batch_size, models, probes, transforms, devices, measures, max_images,
+        sums, rows, total = _stream(images, batch_size, models, probes, transforms, devices, settings,
                                     progress and distributed.is_main())
     sums.all_reduce_()
     result = SimilarityResult(probes[0].layers, probes[-1].layers, {}, total, k, pooled, prefix_policy,
                               _model_name(model_a), None if model_b is None else _model_name(model_b))
-    _moment_matrices(result, sums, [m for m in measures if m in MOMENTS])
+    if any(m in MOMENTS for m in measures):
+        _moment_matrices(result, sums, [m for m in measures if m in MOMENTS])
     if full:
         gathered = [rows[0].gather(total, sums.widths_a)]
         if model_b is not None:
@@ -271,18 +263,18 @@ def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.dev
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def _stream(images, batch_size, models, probes, transforms, devices, measures, max_images, progress):
-    """Forward this rank's share of the batches; return the sums, each model's kept rows and the image count."""
+def _stream(images, batch_size, models, probes, transforms, devices, settings, progress):
+    """Forward this rank's share of the batches; return the sums, each model's kept rows and the image count
+    (refused as soon as the count passes the cap of the full-data measures)."""
     from tqdm.auto import tqdm
 
     rank, world = distributed.rank(), distributed.world_size()
-    full = any(m in FULL_DATA_MEASURES for m in measures)
+    full = any(m in FULL_DATA_MEASURES for m in settings["measures"])
     sums, rows, total = None, [], 0
     for index, raw in enumerate(tqdm(image_batches(images, max(4, batch_size)), desc="similarity", unit="batch",
                                      disable=not progress)):
         offset, total = total, total + len(raw)
-        if full:
-            check_cap(measures, total, max_images)
+        check_similarity(settings, images=total)
         mine = index % world == rank
         if not mine and sums is not None:
             continue
