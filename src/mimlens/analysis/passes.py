@@ -1,5 +1,5 @@
-"""The built-in analyses of :mod:`mimlens.analysis.registry`: attention statistics, CKA between layers and the
-diagnostics per block.
+"""The built-in analyses of :mod:`mimlens.analysis.registry`: attention statistics, CKA between layers, the
+diagnostics per block and the other similarity measures between layers.
 
 Attention: :func:`mimlens.analysis.attention.attention_stats` over this process's share of the images (sums
 all-reduced), written as ``attention.json`` with the model's record (``meta``: model, architecture, weights,
@@ -7,7 +7,10 @@ loading, data, skipped files, seed or step) and ``attention.csv``. CKA:
 :func:`mimlens.analysis.cka.cka_matrix` within one model or between two, on the same raw images in the same
 order (it splits the batches over processes itself), with the unit, prefix policy and batch of the ``analysis``
 section. Diagnostics: :func:`mimlens.analysis.diagnostics.diagnostics` over this process's share of the images,
-written as ``diagnostics.json`` with the model's record.
+written as ``diagnostics.json`` with the model's record. Similarity:
+:func:`mimlens.analysis.similarity_pass.similarity_matrix` within one model or between two, with the settings of
+``analysis.similarity`` (measures, pooled token, k, image cap); its per-block series are each block's value with
+the last block (the matrix's last column).
 """
 
 from __future__ import annotations
@@ -167,3 +170,69 @@ def cka_block_series(doc: dict[str, Any]) -> dict[str, list[float | None]]:
         raise MimlensError(f"cka.json between {doc.get('model_a')} and {doc['model_b']}: expected a within-model "
                            "document for per-block series")
     return {"CKA with the last block": [row[-1] for row in doc["matrix"]]}
+
+
+def _similarity(ctx: MeasureContext, model_b=None):
+    from mimlens.analysis.choices import check_similarity
+    from mimlens.analysis.similarity_pass import similarity_matrix
+
+    options = ctx.settings["similarity"]
+    check_similarity(options, "analysis.similarity", images=len(ctx.dataset))  # before any forward pass
+    return similarity_matrix(ctx.model, ctx.batches(), model_b, measures=options["measures"],
+                             pooled=options["pooled"], prefix_policy=ctx.settings["prefix_policy"], k=options["k"],
+                             max_images=options["max_images"], batch_size=ctx.settings["batch_size"],
+                             device=ctx.device, progress=ctx.progress)
+
+
+def similarity_measure(ctx: MeasureContext):
+    """:class:`SimilarityResult` between the blocks of ``ctx.model``, its axes named by ``ctx.label``."""
+    result = _similarity(ctx)
+    result.model_a = ctx.label
+    return result
+
+
+def similarity_between(ctx: MeasureContext, model_b, label_b: str):
+    """:class:`SimilarityResult` between the blocks of ``ctx.model`` (rows) and ``model_b`` (columns)."""
+    result = _similarity(ctx, model_b)
+    result.model_a, result.model_b = ctx.label, label_b
+    return result
+
+
+def similarity_figures(docs: list[dict[str, Any]], labels: list[str], fig_dir: Path, title: str) -> None:
+    from mimlens.report.figures_similarity import plot_similarity
+
+    for doc, label in zip(docs, labels, strict=True):
+        name = "similarity_within" if len(docs) == 1 else f"similarity_within_{label}"
+        plot_similarity(doc, fig_dir / f"{name}.png", title=f"Similarity between blocks of {title}")
+
+
+def similarity_pair_figures(docs: list[dict[str, Any]], fig_dir: Path) -> None:
+    from mimlens.report.figures_similarity import plot_similarity
+
+    for doc in docs:
+        name = "similarity_across" if len(docs) == 1 else f"similarity_across_{doc['model_a']}_vs_{doc['model_b']}"
+        plot_similarity(doc, fig_dir / f"{name}.png")
+
+
+def similarity_block_series(doc: dict[str, Any]) -> dict[str, list[float | None]]:
+    """Each measure between every block and the last block (the matrix's last column; the last value is the
+    measure's identity value): how close each block already is to the representation the model ends with."""
+    return {f"{name} with the last block": [row[-1] for row in matrix] for name, matrix in doc["measures"].items()}
+
+
+def similarity_summary(doc: dict[str, Any]) -> str:
+    """Per measure: the mean between different blocks (within), or on the diagonal and between the last blocks."""
+    import math
+
+    label = f"{doc.get('model_a')} vs {doc['model_b']}" if doc.get("model_b") else f"{doc.get('model_a')} (within)"
+    lines = [f"  {label}, {doc['num_images']} images:"]
+    for name, rows in doc["measures"].items():
+        matrix = [[math.nan if v is None else v for v in row] for row in rows]
+        if doc.get("model_b"):
+            diagonal = [matrix[i][i] for i in range(min(len(matrix), len(matrix[0]))) if not math.isnan(matrix[i][i])]
+            mean = sum(diagonal) / len(diagonal) if diagonal else math.nan
+            lines.append(f"    {name}: mean diagonal {mean:.3f}, last blocks {matrix[-1][-1]:.3f}")
+        else:
+            off = [v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j and not math.isnan(v)]
+            lines.append(f"    {name}: mean between different blocks {sum(off) / len(off) if off else math.nan:.3f}")
+    return "\n".join(lines)

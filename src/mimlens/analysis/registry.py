@@ -140,6 +140,18 @@ ANALYSES: Registry = Registry("analysis", (
         files=("figures/diagnostics_nmi.png", "figures/diagnostics_high_frequency.png",
                "figures/diagnostics_high_norm.png"),
     ),
+    Analysis(
+        "similarity", "mutual k-NN, CKNNA, SVCCA, PWCCA, Procrustes angle and RSA between every pair of blocks "
+        "(pooled features); between models in compare",
+        measure="mimlens.analysis.passes:similarity_measure", between="mimlens.analysis.passes:similarity_between",
+        load="mimlens.analysis.similarity_pass:SimilarityResult.from_json",
+        figures="mimlens.analysis.passes:similarity_figures",
+        pair_figures="mimlens.analysis.passes:similarity_pair_figures",
+        section="mimlens.report.analysis_sections:similarity_section",
+        pair_section="mimlens.report.analysis_sections:similarity_pair_section",
+        summary="mimlens.analysis.passes:similarity_summary",
+        block_series="mimlens.analysis.passes:similarity_block_series", files=("figures/similarity_within.png",),
+    ),
 ))
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mimlens.analysis.choices import PREFIX_POLICIES, UNITS
+from mimlens.analysis.choices import PREFIX_POLICIES, SIMILARITY_DEFAULTS, UNITS, check_similarity
 from mimlens.errors import MimlensError
 from mimlens.model_names import check_loading
 
@@ -51,9 +51,11 @@ DATA_DEFAULTS: dict[str, Any] = {
     "source": "synthetic", "num_images": 64, "seed": 0, "split": "train",
     "synthetic": {"num_objects": None, "background": None, "background_strength": None},
 }
-# ``names``: the analyses to run (:data:`mimlens.analysis.registry.ANALYSES`); ``cka: true`` adds CKA to them.
+# ``names``: the analyses to run (:data:`mimlens.analysis.registry.ANALYSES`); ``cka: true`` adds CKA to them;
+# ``similarity``: the settings of the similarity analysis (:data:`mimlens.analysis.choices.SIMILARITY_DEFAULTS`).
 ANALYSIS_DEFAULTS: dict[str, Any] = {"names": ["attention"], "batch_size": 64, "prefix_policy": "renorm",
-                                     "cka": False, "cka_unit": "image", "every_checkpoint": False}
+                                     "cka": False, "cka_unit": "image", "every_checkpoint": False,
+                                     "similarity": SIMILARITY_DEFAULTS}
 MODEL_DEFAULTS: dict[str, Any] = {"spec": None, "arch": None, "seed": 0, "pretrained": False, "encoder": "base"}
 
 
@@ -73,7 +75,9 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise MimlensError(f"analysis.prefix_policy={analysis['prefix_policy']!r}: expected one of {PREFIX_POLICIES}")
     if analysis["cka_unit"] not in UNITS:
         raise MimlensError(f"analysis.cka_unit={analysis['cka_unit']!r}: expected one of {UNITS}")
-    selected_analyses(analysis)
+    names = [entry.name for entry in selected_analyses(analysis)]
+    check_similarity(analysis["similarity"], "analysis.similarity",
+                     images=data["num_images"] if "similarity" in names else None)
 
 
 def check_model(model: dict[str, Any]) -> None:

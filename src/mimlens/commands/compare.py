@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mimlens.analysis.choices import SIMILARITY_DEFAULTS
 from mimlens.analysis.run import DATA_DEFAULTS
 from mimlens.commands.analyze import add_data_arguments, add_loading_arguments, data_flags
 
@@ -25,7 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "pretrained": False,
     "encoder": "base",
     "data": DATA_DEFAULTS,
-    "analysis": {"names": ["attention", "cka"], "batch_size": 64, "prefix_policy": "renorm", "cka_unit": "image"},
+    "analysis": {"names": ["attention", "cka"], "batch_size": 64, "prefix_policy": "renorm", "cka_unit": "image",
+                 "similarity": SIMILARITY_DEFAULTS},
     "run": {"device": None, "out": None, "progress": True},
 }
 

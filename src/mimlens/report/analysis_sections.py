@@ -2,6 +2,10 @@
 (figures and per-layer tables of one model or several overlaid), CKA (within one model, between pairs) and the
 diagnostics (figures and per-block tables).
 
+
+(figures and per-layer tables of one model or several overlaid), CKA and the other similarity measures (within
+one model, between pairs).
+
 Each takes the run, the report's assets and the analysis's documents (one per model; ``labels`` name them) and
 returns the sections to show; the figures are the run's own ``figures/*.png``.
 """
@@ -80,3 +84,45 @@ def diagnostics_section(run: Run, assets: Assets, docs: list[dict[str, Any]], la
                 "heads; norms of patch tokens; prefix norms: the mean norm of each prefix token.")
         body += table(DIAGNOSTICS_COLUMNS, diagnostics_rows(doc), note)
     return [Section("Attention and feature diagnostics", body)]
+
+
+def _similarity_rows(doc: dict[str, Any], across: bool) -> list[list[Any]]:
+    """Per measure: the mean off the diagonal and (first, last) within a model; the mean diagonal and (last,
+    last) between two."""
+    from mimlens.report.figures_similarity import LABELS
+
+    rows = []
+    for name, matrix in doc.get("measures", {}).items():
+        n, m = len(matrix), len(matrix[0]) if matrix else 0
+        if across:
+            cells = [matrix[i][i] for i in range(min(n, m)) if matrix[i][i] is not None]
+            corner = matrix[-1][-1] if n else None
+        else:
+            cells = [matrix[i][j] for i in range(n) for j in range(m) if i != j and matrix[i][j] is not None]
+            corner = matrix[0][-1] if n > 1 else None
+        rows.append([LABELS.get(name, name), sum(cells) / len(cells) if cells else None, corner])
+    return rows
+
+
+def similarity_section(run: Run, assets: Assets, docs: list[dict[str, Any]], labels: list[str]) -> list[Section]:
+    """The similarity measures between the blocks of each model: one heat map per measure and a summary table."""
+    sections = []
+    for doc, label in zip(docs, labels, strict=True):
+        stem = "similarity_within" if len(docs) == 1 else f"similarity_within_{label}"
+        stats = facts({"sample": doc.get("estimator"), "images": doc.get("num_images"),
+                       "notes": "; ".join(doc.get("notes", []))})
+        body = table(["measure", "mean between different blocks", "(first block, last block)"],
+                     _similarity_rows(doc, across=False), "Procrustes is an angle in radians: 0 = the same.")
+        title = "Similarity between blocks" if len(docs) == 1 else f"Similarity between blocks of {label}"
+        sections.append(Section(title, run_figure(run, assets, stem) + stats + body))
+    return sections
+
+
+def similarity_pair_section(run: Run, assets: Assets, pairs: list[dict[str, Any]]) -> list[Section]:
+    """The similarity measures between models: each pair's heat maps and, per measure, the mean diagonal."""
+    figures = "".join(run_figure(run, assets, p.stem)
+                      for p in sorted((run.path / "figures").glob("similarity_across*.png")))
+    tables = "".join(table(["measure", "mean diagonal", "(last, last)"], _similarity_rows(pair, across=True),
+                           f"{pair.get('model_a')} vs {pair.get('model_b')}: {pair.get('num_images')} images; "
+                           f"{pair.get('estimator')}") for pair in pairs)
+    return [Section("Similarity between models", figures + tables)]

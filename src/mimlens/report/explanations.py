@@ -44,6 +44,16 @@ FIGURES: dict[str, tuple[str, str]] = {
         "CKA between the representations of every pair of blocks of one model on the same images "
         "(1 = the same up to rotation and scale).",
     ),
+    "similarity_within": (
+        "Similarity between blocks",
+        "Mutual k-NN, CKNNA, SVCCA, PWCCA, RSA (1 = the same) and the Procrustes angle (0 = the same up to "
+        "rotation) between every pair of blocks of one model, on one pooled feature vector per image.",
+    ),
+    "similarity_across": (
+        "Similarity between models",
+        "The same measures between each block of one model (rows) and each block of another (columns), on the "
+        "same raw images in the same order, each model with its own preprocessing.",
+    ),
     "cka_across": (
         "CKA between models",
         "CKA between each block of one model (rows) and each block of another (columns), computed on the "
