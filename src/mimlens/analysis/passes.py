@@ -4,8 +4,8 @@ Attention: :func:`mimlens.analysis.attention.attention_stats` over this process'
 all-reduced), written as ``attention.json`` with the model's record (``meta``: model, architecture, weights,
 loading, data, skipped files, seed or step) and ``attention.csv``. CKA:
 :func:`mimlens.analysis.cka.cka_matrix` within one model or between two, on the same raw images in the same
-order (it splits the batches over processes itself), with the unit, prefix policy and batch of the ``analysis``
-section.
+order (it splits the batches over processes itself), with the unit, prefix policy, batch and calibration
+(``cka_bootstrap``, ``cka_permutations``) of the ``analysis`` section.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def _cka(ctx: MeasureContext, model_b=None):
     settings = ctx.settings
     return cka_matrix(ctx.model, ctx.batches(), model_b, unit=settings["cka_unit"],
                       batch_size=max(4, settings["batch_size"]), prefix_policy=settings["prefix_policy"],
-                      device=ctx.device, progress=ctx.progress)
+                      device=ctx.device, progress=ctx.progress, bootstrap=settings["cka_bootstrap"],
+                      permutations=settings["cka_permutations"])
 
 
 def cka_measure(ctx: MeasureContext):

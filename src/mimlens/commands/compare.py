@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mimlens.analysis.run import DATA_DEFAULTS
+from mimlens.analysis.run import CKA_CALIBRATION, DATA_DEFAULTS
 from mimlens.commands.analyze import add_data_arguments, add_loading_arguments, data_flags
 
 DEFAULTS: dict[str, Any] = {
@@ -25,7 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "pretrained": False,
     "encoder": "base",
     "data": DATA_DEFAULTS,
-    "analysis": {"names": ["attention", "cka"], "batch_size": 64, "prefix_policy": "renorm", "cka_unit": "image"},
+    "analysis": {"names": ["attention", "cka"], "batch_size": 64, "prefix_policy": "renorm", "cka_unit": "image",
+                 **CKA_CALIBRATION},
     "run": {"device": None, "out": None, "progress": True},
 }
 
