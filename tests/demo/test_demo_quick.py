@@ -80,7 +80,7 @@ def test_progress_names_every_stage_with_time_left(demo):
 
 def test_quick_findings_all_not_judged_with_the_reason(demo):
     doc = load(demo.path / "findings.json")
-    assert doc["preset"] == "quick" and doc["claims_findings"] is False and doc["rules_version"] == 2
+    assert doc["preset"] == "quick" and doc["claims_findings"] is False and doc["rules_version"] == 3
     assert [r["id"] for r in doc["findings"]] == ["F1", "F2", "F3", "F4", "F5", "F6", "F4-probe", "F6-probe"]
     for row in doc["findings"]:
         assert row["verdict"] == "not judged"
