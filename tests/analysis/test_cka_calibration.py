@@ -198,3 +198,12 @@ def test_the_token_unit_says_it_is_not_calibrated():
     result = cka_matrix(tiny_vit(0), IMAGES[:8], unit="token", transform_a=nn.Identity())
     assert result.interval is None and result.p_value is None and UNCALIBRATED in result.notes
     assert not math.isnan(float(result.matrix[0, 1]))
+
+
+def test_the_analysis_config_checks_the_calibration_counts():
+    from mimlens.analysis.run import ANALYSIS_DEFAULTS, DATA_DEFAULTS, check_config
+
+    assert ANALYSIS_DEFAULTS["cka_bootstrap"] == ANALYSIS_DEFAULTS["cka_permutations"] == 200
+    check_config({"data": dict(DATA_DEFAULTS), "analysis": {**ANALYSIS_DEFAULTS, "cka_bootstrap": 0}})
+    with pytest.raises(MimlensError, match=r"analysis.cka_permutations=-1: expected an integer >= 0"):
+        check_config({"data": dict(DATA_DEFAULTS), "analysis": {**ANALYSIS_DEFAULTS, "cka_permutations": -1}})

@@ -95,7 +95,8 @@ def cka_pair_figures(docs: list[dict[str, Any]], fig_dir: Path) -> None:
 
 
 def cka_summary(doc: dict[str, Any]) -> str:
-    """Mean CKA on the diagonal and between the last blocks (between models), or between different layers."""
+    """Mean CKA on the diagonal and between the last blocks (between models), or between different layers with
+    its 95 % interval over images when the document has replicates."""
     import math
 
     matrix = [[math.nan if v is None else v for v in row] for row in doc["matrix"]]
@@ -106,4 +107,11 @@ def cka_summary(doc: dict[str, Any]) -> str:
         mean = sum(diagonal) / len(diagonal) if diagonal else math.nan
         return f"  {label}: mean diagonal {mean:.3f}, last blocks {matrix[-1][-1]:.3f}"
     off = [v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j and not math.isnan(v)]
-    return f"  {label}: mean CKA between different layers {sum(off) / len(off) if off else math.nan:.3f}"
+    text = f"  {label}: mean CKA between different layers {sum(off) / len(off) if off else math.nan:.3f}"
+    replicates = [v for v in doc.get("off_diagonal_replicates") or [] if v is not None]
+    if replicates:
+        from mimlens.analysis.cka import LEVEL, percentile_interval
+
+        low, high = percentile_interval(replicates)
+        text += f" ({LEVEL:.0%} interval over images {float(low):.3f} to {float(high):.3f})"
+    return text
