@@ -828,8 +828,9 @@ def cka_matrix(
     ``permutations`` shuffles of the images between the two sides give its null mean and p-value; batch ``i``
     (counted over all passes) draws from generators seeded by (``seed``, i), so two results on the same images
     and batches are paired. The ``token`` unit is not calibrated (its samples are tokens; a note says so). For
-    vit-tiny-64 on 256 images in batches of 64 (12 blocks, one CPU process), B = P = 200 adds about
-    MEASURED to the forward passes.
+    vit-tiny-64 (6 blocks) on 256 images in batches of 64, one CPU process with 2 threads, B = P = 200 took
+    12 % and 17 % longer than B = P = 0 in two runs, forward passes included (about 27 ms per batch;
+    ``benchmarks/bench_cka_calibration.py``).
 
     Under torchrun each rank forwards batches ``rank, rank + world_size, ...``, the sums are all-reduced and every
     rank returns the same result (write files on rank 0). ``device`` moves the models there (default: where their
