@@ -61,7 +61,7 @@ __all__ = [
 
 KERNELS = ("linear", "rbf")
 FORMS = ("gram", "features")
-LEVEL = 0.95  # the bootstrap intervals' coverage (percentile method)
+LEVEL = 0.95  # the coverage of the calibration's intervals (percentile method)
 UNCALIBRATED = "not calibrated (no interval or null): the token unit's samples are tokens, not images"
 
 
