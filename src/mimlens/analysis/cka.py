@@ -262,11 +262,12 @@ class MinibatchCKA(SumAccumulator):
     (:func:`half_size`, drawn without replacement), U-centres that batch's Grams restricted to the half again
     and adds its three HSIC₁ terms (weighted by the half's size, masked as above) to per-replicate sums;
     :meth:`replicates` divides once per replicate. Not the with-replacement bootstrap: a sample drawn twice
-    would pair with itself in the U-statistic, and its self-similarity, far above any two samples' for
-    high-dimensional features, pulls every replicate towards CKA 1 (on 4 batches of 64 dependent samples its
-    95 % interval covered the population CKA in 0 of 60 draws, the half-samples' in 58). ``permutations=P``: a
-    permutation null — side b's samples are permuted within each batch (Ũ(PLPᵀ) = PŨ(L)Pᵀ, so the U-centred
-    Gram is permuted) and the cross terms recomputed; the self terms do not change (:meth:`null`). A batch's
+    would pair with itself in the U-statistic, and its self-similarity, far above any two samples', pulls
+    every replicate up towards CKA 1 (on 4 batches of 64 dependent samples its 95 % interval covered the
+    population CKA in 0 of 60 draws, the half-samples' in 58: ``benchmarks/bench_cka_calibration.py``).
+    ``permutations=P``: a permutation null — side b's samples are permuted within each batch (Ũ(PLPᵀ) =
+    PŨ(L)Pᵀ, so the U-centred Gram is permuted) and the cross terms recomputed; the self terms do not change
+    (:meth:`null`). A batch's
     halves and permutations come from generators seeded by (``seed``, the batch's ``index``,
     :func:`batch_draws`), so analyses of the same images in the same batches draw the same ones: replicates are
     paired across layers and across models.
