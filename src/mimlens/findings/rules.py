@@ -49,6 +49,7 @@ LOCAL_MARGIN = 0.10  # F1: a layer is local when its mean distance is >= 10 % be
 KL_VANISH = 0.5  # F3: head KL "vanishes" when the last 3 layers' mean is below half the earlier layers' mean
 CKA_MARGIN = 0.05  # F5 (version 2): SimMIM's mean off-diagonal CKA must exceed supervised's by this much
 CKA_PAIRING = ("images", "num_images", "batch_size", "seed", "bootstrap")  # F5: what two paired cka.json share
+CKA_Z = 1.96  # F5: the normal quantile of a two-sided 95 % interval, whose half-width is about CKA_Z SE
 BOTH_BARS = ("simmim", "supervised")  # the demo's models whose training bars a rule needs unless told others
 UNTRAINED_REASON = "no fine-tuning beats its trivial baseline by 2 SE"
 TRAINED_RULE = "trained = better than its best trivial baseline by more than 2 paired SE"
@@ -209,9 +210,6 @@ def _same(a: Any, b: Any) -> bool:
 def _paired_replicates(a: Sequence[float | None], b: Sequence[float | None]) -> list[float]:
     return [x - y for x, y in zip(a, b, strict=True)
             if x is not None and y is not None and not math.isnan(x) and not math.isnan(y)]
-
-
-CKA_Z = 1.96  # the normal quantile of a two-sided 95 % interval: its half-width is about CKA_Z standard errors
 
 
 def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool, *,
