@@ -44,8 +44,8 @@ def study_row(out: Path) -> dict:
 def current_rows(out: Path) -> list[dict]:
     """Every findings row of the demo (or study) in ``out`` under the current rules, from its stages' JSON."""
     from mimlens.demo.findings_stage import compute_findings
-    from mimlens.demo.presets import MASKING_FOLDER as FOLDER
     from mimlens.findings import rules as fd
+    from mimlens.findings.folder import MASKING_FOLDER as FOLDER
 
     preset = preset_of(out)
     if preset.mask_settings:
@@ -113,7 +113,7 @@ def show(out: Path) -> None:
 def write(out: Path) -> None:
     """Rewrite the findings and report of ``out`` (and of its masking study, or of the demo holding the study)."""
     from mimlens.demo import findings_stage, masking
-    from mimlens.demo.presets import MASKING_FOLDER as FOLDER
+    from mimlens.findings.folder import MASKING_FOLDER as FOLDER
 
     preset = preset_of(out)
     if preset.mask_settings:

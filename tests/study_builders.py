@@ -47,3 +47,13 @@ def real_layouts(root: Path) -> None:
         (root / "nyu" / f"{split}.txt").write_text("\n".join(lines) + "\n")
         export_coco_keypoints(scenes, root / "coco", split=split)
         export_lasot(SyntheticSequences(2, 6, 32, 0, split=split), root / "lasot" / split)
+
+
+def start_a_process() -> None:
+    """What a data loader with workers does in a stage: start a process (a daemonic worker could not)."""
+    import multiprocessing
+    import time
+
+    process = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
+    process.start()
+    process.join()

@@ -10,12 +10,11 @@ from mimlens.demo.pipeline import (
     build_stages,
     is_done,
     prepare_out,
-    ready_stages,
     run_stage,
-    schedule_minutes,
 )
 from mimlens.demo.presets import PRESETS, QUICK, expected_minutes, get_preset, stage_kinds
 from mimlens.errors import MimlensError
+from mimlens.study.schedule import ready_stages, schedule_minutes
 
 
 def writing_stage(out, key, calls, resumable=False):

@@ -38,7 +38,8 @@ def load(path: Path):
 
 def test_every_promised_file_exists(demo):
     out = demo.path
-    expected = ["config.yaml", "report.html", "findings.json", "bars.json", "figures/transfer.png",
+    expected = ["config.yaml", "report.html", "findings.json", "bars.json", "block_choice.json",
+                "figures/block_choice.png", "figures/transfer.png",
                 "figures/training_bars.png", "figures/layer_drop_depth.png", "figures/layer_drop_pose.png",
                 "compare/compare.json", "compare/cka_across.json", "compare/figures/attention_distance.png",
                 "compare/figures/head_kl.png", "masks/avgdist.json", "masks/figures/avgdist.png"]
@@ -334,7 +335,8 @@ def test_demo_report_opens_with_the_findings_and_cleanly_in_a_browser(demo, brow
     findings, contents, stages = (page.index(s) for s in ('<table class="findings">', '<nav class="toc">',
                                                            "<th>stage</th>"))
     assert findings < contents < stages and page.count('<img class="thumb"') == 10  # F4-probe, F6-probe: 1 each
-    assert page.count('<details class="fold">') == 29 + 4 + 2  # the runs, the 4 probe runs, then the stages and files
+    # the runs, the 4 probe runs, the stages and files, then each model's numbers by block (which block to transfer)
+    assert page.count('<details class="fold">') == 29 + 4 + 2 + 4
     assert "quick preset: models not trained enough" in page and "Training bars" in page
     assert "Comparison (1 run)" in page and "/stages" not in page and str(demo.path) not in page
     assert not re.search(r"\b1 [a-z]+s\b", re.sub(r"<[^>]+>", " ", page))  # "1 image", never "1 images"

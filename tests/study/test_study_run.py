@@ -1,8 +1,8 @@
 """``mimlens study`` end to end: three checkpoints in the official release layouts (SimMIM ViT, DeiT, MoCo v3 at
 test size, random weights) and small local data sets in the field's layouts (an ImageFolder tree, a BTS depth
-list, COCO person keypoints; LaSOT folders are written too), every stage a child process, the depth fine-tunings
-under torchrun with 2 processes; then a rerun after the runner was stopped mid-study reuses every finished
-stage."""
+list, COCO person keypoints; LaSOT folders are written too), every stage a child process (or with
+``launch.scheduler: pool`` a worker of the pool), the depth fine-tunings under torchrun with 2 processes; then a
+rerun after the runner was stopped mid-study reuses every finished stage."""
 
 import json
 import os
@@ -53,9 +53,14 @@ def test_plan_lists_the_stages_and_nothing_runs(study_file, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_the_study_runs_end_to_end_and_a_killed_rerun_reuses_finished_stages(study_file, tmp_path):
+@pytest.mark.parametrize("scheduler", ["local", "pool"])
+def test_the_study_runs_end_to_end_and_a_killed_rerun_reuses_finished_stages(study_file, scheduler, tmp_path):
+    study = yaml.safe_load(study_file.read_text())
+    study["launch"]["scheduler"] = scheduler
+    launched = study_file.with_name(f"{study_file.stem}-{scheduler}.yaml")
+    launched.write_text(yaml.safe_dump(study, sort_keys=False))
     out = tmp_path / "study"
-    command = [sys.executable, "-m", "mimlens", "study", str(study_file), "--out", str(out)]
+    command = [sys.executable, "-m", "mimlens", "study", str(launched), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 300
@@ -87,4 +92,9 @@ def test_the_study_runs_end_to_end_and_a_killed_rerun_reuses_finished_stages(stu
     assert [row["drop_last"] for row in sweep["rows"]] == [0, 1]
     report = (out / "report.html").read_text()
     assert "F1" in report and "not judged" in report and "About this study" in report
-    assert (out / "logs" / "finetune_pose_moco.log").read_text().startswith("$ ")
+    choice = json.loads((out / "block_choice.json").read_text())["models"]
+    assert {m: list(e["probe"]) for m, e in choice.items()} == {m: ["depth"] for m in ("simmim", "deit", "moco")}
+    assert "Which block to transfer from" in report and (out / "figures" / "block_choice.png").is_file()
+    pose_log, depth_log = ((out / "logs" / f"finetune_{task}_moco.log").read_text() for task in ("pose", "depth"))
+    assert pose_log.startswith("$ ") and ("(in a worker of the pool)" in pose_log) == (scheduler == "pool")
+    assert "torch.distributed.run --standalone --nproc_per_node 2" in depth_log.splitlines()[0]

@@ -77,7 +77,7 @@ def test_a_slurm_launch_gets_the_defaults_of_the_keys_it_does_not_give(tmp_path)
     ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "launch": {"processes": 0, "gpus": 2}},
      ["launch.processes: 0: expected an integer >= 1", "launch.gpus: unknown key"]),
     ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "launch": {"scheduler": "pbs"}},
-     ["launch.scheduler: 'pbs': expected one of local, slurm"]),
+     ["launch.scheduler: 'pbs': expected one of local, pool, slurm"]),
     ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "launch": {"slurm": {"partition": "gpu"}}},
      ["launch.slurm: given, but launch.scheduler is not slurm"]),
     ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "launch": {"scheduler": "slurm", "slurm": "gpu"}},
@@ -97,6 +97,10 @@ def test_a_slurm_launch_gets_the_defaults_of_the_keys_it_does_not_give(tmp_path)
     ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "masks": {"img_size": 0, "ratio": 0.6},
       "bars": {"images": "all"}},
      ["masks.img_size: 0: expected an integer >= 1", "masks.ratio: unknown key", "bars.images: 'all': expected an"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "budget": {"analyze": -1, "probe": "long"}},
+     ["budget.analyze: -1: expected minutes, a number >= 0", "budget.probe: 'long': expected minutes"]),
+    ({"models": {"a": {"source": "vit-micro-32", "role": "mim"}}, "budget": [3]},
+     ["budget: [3]: expected a mapping of stage kind -> expected minutes"]),
 ])
 def test_every_problem_is_one_line_naming_the_file_and_key(tmp_path, doc, lines):
     path = write(tmp_path, doc)
@@ -106,3 +110,18 @@ def test_every_problem_is_one_line_naming_the_file_and_key(tmp_path, doc, lines)
     assert len(found) == len(lines)
     for line in lines:
         assert any(f.startswith(f"{path}: ") and line in f for f in found), (line, found)
+
+
+def test_a_budget_sets_each_stages_minutes_and_a_sweep_costs_one_fine_tuning_per_setting(tmp_path):
+    from mimlens.study.stages import study_stages
+
+    models = {"mim": {"source": "vit-micro-32", "role": "mim"}, "sup": {"source": "vit-micro-32", "role": "supervised"}}
+    study = load_study(write(tmp_path, {"models": models, "finetune": {"depth": {"data": "synthetic:8",
+                                                                                "drop_last": [0, 1, 2]}},
+                                        "budget": {"finetune_depth": 2.5, "findings": 0.5}}))
+    minutes = {s.name: s.minutes for s in study_stages(study, tmp_path / "out")}
+    assert minutes["finetune_depth_mim"] == 2.5 and minutes["finetune_depth_sup"] == 7.5
+    assert minutes["findings"] == 0.5 and minutes["weights_mim"] == 0.0
+    wrong = load_study(write(tmp_path, {"models": models, "budget": {"pretrain_simmim": 3}}))
+    with pytest.raises(MimlensError, match="budget.pretrain_simmim: no stage of this study has that kind"):
+        study_stages(wrong, tmp_path / "out")

@@ -29,7 +29,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -42,7 +42,7 @@ from mimlens.accumulate import Accumulator
 from mimlens.analysis.capture import AttentionCall, vit_attention_capture
 from mimlens.analysis.choices import PREFIX_POLICIES, check_choice
 from mimlens.analysis.geometry import pairwise_distance, window_layout
-from mimlens.analysis.inputs import batch_images, model_transform
+from mimlens.analysis.inputs import batches_of, model_transform
 from mimlens.analysis.swin import swin_attention_capture
 from mimlens.errors import MimlensError
 from mimlens.io import save_json, save_text
@@ -642,17 +642,6 @@ def attention_capture(model: nn.Module, callback) -> AbstractContextManager[list
     return capture(model, callback)
 
 
-def _batches(images: torch.Tensor | Iterable, batch_size: int) -> tuple[Iterator[torch.Tensor], int | None]:
-    """The batches to run and, for a tensor, how many there are."""
-    if not isinstance(images, torch.Tensor):
-        return (batch_images(item) for item in images), None
-    if images.dim() != 4:
-        raise MimlensError(f"images must be a (N, C, H, W) tensor, got shape {tuple(images.shape)}")
-    if batch_size < 1:
-        raise MimlensError(f"batch_size must be a positive integer, got {batch_size}")
-    return iter(images.split(batch_size)), math.ceil(len(images) / batch_size)
-
-
 def attention_stats(
     model: nn.Module,
     images: torch.Tensor | Iterable,
@@ -689,7 +678,7 @@ def attention_stats(
         model.to(device)
     parameter = next(model.parameters())
     transform = transform if transform is not None else model_transform(model)
-    batches, total = _batches(images, batch_size)
+    batches, total = batches_of(images, batch_size)
     forward = getattr(model, "forward_features", model)
     with attention_capture(model, accumulator.update), torch.no_grad():
         for batch in tqdm(batches, total=total, disable=not progress or not distributed.is_main(), desc="attention"):

@@ -10,7 +10,8 @@ same image content. Images that are already preprocessed go in with ``transform=
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 
 from mimlens.errors import MimlensError
 
-__all__ = ["RAW_TOLERANCE", "batch_images", "model_transform"]
+__all__ = ["RAW_TOLERANCE", "batch_images", "batches_of", "model_transform"]
 
 RAW_TOLERANCE = 1e-3  # how far outside [0, 1] a raw image may stray (resampling overshoot)
 
@@ -67,3 +68,15 @@ def batch_images(batch: Any) -> torch.Tensor:
         shape = f"of shape {tuple(batch.shape)}" if torch.is_tensor(batch) else f"of type {type(batch).__name__}"
         raise MimlensError(f"image batch {shape}: expected a (B, C, H, W) tensor, or a tuple/list/dict holding one")
     return batch
+
+
+def batches_of(images: torch.Tensor | Iterable, batch_size: int) -> tuple[Iterator[torch.Tensor], int | None]:
+    """The image batches of an (N, C, H, W) tensor split into ``batch_size`` or of an iterable of batches
+    (:func:`batch_images` of each), and how many there are (None for an iterable)."""
+    if not isinstance(images, torch.Tensor):
+        return (batch_images(item) for item in images), None
+    if images.dim() != 4:
+        raise MimlensError(f"images must be a (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+    if batch_size < 1:
+        raise MimlensError(f"batch_size must be a positive integer, got {batch_size}")
+    return iter(images.split(batch_size)), math.ceil(len(images) / batch_size)

@@ -1,11 +1,14 @@
-"""The two built-in analyses of :mod:`mimlens.analysis.registry`: attention statistics and CKA between layers.
+"""The built-in analyses of :mod:`mimlens.analysis.registry`: attention statistics, CKA between layers and the
+diagnostics per block.
 
 Attention: :func:`mimlens.analysis.attention.attention_stats` over this process's share of the images (sums
 all-reduced), written as ``attention.json`` with the model's record (``meta``: model, architecture, weights,
 loading, data, skipped files, seed or step) and ``attention.csv``. CKA:
 :func:`mimlens.analysis.cka.cka_matrix` within one model or between two, on the same raw images in the same
 order (it splits the batches over processes itself), with the unit, prefix policy, batch and calibration
-(``cka_bootstrap``, ``cka_permutations``) of the ``analysis`` section.
+(``cka_bootstrap``, ``cka_permutations``) of the ``analysis`` section. Diagnostics:
+:func:`mimlens.analysis.diagnostics.diagnostics` over this process's share of the images, written as
+``diagnostics.json`` with the model's record.
 """
 
 from __future__ import annotations
@@ -49,6 +52,20 @@ def attention_summary(doc: dict[str, Any]) -> str:
     from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows, text_table
 
     return text_table(LAYER_COLUMNS, attention_layer_rows(doc))
+
+
+def attention_block_series(doc: dict[str, Any]) -> dict[str, list[float | None]]:
+    """Per block (``layers`` in forward order): the mean over heads of the attention distance (px) and of the
+    entropy (nats), and the layer's mean KL between heads (nats; None for a one-head layer), as in
+    docs/attention.md."""
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    layers = doc["layers"]
+    return {"attention distance (px)": [mean(layer["distance_px"]) for layer in layers],
+            "attention entropy (nats)": [mean(layer["entropy"]) for layer in layers],
+            "KL between heads (nats)": [layer["head_kl_mean"] for layer in layers]}
 
 
 def _cka(ctx: MeasureContext, model_b=None):
@@ -115,3 +132,48 @@ def cka_summary(doc: dict[str, Any]) -> str:
         low, high = percentile_interval(replicates)
         text += f" ({LEVEL:.0%} interval over images {float(low):.3f} to {float(high):.3f})"
     return text
+
+
+def diagnostics_measure(ctx: MeasureContext):
+    """:class:`Diagnostics` of ``ctx.model`` (this process's share of the images; the sums are all-reduced)."""
+    from mimlens.analysis.diagnostics import diagnostics
+
+    return diagnostics(ctx.model, ctx.shard(), prefix_policy=ctx.settings["prefix_policy"],
+                       batch_size=ctx.settings["batch_size"], device=ctx.device, progress=ctx.progress)
+
+
+def diagnostics_document(result, meta: dict[str, Any]) -> dict[str, Any]:
+    """``diagnostics.json``: the result's own JSON with the model's record ``meta`` (its ``model`` first)."""
+    return {**result.to_json(meta.get("model")), **{key: value for key, value in meta.items() if key != "model"}}
+
+
+def diagnostics_figures(docs: list[dict[str, Any]], labels: list[str], fig_dir: Path, title: str) -> None:
+    from mimlens.report.figures_diagnostics import save_diagnostics_figures
+
+    save_diagnostics_figures(docs, fig_dir, labels, title=title)
+
+
+def diagnostics_summary(doc: dict[str, Any]) -> str:
+    """One row per block: NMI against uniform attention, high-frequency share, high-norm tokens and norms."""
+    from mimlens.report.summary import DIAGNOSTICS_COLUMNS, diagnostics_rows, text_table
+
+    return text_table(DIAGNOSTICS_COLUMNS, diagnostics_rows(doc))
+
+
+def diagnostics_block_series(doc: dict[str, Any]) -> dict[str, list[float | None]]:
+    """Per block: mean NMI over heads, high-frequency share, high-norm tokens per image (None for null)."""
+    keys = {"nmi": "nmi_mean", "high_frequency_share": "high_frequency_share",
+            "high_norm_tokens": "high_norm_per_image"}
+    return {quantity: [None if b[key] is None else float(b[key]) for b in doc["blocks"]]
+            for quantity, key in keys.items()}
+
+
+def cka_block_series(doc: dict[str, Any]) -> dict[str, list[float | None]]:
+    """Per block of a within-model ``cka.json``: its CKA with the last block (the last column of the matrix;
+    None where the cell is null). A document between two models is no one model's: an error."""
+    from mimlens.errors import MimlensError
+
+    if doc.get("model_b"):
+        raise MimlensError(f"cka.json between {doc.get('model_a')} and {doc['model_b']}: expected a within-model "
+                           "document for per-block series")
+    return {"CKA with the last block": [row[-1] for row in doc["matrix"]]}

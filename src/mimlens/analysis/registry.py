@@ -62,10 +62,11 @@ class Analysis:
     fig_dir)`` the pairs. ``section(run, assets, docs, labels)`` and ``pair_section(run, assets, docs)`` return
     the report's :class:`mimlens.report.blocks.Section`; ``summary(doc) -> str`` is what the console prints;
     ``tables(doc, out)`` writes other files of one model's run directory (attention's ``attention.csv``).
-    ``block_series(doc) -> {quantity: [value per block]}``: the per-block scalars of one model's document (the
-    report sets them beside the per-block probe scores). ``over_training(docs, steps, run, out) -> dict``: the summary of the documents of every training step
-    (``analyze --every-checkpoint``), which writes ``over_training_files``. ``files``: what it writes next to
-    ``<name>.json`` in ``analyze``. Both are removed when a rerun leaves them out.
+    ``block_series(doc) -> {quantity: [value per block]}``: the per-block scalars of one model's document, entry
+    i for block i in forward order (the report sets them beside the per-block probe scores, whose ``block`` is
+    that index). ``over_training(docs, steps, run, out) -> dict``: the summary of the documents of every
+    training step (``analyze --every-checkpoint``), which writes ``over_training_files``. ``files``: what it
+    writes next to ``<name>.json`` in ``analyze``. Both are removed when a rerun leaves them out.
     """
 
     name: str
@@ -113,6 +114,7 @@ ANALYSES: Registry = Registry("analysis", (
         section="mimlens.report.analysis_sections:attention_section",
         summary="mimlens.analysis.passes:attention_summary", tables="mimlens.analysis.passes:attention_tables",
         over_training="mimlens.analysis.over_training:attention_over_training",
+        block_series="mimlens.analysis.passes:attention_block_series",
         files=("attention.csv", "figures/attention_distance.png", "figures/attention_entropy.png",
                "figures/head_kl.png"),
         over_training_files=("attention_over_training.json", "figures/attention_over_training.png"),
@@ -124,7 +126,19 @@ ANALYSES: Registry = Registry("analysis", (
         pair_figures="mimlens.analysis.passes:cka_pair_figures",
         section="mimlens.report.analysis_sections:cka_section",
         pair_section="mimlens.report.analysis_sections:cka_pair_section",
-        summary="mimlens.analysis.passes:cka_summary", files=("figures/cka_within.png",),
+        summary="mimlens.analysis.passes:cka_summary", block_series="mimlens.analysis.passes:cka_block_series",
+        files=("figures/cka_within.png",),
+    ),
+    Analysis(
+        "diagnostics", "attention NMI per head, high-frequency share of features and high-norm tokens per block",
+        measure="mimlens.analysis.passes:diagnostics_measure",
+        load="mimlens.analysis.diagnostics:Diagnostics.from_json",
+        document="mimlens.analysis.passes:diagnostics_document", figures="mimlens.analysis.passes:diagnostics_figures",
+        section="mimlens.report.analysis_sections:diagnostics_section",
+        summary="mimlens.analysis.passes:diagnostics_summary",
+        block_series="mimlens.analysis.passes:diagnostics_block_series",
+        files=("figures/diagnostics_nmi.png", "figures/diagnostics_high_frequency.png",
+               "figures/diagnostics_high_norm.png"),
     ),
 ))
 

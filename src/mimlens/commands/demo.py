@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mimlens.demo.presets import MASKING_FOLDER, get_preset
+    from mimlens.demo.presets import get_preset
+    from mimlens.findings.folder import MASKING_FOLDER
     from mimlens.rundir import check_out
 
     preset = get_preset(args.preset)

@@ -5,7 +5,9 @@
 row with the models it ``compared`` by role and the ``figures`` behind its verdict; ``mimlens report OUT``
 renders it, so the demo's report and ``mimlens report OUT``'s are the same page. ``OUT/figures/`` holds the
 figures that span several runs: fine-tuning results of the four models per task (F6), the supervised layer-drop
-sweeps (F4), the four models' frozen probes by block (F4-probe, F6-probe) and the training bars.
+sweeps (F4), the four models' frozen probes by block (F4-probe, F6-probe) and the training bars;
+``OUT/block_choice.json`` and ``OUT/figures/block_choice.png`` say which block to transfer from
+(:mod:`mimlens.findings.block_choice`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mimlens.demo.presets import MASKING_FOLDER as MASKING
 from mimlens.demo.presets import MODELS, TASKS, Preset, sweeps
 from mimlens.findings import judge_study, read_study
 from mimlens.findings import rules as fd
+from mimlens.findings.block_choice import write_block_choice
+from mimlens.findings.folder import joined_f2
 from mimlens.io import finite
 from mimlens.io import read_json as read_document
 from mimlens.report.figures_attention import run_colour
@@ -45,20 +48,9 @@ def compute_findings(out: Path, preset: Preset) -> list[dict[str, Any]]:
 
 def f2_row(out: Path, preset: Preset) -> dict[str, Any]:
     """F2 from the masking study in ``OUT/masking`` when it has finished under these rules, else AvgDist alone
-    (not judged); a study judged under other rules is named as such, not quoted."""
-    study = out / MASKING / "findings.json"
+    (not judged): :func:`mimlens.findings.folder.joined_f2`."""
     row = fd.f2_avgdist(stage_json(out / "masks" / "avgdist.json"), preset.mask_patch, 0.6, preset.claims)
-    if study.is_file():
-        doc = stage_json(study)
-        found = next((r for r in doc.get("findings", []) if r.get("id") == "F2"), None)
-        version = doc.get("rules_version", 1)
-        if found is not None and version == fd.RULES_VERSION:
-            return fd.f2_from_study(found, MASKING)
-        if found is not None and preset.claims:
-            row["numbers"]["reason"] = (f"the masking study in {MASKING}/ was judged under rules version {version}, "
-                                        f"these are version {fd.RULES_VERSION}: rerun mimlens demo --preset masking "
-                                        f"--out {out / MASKING}")
-    return row
+    return joined_f2(out, row, preset.claims)
 
 
 def about(preset: Preset) -> dict[str, Any]:
@@ -72,8 +64,8 @@ def about(preset: Preset) -> dict[str, Any]:
 
 
 def write_findings_and_report(out: Path, preset: Preset) -> Path:
-    """``findings.json``, the figures spanning several runs and ``report.html``, the page ``mimlens report OUT``
-    writes too (it reads each stage's time from ``OUT/stages/``)."""
+    """``findings.json``, the figures spanning several runs, ``block_choice.json`` and ``report.html``, the page
+    ``mimlens report OUT`` writes too (it reads each stage's time from ``OUT/stages/``)."""
     from mimlens.io import save_json
     from mimlens.report.html import build_report
     from mimlens.tasks.figures import layer_drop_figure
@@ -85,6 +77,7 @@ def write_findings_and_report(out: Path, preset: Preset) -> Path:
                 [COLOURS["simmim"], COLOURS["supervised"]])
     probe_order = [m for m in ("simmim", "supervised", "random_init", "moco") if m in preset.models]
     probe_figure(out, figures / "probe_by_layer.png", probe_order, LABELS, COLOURS)
+    write_block_choice(out, probe_order, LABELS, COLOURS)
     for task in TASKS:
         if sweeps(preset, task, "supervised"):
             sweep = stage_json(out / "finetune" / f"{task}_supervised" / "drop_sweep.json")

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from mimlens.demo import stages as st
-from mimlens.demo.presets import MASKING_FOLDER, Preset, expected_minutes
+from mimlens.demo.presets import Preset, expected_minutes
 from mimlens.errors import MimlensError
 from mimlens.findings import rules as fd
+from mimlens.findings.folder import MASKING_FOLDER
 
 FIGURES = ["figures/f2_transfer.png", "figures/f2_attention.png", "figures/training_bars.png",
            "masks/figures/avgdist.png"]

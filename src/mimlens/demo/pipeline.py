@@ -6,7 +6,7 @@ normal run directory under ``OUT``, so ``mimlens report OUT`` and reruns of any 
 ```
 OUT/pretrain/{random_init,simmim,supervised,moco}/   the same initialisation, then the three pre-trainings
 OUT/bars.json                                      the training bars (bars.py)
-OUT/analysis/{random_init,simmim,supervised,moco}/ mimlens analyze --cka (validation scenes)
+OUT/analysis/{random_init,simmim,supervised,moco}/ mimlens analyze: attention, diagnostics, CKA (validation scenes)
 OUT/compare/                                       mimlens compare of the four analyses (cross-model CKA)
 OUT/masks/                                         mimlens masks --sweep (AvgDist)
 OUT/probe/{random_init,simmim,supervised,moco}/    mimlens probe (layer-wise frozen probes, same items)
@@ -35,8 +35,7 @@ from mimlens.demo.presets import Preset, expected_minutes
 from mimlens.demo.stages import MARKER, Stage, demo_stages
 from mimlens.errors import MimlensError
 from mimlens.study.runner import still_to_run
-
-PACE_AFTER = 0.05  # scale the remaining budget by the measured pace once this fraction of it has run
+from mimlens.study.schedule import Clock, ready_stages, schedule_minutes
 
 
 def build_stages(preset: Preset, out: Path, device: str | None = None) -> list[Stage]:
@@ -126,48 +125,6 @@ def run_demo(preset: Preset, out: str | Path, *, fresh: bool = False, device: st
         torch.set_num_threads(threads)
 
 
-class _Clock:
-    """The remaining-time estimate: the schedule of the stages left (``schedule_minutes``), scaled by how
-    fast finished stages ran against their budget once ``PACE_AFTER`` of the budget has run."""
-
-    def __init__(self, total: float, parallel: int, after: float):
-        self.total, self.parallel, self.after = total, parallel, after
-        self.spent = self.budget_used = 0.0
-
-    def finished(self, stage: Stage, seconds: float) -> None:
-        self.spent += seconds / 60
-        self.budget_used += stage.minutes
-
-    def left(self, stages: list[Stage]) -> str:
-        measured = self.budget_used >= PACE_AFTER * self.total  # too little run yet to tell the machine's pace
-        pace = self.spent / self.budget_used if measured else 1.0
-        note = f" (running at {pace:.2g}x the budget)" if measured else ""
-        return f"about {schedule_minutes(stages, self.parallel, self.after) * pace:.2g} min left{note}"
-
-
-def ready_stages(waiting: list[Stage], unfinished: set[str]) -> list[Stage]:
-    """The waiting stages whose needed stages have all finished, longest budget first (ties in demo order):
-    starting the long fine-tunings first keeps both workers busy to the end."""
-    return sorted((s for s in waiting if unfinished.isdisjoint(s.needs)), key=lambda s: -s.minutes)
-
-
-def schedule_minutes(stages: list[Stage], parallel: int, after: float = 0.0) -> float:
-    """Wall-clock minutes of running ``stages`` with their budgets the way the demo does: up to ``parallel`` at
-    a time, each once the stages it needs have finished (:func:`ready_stages` picks which); plus ``after``
-    minutes at the end. Needed stages missing from ``stages`` count as finished."""
-    waiting, running, now = list(stages), [], 0.0  # running: (end, stage)
-    while waiting or running:
-        unfinished = {s.name for s in waiting} | {s.name for _, s in running}
-        for stage in ready_stages(waiting, unfinished)[: parallel - len(running)]:
-            waiting.remove(stage)
-            running.append((now + stage.minutes, stage))
-        if not running:
-            break  # the rest wait for stages that never run
-        running.sort(key=lambda r: r[0])
-        now = running.pop(0)[0]
-    return now + after
-
-
 def _run_stages(preset: Preset, out: Path, device: str | None, parallel: int, say: Callable[[str], None]) -> Path:
     write_findings_and_report = (masking if preset.mask_settings else findings_stage).write_findings_and_report
     stages = build_stages(preset, out, device)
@@ -179,7 +136,7 @@ def _run_stages(preset: Preset, out: Path, device: str | None, parallel: int, sa
     how = f"{parallel} at a time, {preset.threads or 'all'} torch thread(s) each" if parallel > 1 else "in turn"
     say(f"mimlens demo, preset {preset.name}: {n} stages ({how}), budget {wall:.2g} min; output {out}")
     todo = still_to_run(stages, lambda s: is_done(out, s), lambda s: f"[{number[s.name]}/{n}] {s.name}", say)
-    clock = _Clock(total, parallel, findings)
+    clock = Clock(total, parallel, findings)
 
     def started(stage: Stage, left: list[Stage]) -> None:
         say(f"[{number[stage.name]}/{n}] {stage.name}: expected {stage.minutes:.2g} min; {clock.left(left)}")

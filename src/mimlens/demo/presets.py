@@ -20,7 +20,6 @@ TASKS = ("cls", "depth", "pose", "track")  # cls: fine-grained (shape x texture,
 MODELS = ("random_init", "simmim", "supervised", "moco")
 OBJECTIVES = ("simmim", "supervised", "moco")
 DIFFICULTY = {"num_objects": [1, 2], "background_strength": 0.5}
-MASKING_FOLDER = "masking"  # a masking study's folder inside the demo folder it joins
 
 
 @dataclass(frozen=True)

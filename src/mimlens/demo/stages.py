@@ -15,6 +15,7 @@ from mimlens.demo.presets import DIFFICULTY, TASKS, MaskSetting, Preset, expecte
 from mimlens.errors import MimlensError
 
 MARKER = "demo"  # top-level key of OUT/config.yaml
+ANALYSIS_NAMES = ("attention", "diagnostics", "cka")  # what analyze measures of each model and compare of them all
 
 
 @dataclass
@@ -121,12 +122,12 @@ def _analysis_stages(preset: Preset, out: Path, device: str | None, models: dict
     # validation scenes of the training difficulty: what the models were trained on, never images they saw
     analysis_cfg = {"data": {"source": f"synthetic:{preset.analysis_images}", "num_images": preset.analysis_images,
                              "split": "val", "synthetic": dict(DIFFICULTY)},
-                    "analysis": {"batch_size": preset.analysis_batch}}
+                    "analysis": {"batch_size": preset.analysis_batch, "names": list(ANALYSIS_NAMES)}}
     analysis_yaml = out / "stages" / "analysis.yaml"
     flags = ["--config", str(analysis_yaml), "--no-progress"] + (["--device", device] if device else [])
     for m in preset.models:
-        argv = ["analyze", str(models[m]), "--cka", *flags, "--out", str(analyses[m])]
-        add(f"analyze_{m}", "analyze", m, analyses[m], ("attention.json", "cka.json"),
+        argv = ["analyze", str(models[m]), *flags, "--out", str(analyses[m])]
+        add(f"analyze_{m}", "analyze", m, analyses[m], tuple(f"{name}.json" for name in ANALYSIS_NAMES),
             {"argv": argv[:-2], "config": analysis_cfg, "model": keys[trained(m)]},
             _yaml_command(analysis_cfg, analysis_yaml, argv), needs=(trained(m),))
     argv = ["compare", *(str(analyses[m]) for m in preset.models), *flags, "--out", str(out / "compare")]

@@ -7,6 +7,7 @@ OUT/finetune/<task>_<model>/metrics.json        mimlens finetune; a drop sweep h
                                                 full model's (K = 0) metrics.json in drop_0/
 OUT/masks/avgdist.json                          mimlens masks --sweep (F2's AvgDist)
 OUT/bars.json                                   training bars by model name (a model without one has none)
+OUT/masking/findings.json                       a masking study joined to this one: its F2 row is this one's
 ```
 
 A model's documents are ``{"attention": doc, "cka": doc, "probe": doc, "metrics": {task: doc},
@@ -24,6 +25,7 @@ from typing import Any
 from mimlens.errors import MimlensError
 from mimlens.io import read_json
 
+MASKING_FOLDER = "masking"  # a masking study's folder inside the study (or demo) folder it joins
 PER_TASK = ("metrics", "sweeps")  # the kinds of document held per fine-tuning task
 FILES = {"attention": "attention.json", "cka": "cka.json", "probe": "probe.json", "metrics": "metrics.json",
          "sweeps": "drop_sweep.json"}
@@ -75,3 +77,23 @@ def read_study(out: str | Path, models: Sequence[str], tasks: Sequence[str]) -> 
     bars = _read(out / "bars.json")
     documents = {m: model_documents(out, m, tasks) for m in models}
     return StudyFolder(documents, bars or {}, _read(out / "masks" / "avgdist.json"))
+
+
+def joined_f2(out: Path, row: dict[str, Any] | None, claims: bool) -> dict[str, Any] | None:
+    """F2 from the masking study in ``OUT/masking`` when it has finished under the current rules, else ``row``
+    (F2 from the AvgDist sweep alone, or None); a study judged under other rules is named in ``row``'s reason,
+    not quoted."""
+    from mimlens.findings import rules
+
+    doc = _read(out / MASKING_FOLDER / "findings.json")
+    if doc is None:
+        return row
+    found = next((r for r in doc.get("findings", []) if r.get("id") == "F2"), None)
+    version = doc.get("rules_version", 1)
+    if found is not None and version == rules.RULES_VERSION:
+        return rules.f2_from_study(found, MASKING_FOLDER)
+    if found is not None and claims and row is not None:
+        row["numbers"]["reason"] = (f"the masking study in {MASKING_FOLDER}/ was judged under rules version "
+                                    f"{version}, these are version {rules.RULES_VERSION}: run it again "
+                                    f"(mimlens demo --preset masking --out {out / MASKING_FOLDER})")
+    return row

@@ -1,5 +1,6 @@
 """The report sections of the built-in analyses (:data:`mimlens.analysis.registry.ANALYSES`): attention
-(figures and per-layer tables of one model or several overlaid) and CKA (within one model, between pairs).
+(figures and per-layer tables of one model or several overlaid), CKA (within one model, between pairs) and the
+diagnostics (figures and per-block tables).
 
 Each takes the run, the report's assets and the analysis's documents (one per model; ``labels`` name them) and
 returns the sections to show; the figures are the run's own ``figures/*.png``.
@@ -12,7 +13,7 @@ from typing import Any
 from mimlens.report import explanations as ex
 from mimlens.report.blocks import Section, explain, facts, table
 from mimlens.report.rundirs import Assets, Run, run_figure
-from mimlens.report.summary import LAYER_COLUMNS, attention_layer_rows
+from mimlens.report.summary import DIAGNOSTICS_COLUMNS, LAYER_COLUMNS, attention_layer_rows, diagnostics_rows
 
 ATTENTION_FIGURES = (("attention_distance", "Attention distance (F1)"), ("attention_entropy", "Attention entropy (F3)"),
                      ("head_kl", "Head diversity (F3)"))
@@ -107,3 +108,16 @@ def cka_pair_section(run: Run, assets: Assets, pairs: list[dict[str, Any]]) -> l
     body = figures + table(["model A", "model B", "unit", "images", "mean diagonal CKA", "CKA(last, last)"], rows,
                            "Estimator: " + "; ".join(estimators))
     return [Section("CKA between models (F5)", body + explain(ex.READING["cka_across"]))]
+
+
+def diagnostics_section(run: Run, assets: Assets, docs: list[dict[str, Any]], labels: list[str]) -> list[Section]:
+    """The NMI, high-frequency and high-norm figures, then one per-block table per model."""
+    from mimlens.report.figures_diagnostics import FIGURES
+
+    body = "".join(run_figure(run, assets, stem) for stem in FIGURES) + explain(ex.READING["diagnostics"])
+    for doc, label in zip(docs, labels, strict=True):
+        note = (f"{label}: {run.show(doc.get('model'))}; {doc.get('num_images')} images, prefix keys "
+                f"{doc.get('prefix_policy')}, low band up to {doc.get('high_frequency_cutoff')}π; NMI is the mean over "
+                "heads; norms of patch tokens; prefix norms: the mean norm of each prefix token.")
+        body += table(DIAGNOSTICS_COLUMNS, diagnostics_rows(doc), note)
+    return [Section("Attention and feature diagnostics", body)]

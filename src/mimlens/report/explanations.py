@@ -23,6 +23,23 @@ FIGURES: dict[str, tuple[str, str]] = {
         "ordered pair), averaged over queries and images; large dots: the layer mean. 0 means all heads "
         "attend alike.",
     ),
+    "diagnostics_nmi": (
+        "Attention NMI",
+        "One dot per head: the normalised mutual information between query and key position of its attention "
+        "(0: every query attends alike, 1: each query to its own key), per image (per window for Swin), averaged. "
+        "The dashed line is uniform attention over the same keys.",
+    ),
+    "diagnostics_high_frequency": (
+        "High-frequency share of features",
+        "Per block: the share of the 2-D Fourier amplitude of each channel's patch-token map outside the low band "
+        "(both frequencies at most the cutoff times π), averaged over channels and images.",
+    ),
+    "diagnostics_high_norm": (
+        "High-norm tokens",
+        "Left: patch tokens per image whose output norm is an outlier (modified z-score above 3.5 against the "
+        "block's median and MAD over all images). Right: where they sit, in the block with the most of them "
+        "(the fraction of images with one at each position).",
+    ),
     "cka_within": (
         "CKA between layers",
         "CKA between the representations of every pair of blocks of one model on the same images "
@@ -75,6 +92,12 @@ FIGURES: dict[str, tuple[str, str]] = {
         "Left: SimMIM's L1 error on the masked pixels next to filling them with the nearest visible pixel or the "
         "mean colour. Right: the supervised model's top-1 next to chance and the required accuracy.",
     ),
+    "block_choice": (
+        "Which block to transfer from",
+        "One row per model. Left: its per-block diagnostics, each scaled from its smallest (0) to its largest (1) "
+        "value over the blocks. Then per task: the frozen-probe score by block (±1 SE), the chosen block starred "
+        "(best on the selection half of the items), the blocks within errors of it shaded.",
+    ),
 }
 
 # The caption of a model's calibrated CKA table (``bootstrap`` and ``permutations`` filled in).
@@ -99,6 +122,13 @@ READING: dict[str, str] = {
         "<b>Against the paper (F3, Fig. 4).</b> Head diversity nearly vanishes in the last three layers of a "
         "supervised model (KL close to 0) while a MIM model keeps it in every layer. Random initialisation "
         "also gives a KL near 0: compare a trained model with its untrained reference."
+    ),
+    "diagnostics": (
+        "<b>Against the references.</b> Park et al. (2023) find the attention of contrastive models collapsing "
+        "in the later blocks (NMI near 0: every query looks at the same keys) while MIM keeps query-dependent "
+        "attention, and MIM features richer in high frequencies. Darcet et al. (2024) find a few high-norm patch "
+        "tokens in the later blocks of large, long-trained models. Read NMI against the uniform line: a "
+        "shifted Swin block has NMI above 0 even for uniform attention, because its mask splits windows."
     ),
     "cka_within": (
         "<b>Against the paper (F5).</b> MIM representations are similar across layers: the whole matrix "
@@ -153,5 +183,12 @@ READING: dict[str, str] = {
         "<b>Why the bars.</b> A verdict is claimed only when the models it compares learned something: SimMIM "
         "must beat copying the nearest visible pixel, the supervised model must clear chance by the margin "
         "its rule states. Below a bar the findings that depend on it are not judged."
+    ),
+    "block_choice": (
+        "<b>Choosing a block.</b> A probe chooses the block with the best score on half of the evaluation items "
+        "and is read on the other half: every block within errors of the chosen one is as good a choice as far "
+        "as these items tell, and the bootstrap share says how often the choice would fall on the same block "
+        "with other items. A diagnostic whose rank correlation with a task's score holds in every model (and "
+        "pooled) could choose the block without probing; with a handful of blocks a correlation is weak evidence."
     ),
 }

@@ -1,5 +1,6 @@
 """The sections a findings directory (a demo) opens its report with: the findings table with the figures behind
-each verdict, the training bars, the figures spanning several runs and what the demo ran.
+each verdict, the training bars, which block to transfer from (``block_choice.json``), the figures spanning
+several runs and what the demo ran.
 
 ``findings.json`` is a list of findings rows or ``{"preset", "claims_findings", "bars", "findings", "notice",
 "about"}``; a row's optional ``figures`` (paths inside the directory) are shown as thumbnails next to its
@@ -14,6 +15,7 @@ from typing import Any
 
 from mimlens.io import read_json
 from mimlens.report import explanations as ex
+from mimlens.report.block_choice import block_choice_section
 from mimlens.report.blocks import (
     Section,
     duration,
@@ -60,8 +62,10 @@ def findings_sections(run: Run, assets: Assets) -> list[Section]:
     if doc.get("bars"):
         sections.append(Section("Training bars", _bars(doc["bars"]) + run_figure(run, assets, "training_bars")
                                 + explain(ex.READING["bars"])))
+    choice = block_choice_section(run, assets)
+    sections += [choice] if choice else []
     shown = "".join(run_figure(run, assets, p.stem) for p in sorted((run.path / "figures").glob("*.png"))
-                    if p.stem != "training_bars")
+                    if p.stem not in ("training_bars", "block_choice"))
     if shown:
         sections.append(Section("Figures across runs", shown))
     about = Section("About this study" if doc.get("study") else "About this demo", facts(doc.get("about") or {}))

@@ -2,7 +2,8 @@
 
 Each layer is summarised by the mean over its heads of the attention distance (pixels), entropy (nats)
 and the layer's mean head KL, next to what uniform attention over the same keys gives: the reference an
-untrained, "global" layer sits on.
+untrained, "global" layer sits on. A ``diagnostics.json`` document is summarised per block the same way: the mean
+NMI over heads next to uniform attention's, the high-frequency share and the high-norm tokens.
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ def attention_layer_rows(doc: dict[str, Any]) -> list[list[Any]]:
             uniform(layer, "entropy"),
             layer.get("head_kl_mean"),
         ])
+    return rows
+
+
+DIAGNOSTICS_COLUMNS = ("block", "NMI", "uniform NMI", "high-freq share", "high-norm/image", "median norm",
+                       "norm threshold", "max norm", "prefix norms")
+
+
+def diagnostics_rows(doc: dict[str, Any]) -> list[list[Any]]:
+    """One row per block in ``DIAGNOSTICS_COLUMNS`` order."""
+    rows = []
+    for block in doc.get("blocks", []):
+        norm = block.get("norm") or {}
+        prefix = block.get("prefix_norms") or []
+        rows.append([block.get("name", "?"), block.get("nmi_mean"), block.get("uniform_nmi"),
+                     block.get("high_frequency_share"), block.get("high_norm_per_image"), norm.get("median"),
+                     norm.get("threshold"), norm.get("max"),
+                     ", ".join("-" if v is None else f"{v:.4g}" for v in prefix) or "-"])
     return rows
 
 

@@ -1,5 +1,7 @@
 """The study's last stage: the training bars of the models it pre-trained, the findings judged by role from the
-stages' JSON (:mod:`mimlens.findings`), ``findings.json`` and ``report.html`` — the same page as the demo's.
+stages' JSON (:mod:`mimlens.findings`; F2 from a masking study in ``OUT/masking`` when one has finished there),
+``findings.json`` (with a notice when the study claims no finding) and ``report.html`` — the same page as the
+demo's.
 
 Models the study did not pre-train (released checkpoints, timm weights) have no bar: they count as trained, and
 the report says so. A model pre-trained with SimMIM or supervised classification gets that objective's bar
@@ -50,14 +52,17 @@ def f2_avgdist_row(study: Study, out: Path, claims: bool) -> dict[str, Any] | No
 
 def draw_figures(study: Study, out: Path, bars: dict[str, Any]) -> None:
     """The figures spanning several runs (:mod:`mimlens.report.figures_study`) whose inputs all exist: a stage
-    that failed leaves its figure out, and its finding says why it is not judged."""
+    that failed leaves its figure out, and its finding says why it is not judged. A study with probes also gets
+    ``block_choice.json`` and its figure (:mod:`mimlens.findings.block_choice`; a model without its probe or
+    analysis is named as not available there)."""
+    from mimlens.findings.block_choice import write_block_choice
     from mimlens.io import read_json
     from mimlens.report.figures_attention import run_colour
     from mimlens.report.figures_study import bars_figure, probe_figure, transfer_figure
     from mimlens.tasks.figures import layer_drop_figure
 
     names = [m.name for m in study.models]
-    labels, colours = {n: n for n in names}, {n: run_colour(i) for i, n in enumerate(names)}
+    labels, colours = {m.name: m.shown for m in study.models}, {n: run_colour(i) for i, n in enumerate(names)}
     figures = out / "figures"
     tasks = [s.task for s in study.finetune]
     if tasks and all(any((out / "finetune" / f"{t}_{n}" / f).is_file() for f in ("metrics.json", "drop_sweep.json"))
@@ -66,6 +71,8 @@ def draw_figures(study: Study, out: Path, bars: dict[str, Any]) -> None:
     by_role = sorted(names, key=lambda n: ROLE_ORDER.index(study.model(n).role))
     if study.probes is not None and all((out / "probe" / n / "probe.json").is_file() for n in names):
         probe_figure(out, figures / "probe_by_layer.png", by_role, labels, colours)
+    if study.probes is not None:
+        write_block_choice(out, by_role, labels, colours)
     mim = next((n for n in by_role if study.model(n).role == "mim" and n in bars), None)
     supervised = next((n for n in by_role if study.model(n).role == "supervised" and n in bars), None)
     if mim and supervised:
@@ -81,7 +88,8 @@ def findings_and_report(study: Study, out: Path) -> None:
     """``bars.json``, the figures spanning runs, ``findings.json`` (the rows by role with the figures behind
     each verdict, the roles, the rules version) and ``report.html``."""
     from mimlens.findings import judge_study, read_study
-    from mimlens.findings.rules import RULES_VERSION
+    from mimlens.findings.folder import joined_f2
+    from mimlens.findings.rules import QUICK_REASON, RULES_VERSION
     from mimlens.io import finite, save_json
     from mimlens.report.figures_study import with_figures
     from mimlens.report.html import build_report
@@ -91,12 +99,15 @@ def findings_and_report(study: Study, out: Path) -> None:
     draw_figures(study, out, bars)
     roles = {m.name: m.role for m in study.models}
     tasks = [spec.task for spec in study.finetune]
+    f2 = joined_f2(out, f2_avgdist_row(study, out, study.claims_findings), study.claims_findings)
     rows = judge_study(roles, read_study(out, list(roles), tasks).documents, bars, study.claims_findings, tasks,
-                       f2=f2_avgdist_row(study, out, study.claims_findings))
+                       f2=f2)
     first = {role: next((n for n, r in roles.items() if r == role), None) for role in ("mim", "supervised")}
     rows = with_figures([finite(row) for row in rows], out, {k: v for k, v in first.items() if v})
+    smoke = f"{QUICK_REASON}: a smoke run of every stage; no finding is judged."
+    models = ", ".join(f"{m.shown} ({m.role})" for m in study.models)
     save_json({"study": str(study.path), "claims_findings": study.claims_findings, "rules_version": RULES_VERSION,
-               "roles": roles, "bars": bars, "findings": rows,
-               "about": {"study file": str(study.path), "models": ", ".join(f"{n} ({r})" for n, r in roles.items())}},
+               "roles": roles, "bars": bars, "findings": rows, "notice": None if study.claims_findings else smoke,
+               "about": {"study file": str(study.path), "models": models, **study.about}},
               out / "findings.json")
     build_report([out], out / "report.html", title=f"mimlens study {study.path.stem}")

@@ -127,7 +127,7 @@ def _finetune_images(stage: StudyStage, study: Study) -> tuple[int, str] | str:
 
 def stage_cost(stage: StudyStage, study: Study) -> Cost:
     """The GPU-hour estimate of one stage (in-process stages cost nothing on a GPU)."""
-    if stage.action is not None:
+    if stage.call is not None:
         return Cost(0.0, "in process")
     work = _work(stage, study)
     if isinstance(work, str):

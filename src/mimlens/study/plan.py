@@ -64,7 +64,7 @@ def plan_lines(study: Study, out: Path, stages: list[StudyStage]) -> list[str]:
                 "to run (no measured time yet)"
             total += cost.gpu_hours or 0.0
             unknown += cost.gpu_hours is None
-        estimate = "" if stage.action is not None else f"\n    {cost}"
+        estimate = "" if stage.call is not None else f"\n    {cost}"
         what = " ".join(command_line(stage)[1:]) if stage.argv else IN_PROCESS[stage.kind]
         lines.append(f"[{i}/{len(stages)}] {stage.name}: {state}{estimate}\n    {what}")
     unknown_words = f", plus {unknown} stage(s) without an estimate" if unknown else ""

@@ -1,5 +1,6 @@
 """The study runner: every stage whose key changed or that has not finished runs in a child process (``python -m
-mimlens ...``, or ``torchrun`` with the study's processes per stage) or, with ``launch.scheduler: slurm``, as a
+mimlens ...``, or ``torchrun`` with the study's processes per stage), with ``launch.scheduler: pool`` in a worker
+process that runs one stage after another (:mod:`mimlens.study.pool`), or with ``launch.scheduler: slurm`` as a
 Slurm job (:mod:`mimlens.study.slurm`), up to ``launch.parallel`` at a time, each once the stages it needs have
 finished; its output goes to ``OUT/logs/<stage>.log``. A failed stage stops only the stages that need it; the
 others run on, and the runner exits non-zero naming every failure. A stage whose command was stopped by a stop
@@ -24,6 +25,7 @@ from typing import Any
 from mimlens.errors import MimlensError
 from mimlens.io import save_json, save_text
 from mimlens.signals import stopped_for_resume
+from mimlens.study.schedule import Clock, ready_stages
 from mimlens.study.stages import StudyStage
 
 MARKER = "study"  # top-level key of OUT/config.yaml
@@ -70,7 +72,7 @@ def _finish(out: Path, stage: StudyStage, seconds: float, status: int) -> None:
                "finished_at": time.time()}, out / "stages" / f"{stage.name}.json")
 
 
-class _Running:
+class Running:
     """A stage's child process and its log file: ``poll()`` (None while it runs, else its exit status), ``stop()``;
     :class:`mimlens.study.slurm.SlurmStage` is the same for a Slurm job."""
 
@@ -124,10 +126,10 @@ def still_to_run(stages: list, done: Callable[[Any], bool], label: Callable[[Any
     return waiting
 
 
-def local_launcher(out: Path, threads: int | None) -> Callable[[StudyStage], _Running]:
-    """Each command stage a child process of the runner."""
+def local_launcher(out: Path, threads: int | None) -> Callable[[StudyStage], Running]:
+    """Each command stage a child process of the runner (``launch.scheduler: local``)."""
     env = child_env(threads)
-    return lambda stage: _Running(out, stage, env)
+    return lambda stage: Running(out, stage, env)
 
 
 def run_stages(out: Path, stages: list[StudyStage], parallel: int, launch: Callable[[StudyStage], Any],
@@ -139,25 +141,31 @@ def run_stages(out: Path, stages: list[StudyStage], parallel: int, launch: Calla
     label = {s.name: f"[{number[s.name]}/{len(stages)}] {s.name}" for s in stages}
     waiting = still_to_run(stages, lambda s: is_done(out, s), lambda s: label[s.name], say)
     finished, failed, running = {s.name for s in stages if s not in waiting}, [], {}
+    clock = Clock(sum(s.minutes for s in waiting), parallel) if any(s.minutes for s in waiting) else None
     try:
         while waiting or running:
             for stage in [s for s in waiting if set(s.needs) & set(failed) and not s.last]:
                 waiting.remove(stage)
                 failed.append(stage.name)
                 say(f"{label[stage.name]}: not run: it needs {', '.join(sorted(set(stage.needs) & set(failed)))}")
-            ready = [s for s in waiting if set(s.needs) <= finished
+            ready = [s for s in ready_stages(waiting, set()) if set(s.needs) <= finished
                      or (s.last and set(s.needs) <= finished | set(failed) and not running)]
             for stage in ready[: parallel - len(running)]:
                 waiting.remove(stage)
                 _prepare(out, stage)
-                if stage.action is not None:
+                if stage.call is not None and not getattr(launch, "runs_calls", False):
                     _run_action(out, stage, label[stage.name], say, finished, failed)
                     continue
                 running[stage.name] = launch(stage)
-                say(f"{label[stage.name]}: running ({stage.processes} process(es); {running[stage.name].where})")
+                expected = "" if clock is None else (
+                    f"; expected {stage.minutes:.2g} min, "
+                    f"{clock.left([*(c.stage for c in running.values()), *waiting])}")
+                say(f"{label[stage.name]}: running ({stage.processes} process(es); {running[stage.name].where})"
+                    + expected)
             if not running and waiting and not ready:
                 raise MimlensError(f"stages {', '.join(s.name for s in waiting)} wait for stages that never ran")
-            time.sleep(0.2 if running else 0)
+            if running:
+                _wait(list(running.values()), 0.2)
             for name, child in list(running.items()):
                 status = child.poll()
                 if status is None:
@@ -165,6 +173,8 @@ def run_stages(out: Path, stages: list[StudyStage], parallel: int, launch: Calla
                 del running[name]
                 seconds = time.perf_counter() - child.start
                 _finish(out, child.stage, seconds, status)
+                if clock is not None:
+                    clock.finished(child.stage, seconds)
                 if status == 0:
                     finished.add(name)
                     say(f"{label[name]}: finished in {seconds / 60:.2f} min")
@@ -181,11 +191,23 @@ def run_stages(out: Path, stages: list[StudyStage], parallel: int, launch: Calla
     return failed
 
 
+def _wait(running: list, seconds: float) -> None:
+    """Until one of the running stages may have ended, at most ``seconds``: a worker of the pool wakes the runner
+    when it answers (``waitables``); child processes and Slurm jobs are polled."""
+    from multiprocessing.connection import wait
+
+    waitables = [w for child in running for w in getattr(child, "waitables", ())]
+    if len(waitables) == 2 * len(running):
+        wait(waitables, seconds)
+    else:
+        time.sleep(seconds)
+
+
 def _run_action(out: Path, stage: StudyStage, label: str, say: Callable[[str], None], finished: set[str],
                 failed: list[str]) -> None:
     start = time.perf_counter()
     try:
-        stage.action()
+        stage.act()
     except MimlensError as error:
         _finish(out, stage, time.perf_counter() - start, 1)
         failed.append(stage.name)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mimlens.errors import MimlensError
 from mimlens.study.runner import MARKER, child_env, local_launcher, run_stages
+from mimlens.study.schedule import schedule_minutes
 from mimlens.study.spec import Study
 from mimlens.study.stages import StudyStage, study_stages
 
@@ -39,13 +40,17 @@ def run_study(study: Study, out: Path, only: str | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_config({MARKER: {"file": str(study.path.resolve()), "models": {m.name: m.role for m in study.models}}},
                 out)
+    budget = schedule_minutes(stages, launch["parallel"])
     say(f"mimlens study {study.path}: {len(stages)} stages ({launch['parallel']} at a time, "
-        f"{launch['processes']} process(es) each, {launch['device']}, {launch['scheduler']}); output {out}")
+        f"{launch['processes']} process(es) each, {launch['device']}, {launch['scheduler']})"
+        + (f", budget {budget:.2g} min" if budget else "") + f"; output {out}")
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         failed = run_stages(out, stages, launch["parallel"], start, say)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if hasattr(start, "close"):
+            start.close()
     if failed:
         raise MimlensError(f"{len(failed)} stage(s) did not finish: {', '.join(failed)}; the others are kept and "
                            "a rerun reuses them")
@@ -55,8 +60,12 @@ def run_study(study: Study, out: Path, only: str | None = None) -> int:
 
 
 def launcher(out: Path, launch: dict):
-    """What starts a command stage: a child process, or with ``launch.scheduler: slurm`` a Slurm job (submitit
-    and the Slurm commands checked here, before anything runs)."""
+    """What starts a command stage: a child process, a worker of the pool (``launch.scheduler: pool``), or with
+    ``launch.scheduler: slurm`` a Slurm job (submitit and the Slurm commands checked here, before anything runs)."""
+    if launch["scheduler"] == "pool":
+        from mimlens.study.pool import Pool
+
+        return Pool(out, launch["threads"], child_env(launch["threads"]))
     if launch["scheduler"] != "slurm":
         return local_launcher(out, launch["threads"])
     try:

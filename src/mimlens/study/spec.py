@@ -16,6 +16,8 @@ finetune:
 masks:    {img_size: 224, num_masks: 200}   # the AvgDist sweep of SimMIM's masking settings
 bars:     {images: 256}                      # validation images of the pre-trainings' training bars
 launch:   {processes: 2, device: cpu, parallel: 1}
+# launch: {scheduler: pool, parallel: 2}   # one-process stages in 2 worker processes that import torch once
+budget:   {pretrain_simmim: 26, finetune_depth: 3.6}  # expected minutes per stage kind: the time left is printed
 # on a Slurm cluster: every command stage a job (see mimlens.study.slurm)
 # launch: {scheduler: slurm, slurm: {partition: gpu, time: 240, gpus_per_task: 8, cpus_per_task: 32}}
 ```
@@ -48,7 +50,7 @@ ROLES = ("mim", "supervised", "contrastive", "random", "other")
 PREFIX_POLICIES = ("renorm", "drop", "keep")
 CKA_UNITS = ("image", "pooled", "token")
 ENCODERS = ("base", "momentum")
-SCHEDULERS = ("local", "slurm")
+SCHEDULERS = ("local", "pool", "slurm")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ class ModelSpec:
     seed: int = 0
     pretrain: dict[str, Any] | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)  # build_model keywords of a random initialisation
+    label: str | None = None  # the model's name in figures (default: its name)
+
+    @property
+    def shown(self) -> str:
+        return self.label or self.name
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,8 @@ class Study:
     claims_findings: bool = True
     masks: dict[str, Any] | None = None
     bars: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, float] = field(default_factory=dict)  # stage kind -> expected minutes
+    about: dict[str, Any] = field(default_factory=dict)  # more lines of the report's "about" list
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
@@ -139,7 +148,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 SECTIONS: dict[str, dict[str, str]] = {
     "model": {"source": "str", "arch": "str", "pretrained": "bool", "encoder": "encoder", "seed": "int>=0",
-              "kwargs": "mapping", "pretrain": "mapping", "role": "role"},
+              "kwargs": "mapping", "pretrain": "mapping", "role": "role", "label": "str"},
     "pretrain": {"objective": "str", "recipe": "str", "overrides": "mapping"},
     "analysis": {"data": "str", "num_images": "int>=1", "batch_size": "int>=1", "prefix_policy": "prefix_policy",
                  "cka_unit": "cka_unit", "cka_bootstrap": "int>=0", "cka_permutations": "int>=0", "names": "names",
@@ -155,7 +164,7 @@ SECTIONS: dict[str, dict[str, str]] = {
               "cpus_per_task": "int>=1", "account": "str", "qos": "str", "signal_seconds": "int>=1",
               "requeues": "int>=0", "sbatch": "sbatch"},
 }
-TOP = {"models", "analysis", "probes", "finetune", "masks", "bars", "launch", "claims_findings"}
+TOP = {"models", "analysis", "probes", "finetune", "masks", "bars", "launch", "claims_findings", "budget", "about"}
 LAUNCH_DEFAULTS = {"processes": 1, "device": "cpu", "parallel": 1, "threads": None, "scheduler": "local"}
 # launch.slurm: time limit (minutes), nodes of a multi-process stage, the USR1 warning (seconds before the limit),
 # requeues after a time limit; partition, account and qos are the cluster's defaults when not given
@@ -218,7 +227,7 @@ def _model(errors: _Errors, name: str, value: Any, base: Path) -> ModelSpec | No
     return ModelSpec(name, section.get("role", "other"), _resolve_path(source, base) if isinstance(source, str)
                      else None, section.get("arch"), bool(section.get("pretrained", False)),
                      section.get("encoder", "base"), section.get("seed", 0), pretrain,
-                     dict(section["kwargs"]) if isinstance(section.get("kwargs"), dict) else {})
+                     dict(section["kwargs"]) if isinstance(section.get("kwargs"), dict) else {}, section.get("label"))
 
 
 def _recipe(errors: _Errors, key: str, recipe: Any, base: Path) -> str | None:
@@ -307,9 +316,24 @@ def load_study(path: str | Path) -> Study:
     finetune = _finetune(errors, raw.get("finetune"), base)
     masks = _optional(errors, raw, "masks", base)
     bars = _section(errors, "bars", raw.get("bars", {}), "bars") or {}
+    budget = _budget(errors, raw.get("budget", {}))
+    about = raw.get("about", {})
+    if not isinstance(about, dict) or not all(isinstance(v, str | int | float) for v in about.values()):
+        errors.add("about", f"{about!r}: expected a mapping of label -> text or number")
     errors.raise_if_any()
     return Study(path, tuple(models), analysis, probes, finetune, launch, bool(raw.get("claims_findings", True)),
-                 masks, bars)
+                 masks, bars, budget, dict(about))
+
+
+def _budget(errors: _Errors, value: Any) -> dict[str, float]:
+    """``budget``: stage kind (``pretrain_simmim``, ``analyze``, ``finetune_depth``, ...) -> expected minutes."""
+    if not isinstance(value, dict):
+        errors.add("budget", f"{value!r}: expected a mapping of stage kind -> expected minutes")
+        return {}
+    for kind, minutes in value.items():
+        if isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes < 0:
+            errors.add(f"budget.{kind}", f"{minutes!r}: expected minutes, a number >= 0")
+    return {str(k): float(v) for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _launch(errors: _Errors, value: Any) -> dict[str, Any]:

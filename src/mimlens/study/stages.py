@@ -21,7 +21,6 @@ the size and time of every input file), so a finished stage with the same key is
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,10 @@ from mimlens.study.spec import ModelSpec, Study
 
 @dataclass
 class StudyStage:
-    """One stage: ``argv`` (a mimlens command line) or ``action`` (a call in the runner's process) writes
-    ``out``; it is done when ``outputs`` exist there and its recorded ``key`` matches. ``processes``: torchrun
-    processes; ``config``: the YAML written to ``OUT/stages/<name>.yaml`` before it runs."""
+    """One stage: ``argv`` (a mimlens command line) or ``call`` (``("module:function", args)``, run in the
+    runner's process or a worker of the pool) writes ``out``; it is done when ``outputs`` exist there and its
+    recorded ``key`` matches. ``processes``: torchrun processes; ``config``: the YAML written to
+    ``OUT/stages/<name>.yaml`` before it runs."""
 
     name: str
     kind: str
@@ -42,12 +42,19 @@ class StudyStage:
     outputs: tuple[str, ...]
     key: dict[str, Any]
     argv: list[str] | None = None
-    action: Callable[[], None] | None = None
+    call: tuple[str, tuple] | None = None
     needs: tuple[str, ...] = ()
     processes: int = 1
     last: bool = False  # runs once every other stage has finished or failed, whatever failed
     config: dict[str, Any] | None = None
     inputs: tuple[str, ...] = field(default_factory=tuple)  # paths it reads: size and mtime of those on disk
+    minutes: float = 0.0  # expected minutes (the study's budget for its kind; a sweep, one per drop setting)
+
+    def act(self) -> None:
+        """Run the stage's ``call``."""
+        from mimlens.registry import resolve
+
+        resolve(self.call[0])(*self.call[1])
 
 
 def file_identity(path: str) -> dict[str, Any] | None:
@@ -121,13 +128,11 @@ class _Builder:
                             config=cfg))
 
     def export(self, model: ModelSpec) -> None:
-        from mimlens.study.weights import export_weights
-
         out = self.out / "weights" / model.name
         key = {"source": model.source, "arch": model.arch, "pretrained": model.pretrained,
                "encoder": model.encoder, "seed": model.seed, "kwargs": model.kwargs}
         self.add(StudyStage(f"weights_{model.name}", "weights", model.name, out, ("backbone.safetensors",), key,
-                            action=lambda: export_weights(model, out),
+                            call=("mimlens.study.weights:export_weights", (model, out)),
                             inputs=(model.source,)))
 
     # -- the analyses, probes and fine-tunings -------------------------------------------------------------
@@ -202,8 +207,6 @@ def study_stages(study: Study, out: Path) -> list[StudyStage]:
     """Every stage of ``study`` writing under ``out``, in running order. The findings and the report come last,
     after the other stages have finished or failed: a row whose inputs a failed stage did not write is not
     judged, naming the missing file."""
-    from mimlens.study.closing import findings_and_report
-
     builder = _Builder(study, out)
     spellings = {}
     for model in study.models:
@@ -221,5 +224,22 @@ def study_stages(study: Study, out: Path) -> list[StudyStage]:
     builder.finetunes(spellings)
     before = tuple(s.name for s in builder.stages)
     builder.add(StudyStage("findings", "findings", "", out, ("findings.json", "report.html"), {},
-                           action=lambda: findings_and_report(study, out), needs=before, last=True))
-    return builder.stages
+                           call=("mimlens.study.closing:findings_and_report", (study, out)), needs=before, last=True))
+    return _budgeted(builder.stages, study.budget, study.path)
+
+
+def _budgeted(stages: list[StudyStage], budget: dict[str, float], path: Path) -> list[StudyStage]:
+    """Each stage's expected minutes from ``budget`` (stage kind -> minutes; a drop-last sweep runs one
+    fine-tuning per setting); a kind no stage has is an error naming the kinds there are."""
+    from mimlens.errors import MimlensError
+
+    kinds = sorted({s.kind for s in stages})
+    unknown = sorted(set(budget) - set(kinds))
+    if unknown:
+        raise MimlensError(f"{path}: budget.{unknown[0]}: no stage of this study has that kind (kinds: "
+                           f"{', '.join(kinds)})")
+    for stage in stages:
+        argv = stage.argv or []
+        settings = argv[argv.index("--sweep-drop") + 1].count(",") + 1 if "--sweep-drop" in argv else 1
+        stage.minutes = budget.get(stage.kind, 0.0) * settings
+    return stages
