@@ -56,7 +56,8 @@ def peak_mb() -> float:
 def run_mimlens(model, num_images: int) -> torch.Tensor:
     from mimlens.analysis.cka import cka_matrix
 
-    return cka_matrix(model, image_stream(num_images), batch_size=BATCH).matrix
+    # the estimator alone, like the naive one (the calibration's cost: benchmarks/bench_cka_calibration.py)
+    return cka_matrix(model, image_stream(num_images), batch_size=BATCH, bootstrap=0, permutations=0).matrix
 
 
 def run_naive(model, num_images: int) -> torch.Tensor:

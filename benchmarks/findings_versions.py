@@ -6,7 +6,8 @@ rules, side by side, recomputed from the same stages; nothing is written unless 
     python benchmarks/findings_versions.py runs/demo-default --write    # then rewrite findings.json and report.html
 
 Per finding: the verdict in ``findings.json`` (with its ``rules_version``; none written means version 1), the
-verdict of the current rules (``mimlens.findings.rules.RULES_VERSION``) and the reasons of both. ``--write``
+verdict of the current rules (``mimlens.findings.rules.RULES_VERSION``) and the reasons of both; F5 also under
+version 2 (the fixed margin, ``f5_cka_v2``) on the same ``cka.json`` files, beside version 3's interval. ``--write``
 rewrites ``findings.json``, the cross-run figures and ``report.html`` under the current rules (the study's first,
 which rewrites the demo's too) as the demo's last stage does, without checking or running any other stage.
 """
@@ -61,7 +62,26 @@ def written_rows(out: Path) -> tuple[int, dict[str, dict]]:
     return (doc.get("rules_version", 1) if isinstance(doc, dict) else 1), {r["id"]: r for r in rows}
 
 
+def f5_version_2(out: Path, row: dict) -> dict:
+    """F5 under rules version 2 on the ``cka.json`` of the models the current F5 row compared."""
+    from mimlens.findings import rules as fd
+    from mimlens.findings.folder import document_path
+
+    models = row["compared"]
+    docs = [json.loads((out / document_path("cka", models[role])).read_text()) for role in ("mim", "supervised")]
+    bars_file = out / "bars.json"
+    bars = json.loads(bars_file.read_text()) if bars_file.is_file() else {}
+    bars = {**{m: {"passed": True} for m in models.values() if m not in bars}, **bars}
+    return fd.f5_cka_v2(*docs, bars, preset_of(out).claims, bar_models=[models["mim"], models["supervised"]])
+
+
+def number(numbers: dict, key: str) -> str:
+    value = numbers.get(key)
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def show(out: Path) -> None:
+    from mimlens.findings import rules as fd
     from mimlens.findings.rules import RULES_VERSION
 
     if not (out / "findings.json").is_file():
@@ -76,6 +96,15 @@ def show(out: Path) -> None:
             reason = (r.get("numbers") or {}).get("reason") if isinstance(r.get("numbers"), dict) else None
             if reason:
                 print(f"  {label} reason: {reason}")
+        if row["id"] == "F5" and row.get("compared", {}).keys() >= {"mim", "supervised"}:
+            n = row["numbers"]
+            print(f"  F5 under version 2 (fixed margin {fd.CKA_MARGIN:g}): {f5_version_2(out, row)['verdict']}; "
+                  f"under version {RULES_VERSION}: SimMIM {number(n, 'SimMIM mean CKA between layers')}, "
+                  f"supervised {number(n, 'supervised mean CKA between layers')}, difference "
+                  f"{number(n, 'SimMIM - supervised')}, 95 % interval [{number(n, 'SimMIM - supervised low')}, "
+                  f"{number(n, 'SimMIM - supervised high')}], null means "
+                  f"{number(n, 'SimMIM null mean CKA between layers')} (SimMIM) and "
+                  f"{number(n, 'supervised null mean CKA between layers')} (supervised)")
         outcomes = {k: v for k, v in row["numbers"].items() if k.endswith(" outcome")}
         if outcomes:
             print("  v2 per task: " + "; ".join(f"{k[:-len(' outcome')]}: {v}" for k, v in outcomes.items()))

@@ -1,4 +1,5 @@
-"""cka_matrix under a real two-process torchrun (gloo, CPU) equals one process on the same batch partition."""
+"""cka_matrix under a real two-process torchrun (gloo, CPU) equals one process on the same batch partition,
+its calibration (half-sample interval, permutation null) included."""
 
 import inspect
 import os
@@ -43,9 +44,11 @@ model = TokenMixer()
 images = torch.rand(45, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 forwards = []
 model.register_forward_hook(lambda module, args, output: forwards.append(len(args[0])))
-result = cka_matrix(model, images, batch_size=8, transform_a=nn.Identity(), passes=2)
+result = cka_matrix(model, images, batch_size=8, transform_a=nn.Identity(), passes=2, bootstrap=20, permutations=10)
 torch.save({{"forwards": forwards, "matrix": result.matrix, "spread": result.spread, "notes": result.notes,
-            "num_images": result.num_images}}, os.path.join(out, f"rank{{distributed.rank()}}.pt"))
+            "num_images": result.num_images, "interval": result.interval, "null_mean": result.null_mean,
+            "p_value": result.p_value, "replicates": result.off_diagonal_replicates, "images": result.images}},
+           os.path.join(out, f"rank{{distributed.rank()}}.pt"))
 if distributed.rank() == 0:
     torch.save({{"state": model.state_dict(), "images": images}}, os.path.join(out, "inputs.pt"))
 distributed.shutdown()
@@ -67,9 +70,16 @@ def test_two_process_torchrun_equals_one_process(tmp_path):
 
     model = TokenMixer()
     model.load_state_dict(inputs["state"])
-    single = cka_matrix(model, inputs["images"], batch_size=8, transform_a=nn.Identity(), passes=2)
+    single = cka_matrix(model, inputs["images"], batch_size=8, transform_a=nn.Identity(), passes=2, bootstrap=20,
+                        permutations=10)
     for rank in ranks:
         torch.testing.assert_close(rank["matrix"], single.matrix, rtol=0, atol=1e-12)
         torch.testing.assert_close(rank["spread"], single.spread, rtol=0, atol=1e-12)
-        assert rank["num_images"] == 45 and rank["notes"] == []
+        assert rank["num_images"] == 45 and rank["notes"] == [] and rank["images"] == single.images
+        for got, want in zip(rank["interval"], single.interval, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        torch.testing.assert_close(rank["null_mean"], single.null_mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(rank["p_value"], single.p_value, rtol=0, atol=0)
+        torch.testing.assert_close(torch.tensor(rank["replicates"]), torch.tensor(single.off_diagonal_replicates),
+                                   rtol=0, atol=1e-12)
     assert not torch.allclose(single.matrix, torch.ones_like(single.matrix))

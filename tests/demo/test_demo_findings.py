@@ -1,4 +1,4 @@
-"""Verdict rules of mimlens.findings.rules (rules version 2) on hand-made JSON documents: for every rule, inputs
+"""Verdict rules of mimlens.findings.rules (rules version 3) on hand-made JSON documents: for every rule, inputs
 that give each verdict it can give, so that no rule can only pass or only fail."""
 
 import math
@@ -101,15 +101,59 @@ def cka(matrix):
     return {"matrix": matrix, "estimator": "linear"}
 
 
-def test_f5_each_verdict_and_null_cells_skipped():
+def calibrated(off, spread=0.01, noise=0, null=0.1, **keys):
+    """A within-model cka.json of two layers with CKA ``off`` between them, 200 half-sample replicates around it
+    (sd ``spread``; ``noise`` seeds it) and a permutation null of mean ``null``."""
+    replicates = (off + spread * np.random.default_rng(noise).normal(size=200)).tolist()
+    return {"matrix": [[1.0, off], [off, 1.0]], "estimator": "linear", "images": 12.5, "num_images": 256,
+            "batch_size": 64, "seed": 0, "bootstrap": 200, "permutations": 200,
+            "null_mean": [[null, null], [null, null]], "off_diagonal_replicates": replicates, **keys}
+
+
+def test_f5_version_2_compares_means_against_the_fixed_margin_and_skips_null_cells():
     sim = cka([[1.0, 0.9, None], [0.9, 1.0, 0.8], [None, 0.8, 1.0]])
     sup = cka([[1.0, 0.5, 0.2], [0.5, 1.0, 0.4], [0.2, 0.4, 1.0]])
     assert fd.mean_off_diagonal(sim) == pytest.approx(0.85)
     assert fd.mean_off_diagonal(sup) == pytest.approx((0.5 + 0.2 + 0.4) / 3)
-    assert fd.f5_cka(sim, sup, PASSED, True)["verdict"] == "reproduced"
-    assert fd.f5_cka(sup, sim, PASSED, True)["verdict"] == "not reproduced"
-    assert fd.f5_cka(sim, sup, FAILED_SIMMIM, True)["verdict"] == "not judged"
+    assert fd.f5_cka_v2(sim, sup, PASSED, True)["verdict"] == "reproduced"
+    assert fd.f5_cka_v2(sup, sim, PASSED, True)["verdict"] == "not reproduced"
+    assert fd.f5_cka_v2(sim, sup, FAILED_SIMMIM, True)["verdict"] == "not judged"
+    assert fd.f5_cka_v2(calibrated(0.86), calibrated(0.83), PASSED, True)["verdict"] == "not reproduced"  # < 0.05
     assert math.isnan(fd.mean_off_diagonal(cka([[1.0]])))
+
+
+def test_f5_judges_the_percentile_interval_of_the_paired_replicates():
+    sim, sup = calibrated(0.86, noise=1, null=0.02), calibrated(0.83, noise=2, null=0.01)
+    row = fd.f5_cka(sim, sup, PASSED, True)
+    n = row["numbers"]
+    differences = np.subtract(sim["off_diagonal_replicates"], sup["off_diagonal_replicates"])
+    low, high = np.percentile(differences, [2.5, 97.5])
+    assert row["verdict"] == "reproduced" and n["SimMIM - supervised"] == pytest.approx(0.03)
+    assert n["SimMIM - supervised low"] == pytest.approx(low) and n["SimMIM - supervised high"] == pytest.approx(high)
+    assert 0 < low < 0.03 < high and n["SimMIM - supervised replicates"] == 200
+    assert n["SimMIM mean CKA between layers"] == 0.86 and n["supervised mean CKA between layers"] == 0.83
+    assert n["SimMIM null mean CKA between layers"] == 0.02 and n["supervised null mean CKA between layers"] == 0.01
+    assert fd.f5_cka(sup, sim, PASSED, True)["verdict"] == "not reproduced"
+
+
+def test_f5_within_errors_when_the_interval_contains_zero_with_the_detectable_difference():
+    row = fd.f5_cka(calibrated(0.86, spread=0.05, noise=1), calibrated(0.83, spread=0.05, noise=2), PASSED, True)
+    n = row["numbers"]
+    assert row["verdict"] == "within errors" and n["SimMIM - supervised low"] < 0 < n["SimMIM - supervised high"]
+    width = n["SimMIM - supervised high"] - n["SimMIM - supervised low"]
+    assert n["SimMIM - supervised detectable"] == pytest.approx(width / 2 / 1.96 * (1.96 + 0.8416))
+    assert "contains 0" in n["reason"] and "detectable difference" in n["reason"]
+
+
+@pytest.mark.parametrize("change", [{"images": 13.0}, {"num_images": 128}, {"batch_size": 32}, {"seed": 1},
+                                    {"bootstrap": 100}, {"off_diagonal_replicates": None}])
+def test_f5_not_judged_when_the_two_cka_documents_are_not_paired(change):
+    row = fd.f5_cka(calibrated(0.9), calibrated(0.2, **change), PASSED, True)
+    assert row["verdict"] == "not judged"
+    key = next(iter(change))
+    assert (key in row["numbers"]["reason"]) or ("no half-sample replicates" in row["numbers"]["reason"])
+    assert row["numbers"]["SimMIM - supervised"] == pytest.approx(0.7)
+    assert fd.f5_cka(cka([[1, 0.9], [0.9, 1]]), cka([[1, 0.2], [0.2, 1]]), PASSED, True)["verdict"] == "not judged"
 
 
 # ---------------------------------------------------------------------------------------------- fine-tunings
@@ -389,7 +433,7 @@ def test_every_row_renders_in_the_report_table():
 
 SIM_KL = attention([10.0] * 6, kls=[1.0, 1.2, 1.1, 0.9, 0.8, 0.7])
 SUP_KL = attention([30.0] * 6, kls=[1.0, 0.8, 0.6, 0.2, 0.1, 0.05])
-CKA_HIGH, CKA_LOW = cka([[1.0, 0.9], [0.9, 1.0]]), cka([[1.0, 0.2], [0.2, 1.0]])
+CKA_HIGH, CKA_LOW = calibrated(0.9, noise=1), calibrated(0.2, noise=2)
 CASES = {  # (rule, verdict): a row computed from hand-made JSON that should get that verdict
     ("F1", "reproduced"): lambda: fd.f1_locality(LOCAL_SIMMIM, GROWING_SUPERVISED, UNIFORM, PASSED, True),
     ("F1", "not reproduced"): lambda: fd.f1_locality(GROWING_SUPERVISED, LOCAL_SIMMIM, UNIFORM, PASSED, True),
@@ -403,6 +447,8 @@ CASES = {  # (rule, verdict): a row computed from hand-made JSON that should get
     ("F4", "not judged"): lambda: f4([0.0, -0.05], [0.0, 0.05], pose_random=0.5),
     ("F5", "reproduced"): lambda: fd.f5_cka(CKA_HIGH, CKA_LOW, PASSED, True),
     ("F5", "not reproduced"): lambda: fd.f5_cka(CKA_LOW, CKA_HIGH, PASSED, True),
+    ("F5", "within errors"): lambda: fd.f5_cka(calibrated(0.5, 0.05, noise=1), calibrated(0.5, 0.05, noise=2), PASSED,
+                                              True),
     ("F5", "not judged"): lambda: fd.f5_cka(CKA_HIGH, CKA_LOW, FAILED_SIMMIM, True),
     ("F6", "reproduced"): lambda: f6({"cls": 0.05, "depth": 0.05, "pose": 0.05}),
     ("F6", "not reproduced"): lambda: f6({"cls": -0.05, "depth": -0.05, "pose": -0.05}),
@@ -417,7 +463,7 @@ CASES = {  # (rule, verdict): a row computed from hand-made JSON that should get
     ("F6-probe", "within errors"): lambda: fd.f6_probe(probe_doc(FLAT, 2.0), probe_doc(FLAT, 2.0, seed=1), PASSED,
                                                        True),
     ("F6-probe", "not judged"): lambda: fd.f6_probe(probe_doc(RISING), probe_doc(PEAKED), PASSED, False),
-}  # F2's four verdicts: tests/demo/test_demo_masking.py; F1, F3, F5 have no SE, so no "within errors"
+}  # F2's four verdicts: tests/demo/test_demo_masking.py; F1 and F3 have no SE, so no "within errors"
 
 
 @pytest.mark.parametrize(("rule", "verdict"), list(CASES), ids=[f"{r}-{v}" for r, v in CASES])

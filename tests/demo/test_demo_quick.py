@@ -173,12 +173,22 @@ def expected_numbers(out: Path) -> dict[str, dict]:
                                           if s["mask_patch_size"] == mask_patch and s["ratio"] == 0.6)}
     f3 = {"layers": len(att["simmim"]["layers"])}
     f5 = {}
+    cka = {m: load(out / "analysis" / m / "cka.json") for m in ("simmim", "supervised")}
     for m, label in (("simmim", "SimMIM"), ("supervised", "supervised")):
-        matrix = load(out / "analysis" / m / "cka.json")["matrix"]
-        n = len(matrix)
-        off = [matrix[i][j] for i in range(n) for j in range(n) if i != j and matrix[i][j] is not None]
-        f5[f"{label} mean CKA between layers"] = np.mean(off)
-    f5["estimator"] = load(out / "analysis" / "simmim" / "cka.json")["estimator"]
+        for key, name in (("matrix", "mean CKA"), ("null_mean", "null mean CKA")):
+            matrix = cka[m][key]
+            n = len(matrix)
+            off = [matrix[i][j] for i in range(n) for j in range(n) if i != j and matrix[i][j] is not None]
+            f5[f"{label} {name} between layers"] = np.mean(off)
+    f5["SimMIM - supervised"] = f5["SimMIM mean CKA between layers"] - f5["supervised mean CKA between layers"]
+    differences = [a - b for a, b in zip(cka["simmim"]["off_diagonal_replicates"],
+                                         cka["supervised"]["off_diagonal_replicates"], strict=True)
+                   if a is not None and b is not None]
+    low, high = np.percentile(differences, [2.5, 97.5])  # the paired replicates' 95 % percentile interval
+    f5.update({"SimMIM - supervised low": low, "SimMIM - supervised high": high,
+               "SimMIM - supervised replicates": len(differences),
+               "SimMIM - supervised detectable": (high - low) / 2 / 1.96 * (1.96 + 0.8416)})
+    f5["estimator"] = cka["simmim"]["estimator"]
     found = {"F1": f1, "F2": f2, "F3": f3, "F4": f4_numbers(out), "F5": f5, "F6": f6_numbers(out),
              **probe_numbers(out)}
     return {fid: {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in numbers.items()}

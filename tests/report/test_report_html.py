@@ -7,6 +7,7 @@ import math
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -278,3 +279,21 @@ def test_a_demo_page_names_the_rules_version_of_its_findings(tmp_path):
     text = build_report([demo], tmp_path / "out" / "report.html").read_text()
     assert "Findings rules version 2 (docs/findings.md)" in text and 'class="verdict within-errors"' in text
     assert "detectable difference 0.002" in text
+
+
+def test_the_cka_section_shows_the_interval_and_the_null_of_a_calibrated_cka_json(tmp_path):
+    cka = {"estimator": "minibatch linear CKA", "unit": "image", "num_images": 64, "bootstrap": 4, "permutations": 9,
+           "layers_a": ["blocks.0", "blocks.1", "blocks.2"], "layers_b": ["blocks.0", "blocks.1", "blocks.2"],
+           "matrix": [[1.0, 0.8, 0.6], [0.8, 1.0, 0.7], [0.6, 0.7, 1.0]],
+           "interval": {"low": [[1.0, 0.75, 0.55], [0.75, 1.0, 0.65], [0.55, 0.65, 1.0]],
+                        "high": [[1.0, 0.85, 0.66], [0.85, 1.0, 0.74], [0.66, 0.74, 1.0]]},
+           "null_mean": [[0.1, 0.02, 0.01], [0.02, 0.1, 0.03], [0.01, 0.03, 0.1]],
+           "p_value": [[0.1, 0.1, 0.1], [0.1, 0.1, 0.1], [0.1, 0.1, 0.1]],
+           "off_diagonal_replicates": [0.66, 0.70, 0.68, 0.72]}
+    run = write_run(tmp_path / "analysis", {"attention.json": attention_doc(), "cka.json": cka,
+                                            "config.yaml": "model: {spec: vit-micro-32}\n"})
+    text = build_report([run], tmp_path / "report.html").read_text()
+    low, high = np.percentile(cka["off_diagonal_replicates"], [2.5, 97.5])
+    assert f"[{low:.3f}, {high:.3f}]" in text and "its mean under the null (permuted images)" in text
+    assert "[0.550, 0.660]" in text and "[0.650, 0.740]" in text and "4 replicates" in text
+    assert "9 permutations" in text and "p-value" in text

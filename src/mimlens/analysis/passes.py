@@ -5,12 +5,12 @@ Attention: :func:`mimlens.analysis.attention.attention_stats` over this process'
 all-reduced), written as ``attention.json`` with the model's record (``meta``: model, architecture, weights,
 loading, data, skipped files, seed or step) and ``attention.csv``. CKA:
 :func:`mimlens.analysis.cka.cka_matrix` within one model or between two, on the same raw images in the same
-order (it splits the batches over processes itself), with the unit, prefix policy and batch of the ``analysis``
-section. Diagnostics: :func:`mimlens.analysis.diagnostics.diagnostics` over this process's share of the images,
-written as ``diagnostics.json`` with the model's record. Similarity:
-:func:`mimlens.analysis.similarity_pass.similarity_matrix` within one model or between two, with the settings of
-``analysis.similarity`` (measures, pooled token, k, image cap); its per-block series are each block's value with
-the last block (the matrix's last column).
+order (it splits the batches over processes itself), with the unit, prefix policy, batch and calibration
+(``cka_bootstrap``, ``cka_permutations``) of the ``analysis`` section. Diagnostics:
+:func:`mimlens.analysis.diagnostics.diagnostics` over this process's share of the images, written as
+``diagnostics.json`` with the model's record. Similarity: :func:`mimlens.analysis.similarity_pass.similarity_matrix`
+within one model or between two, with the settings of ``analysis.similarity`` (measures, pooled token, k, image
+cap); its per-block series are each block's value with the last block (the matrix's last column).
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def _cka(ctx: MeasureContext, model_b=None):
     settings = ctx.settings
     return cka_matrix(ctx.model, ctx.batches(), model_b, unit=settings["cka_unit"],
                       batch_size=max(4, settings["batch_size"]), prefix_policy=settings["prefix_policy"],
-                      device=ctx.device, progress=ctx.progress)
+                      device=ctx.device, progress=ctx.progress, bootstrap=settings["cka_bootstrap"],
+                      permutations=settings["cka_permutations"])
 
 
 def cka_measure(ctx: MeasureContext):
@@ -113,7 +114,8 @@ def cka_pair_figures(docs: list[dict[str, Any]], fig_dir: Path) -> None:
 
 
 def cka_summary(doc: dict[str, Any]) -> str:
-    """Mean CKA on the diagonal and between the last blocks (between models), or between different layers."""
+    """Mean CKA on the diagonal and between the last blocks (between models), or between different layers with
+    its 95 % interval over images when the document has replicates."""
     import math
 
     matrix = [[math.nan if v is None else v for v in row] for row in doc["matrix"]]
@@ -124,7 +126,14 @@ def cka_summary(doc: dict[str, Any]) -> str:
         mean = sum(diagonal) / len(diagonal) if diagonal else math.nan
         return f"  {label}: mean diagonal {mean:.3f}, last blocks {matrix[-1][-1]:.3f}"
     off = [v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j and not math.isnan(v)]
-    return f"  {label}: mean CKA between different layers {sum(off) / len(off) if off else math.nan:.3f}"
+    text = f"  {label}: mean CKA between different layers {sum(off) / len(off) if off else math.nan:.3f}"
+    replicates = [v for v in doc.get("off_diagonal_replicates") or [] if v is not None]
+    if replicates:
+        from mimlens.analysis.cka import LEVEL, percentile_interval
+
+        low, high = percentile_interval(replicates)
+        text += f" ({LEVEL:.0%} interval over images {float(low):.3f} to {float(high):.3f})"
+    return text
 
 
 def diagnostics_measure(ctx: MeasureContext):

@@ -31,6 +31,7 @@ from mimlens.model_names import check_loading
 
 __all__ = [
     "ANALYSIS_DEFAULTS",
+    "CKA_CALIBRATION",
     "DATA_DEFAULTS",
     "MODEL_DEFAULTS",
     "analyze",
@@ -51,10 +52,13 @@ DATA_DEFAULTS: dict[str, Any] = {
     "source": "synthetic", "num_images": 64, "seed": 0, "split": "train",
     "synthetic": {"num_objects": None, "background": None, "background_strength": None},
 }
+# CKA's calibration (:func:`mimlens.analysis.cka.cka_matrix`): half-sample replicates of the interval and
+# permutations of the null; 0 turns each off.
+CKA_CALIBRATION: dict[str, int] = {"cka_bootstrap": 200, "cka_permutations": 200}
 # ``names``: the analyses to run (:data:`mimlens.analysis.registry.ANALYSES`); ``cka: true`` adds CKA to them;
 # ``similarity``: the settings of the similarity analysis (:data:`mimlens.analysis.choices.SIMILARITY_DEFAULTS`).
 ANALYSIS_DEFAULTS: dict[str, Any] = {"names": ["attention"], "batch_size": 64, "prefix_policy": "renorm",
-                                     "cka": False, "cka_unit": "image", "every_checkpoint": False,
+                                     "cka": False, "cka_unit": "image", **CKA_CALIBRATION, "every_checkpoint": False,
                                      "similarity": SIMILARITY_DEFAULTS}
 MODEL_DEFAULTS: dict[str, Any] = {"spec": None, "arch": None, "seed": 0, "pretrained": False, "encoder": "base"}
 
@@ -65,6 +69,10 @@ def check_config(cfg: dict[str, Any]) -> None:
     for key, value in (("data.num_images", data["num_images"]), ("analysis.batch_size", analysis["batch_size"])):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise MimlensError(f"{key}={value!r}: expected a positive integer")
+    for key in CKA_CALIBRATION:
+        value = analysis[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MimlensError(f"analysis.{key}={value!r}: expected an integer >= 0 (0 turns it off)")
     scenes = data["synthetic"]
     if not isinstance(scenes, dict):
         raise MimlensError(f"data.synthetic={scenes!r}: expected a mapping of scene settings (num_objects, ...)")

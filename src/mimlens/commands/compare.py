@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mimlens.analysis.choices import SIMILARITY_DEFAULTS
-from mimlens.analysis.run import DATA_DEFAULTS
+from mimlens.analysis.run import CKA_CALIBRATION, DATA_DEFAULTS
 from mimlens.commands.analyze import add_data_arguments, add_loading_arguments, data_flags
 
 DEFAULTS: dict[str, Any] = {
@@ -27,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "encoder": "base",
     "data": DATA_DEFAULTS,
     "analysis": {"names": ["attention", "cka"], "batch_size": 64, "prefix_policy": "renorm", "cka_unit": "image",
-                 "similarity": SIMILARITY_DEFAULTS},
+                 "similarity": SIMILARITY_DEFAULTS, **CKA_CALIBRATION},
     "run": {"device": None, "out": None, "progress": True},
 }
 

@@ -1,4 +1,4 @@
-"""How the findings rules turn comparisons into verdicts (rules version 2; the rules are in :mod:`.rules`).
+"""How the findings rules turn comparisons into verdicts (rules version 3; the rules are in :mod:`.rules`).
 
 A comparison of two runs (or two blocks) evaluated on the same items is a paired difference a - b with its SE
 (:func:`mimlens.tasks.uncertainty.compare_runs`: per-item SE for means, paired bootstrap for AP). Its outcome is

@@ -9,8 +9,10 @@ column per model or task: ``{"columns": [...], "rows": [[label, key of numbers o
 one of "reproduced", "not reproduced", "within errors" or "not judged" (``numbers["reason"]`` says why, and for
 within errors which differences the tests could have detected). How comparisons become verdicts — paired SEs at
 one level in both directions, choices made on a selection half of the items, how many tasks a row needs — is
-:mod:`mimlens.findings.judging`. The attention and CKA rules (F1, F3, F5) compare means without standard errors
-(``attention.json`` and ``cka.json`` hold no per-image values) by the fixed thresholds below.
+:mod:`mimlens.findings.judging`. The attention rules (F1, F3) compare means without standard errors
+(``attention.json`` holds no per-image values) by the fixed thresholds below; F5 judges the paired 95 % interval
+of the two models' half-sample replicates in ``cka.json`` (version 2's fixed margin stays callable:
+:func:`f5_cka_v2`).
 
 ``bars`` maps model names to their training bars (``{"passed": bool, ...}``); ``bar_models`` names the models
 whose bars a verdict needs (the demo's "simmim" and "supervised" unless given: :mod:`.roles` passes the models of
@@ -42,10 +44,12 @@ from mimlens.findings.judging import (
 )
 from mimlens.findings.judging import row as _row
 
-RULES_VERSION = 2  # a change to any rule is a new version (docs/findings.md lists them with their reasons)
+RULES_VERSION = 3  # a change to any rule is a new version (docs/findings.md lists them with their reasons)
 LOCAL_MARGIN = 0.10  # F1: a layer is local when its mean distance is >= 10 % below the random-init model's
 KL_VANISH = 0.5  # F3: head KL "vanishes" when the last 3 layers' mean is below half the earlier layers' mean
-CKA_MARGIN = 0.05  # F5: SimMIM's mean off-diagonal CKA must exceed supervised's by this much
+CKA_MARGIN = 0.05  # F5 (version 2): SimMIM's mean off-diagonal CKA must exceed supervised's by this much
+CKA_PAIRING = ("images", "num_images", "batch_size", "seed", "bootstrap")  # F5: what two paired cka.json share
+CKA_Z = 1.96  # F5: the normal quantile of a two-sided 95 % interval, whose half-width is about CKA_Z SE
 BOTH_BARS = ("simmim", "supervised")  # the demo's models whose training bars a rule needs unless told others
 UNTRAINED_REASON = "no fine-tuning beats its trivial baseline by 2 SE"
 TRAINED_RULE = "trained = better than its best trivial baseline by more than 2 paired SE"
@@ -159,9 +163,10 @@ def f3_head_diversity(simmim: Mapping, supervised: Mapping, bars: Mapping, claim
                 layout)
 
 
-def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool, *,
-           bar_models: Sequence[str] = BOTH_BARS) -> dict:
-    """F5 from within-model ``cka.json``: SimMIM's mean off-diagonal CKA exceeds supervised's by CKA_MARGIN."""
+def f5_cka_v2(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool, *,
+              bar_models: Sequence[str] = BOTH_BARS) -> dict:
+    """F5 under rules version 2, from within-model ``cka.json``: SimMIM's mean off-diagonal CKA exceeds
+    supervised's by CKA_MARGIN (no interval)."""
     sim, sup = mean_off_diagonal(simmim), mean_off_diagonal(supervised)
     numbers = {"SimMIM mean CKA between layers": sim, "supervised mean CKA between layers": sup,
                "estimator": simmim.get("estimator")}
@@ -171,6 +176,93 @@ def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool, *,
     return _row("F5", STATEMENTS["F5"], verdict, numbers, rule, ("SimMIM", "supervised"), [
         ["mean CKA between layers", "SimMIM mean CKA between layers", "supervised mean CKA between layers"],
         ["estimator", "estimator"]])
+
+
+def off_diagonal_null(cka: Mapping[str, Any]) -> float:
+    """Mean over different layers of the permutation null's mean CKA of a within-model ``cka.json`` (NaN without
+    a null)."""
+    matrix = cka.get("null_mean")
+    if matrix is None:
+        return math.nan
+    return _mean([matrix[i][j] for i in range(len(matrix)) for j in range(len(matrix)) if i != j])
+
+
+def cka_unpaired(simmim: Mapping[str, Any], supervised: Mapping[str, Any]) -> str | None:
+    """Why two within-model ``cka.json`` cannot give a paired difference, or None: one has no half-sample
+    replicates, or they differ in any of :data:`CKA_PAIRING` (the images checksum, their number, the batch size,
+    the seed of the draws or the number of replicates)."""
+    for label, doc in (("SimMIM", simmim), ("supervised", supervised)):
+        if not doc.get("off_diagonal_replicates"):
+            return f"{label}'s cka.json has no half-sample replicates (written without calibration)"
+    differ = [key for key in CKA_PAIRING if not _same(simmim.get(key), supervised.get(key))]
+    if differ:
+        return "the two cka.json are not paired: " + ", ".join(
+            f"{key} {simmim.get(key)!r} vs {supervised.get(key)!r}" for key in differ)
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12)
+    return a == b
+
+
+def _paired_replicates(a: Sequence[float | None], b: Sequence[float | None]) -> list[float]:
+    return [x - y for x, y in zip(a, b, strict=True)
+            if x is not None and y is not None and not math.isnan(x) and not math.isnan(y)]
+
+
+def f5_cka(simmim: Mapping, supervised: Mapping, bars: Mapping, claims: bool, *,
+           bar_models: Sequence[str] = BOTH_BARS) -> dict:
+    """F5 from within-model ``cka.json`` (rules version 3): the paired difference of the mean off-diagonal CKA,
+    SimMIM - supervised, with the percentile 95 % interval of its paired half-sample replicates (the same image
+    halves in both models: :class:`mimlens.analysis.cka.MinibatchCKA`). Reproduced when the interval lies above
+    0, not reproduced when below, within errors when it contains 0 (with the detectable difference (1.96 + 0.84)
+    SE, SE = the interval's half-width / 1.96). Not judged when the documents are not paired
+    (:func:`cka_unpaired`)."""
+    from mimlens.analysis.cka import LEVEL, percentile_interval
+    from mimlens.tasks.uncertainty import detectable
+
+    sim, sup = mean_off_diagonal(simmim), mean_off_diagonal(supervised)
+    numbers: dict[str, Any] = {
+        "SimMIM mean CKA between layers": sim, "supervised mean CKA between layers": sup,
+        "SimMIM - supervised": sim - sup, "SimMIM null mean CKA between layers": off_diagonal_null(simmim),
+        "supervised null mean CKA between layers": off_diagonal_null(supervised),
+        "estimator": simmim.get("estimator")}
+    rule = (f"the paired difference SimMIM - supervised of the mean off-diagonal CKA; reproduced if its {LEVEL:.0%} "
+            "percentile interval over paired half-sample replicates (the same random halves of every batch of "
+            "images in both models) lies above 0, not reproduced if below 0, within errors if it contains 0; "
+            "needs both training bars and two paired cka.json (the same images, number of images, batch size, "
+            "seed and number of replicates)")
+    layout = [["mean CKA between layers", "SimMIM mean CKA between layers", "supervised mean CKA between layers"],
+              ["null mean (permuted images)", "SimMIM null mean CKA between layers",
+               "supervised null mean CKA between layers"],
+              ["SimMIM - supervised (paired)", "SimMIM - supervised"],
+              [f"{LEVEL:.0%} interval, low", "SimMIM - supervised low"],
+              [f"{LEVEL:.0%} interval, high", "SimMIM - supervised high"],
+              ["paired replicates", "SimMIM - supervised replicates"],
+              ["detectable difference", "SimMIM - supervised detectable"], ["estimator", "estimator"]]
+    unpaired = cka_unpaired(simmim, supervised)
+    reason = gate(claims, bars, bar_models) or unpaired
+    differences = [] if unpaired else _paired_replicates(
+        simmim["off_diagonal_replicates"], supervised["off_diagonal_replicates"])
+    if differences:
+        low, high = (float(v) for v in percentile_interval(differences))
+        numbers.update({"SimMIM - supervised low": low, "SimMIM - supervised high": high,
+                        "SimMIM - supervised replicates": len(differences),
+                        "SimMIM - supervised detectable": detectable((high - low) / 2 / CKA_Z, CKA_Z)})
+    elif reason is None:
+        reason = "no paired replicate with a finite mean CKA in both models"
+    if reason is not None:
+        verdict = decide(reason, False, numbers)
+    elif low > 0 or high < 0:
+        verdict = "reproduced" if low > 0 else "not reproduced"
+    else:
+        numbers["reason"] = (f"within errors: the {LEVEL:.0%} interval of SimMIM - supervised, [{low:.3g}, "
+                             f"{high:.3g}], contains 0 (detectable difference "
+                             f"{numbers['SimMIM - supervised detectable']:.3g})")
+        verdict = "within errors"
+    return _row("F5", STATEMENTS["F5"], verdict, numbers, rule, ("SimMIM", "supervised"), layout)
 
 
 # ---------------------------------------------------------------------------------------------- F2

@@ -40,21 +40,62 @@ def attention_section(run: Run, assets: Assets, docs: list[dict[str, Any]], labe
     return sections
 
 
+def _off_diagonal(matrix: list[list[float | None]] | None) -> float | None:
+    """The mean of the cells off the diagonal (null cells, NaN, left out)."""
+    n = len(matrix or [])
+    off = [matrix[i][j] for i in range(n) for j in range(n) if i != j and matrix[i][j] is not None]
+    return sum(off) / len(off) if off else None
+
+
+def _interval(values: list[float | None] | None) -> str | None:
+    """'[low, high]', the percentile 95 % interval of replicates (null ones left out), or None without any."""
+    values = [v for v in values or [] if v is not None]
+    if not values:
+        return None
+    from mimlens.analysis.cka import percentile_interval
+
+    low, high = percentile_interval(values)
+    return f"[{float(low):.3f}, {float(high):.3f}]"
+
+
+def cka_calibration_rows(doc: dict[str, Any]) -> list[list[Any]]:
+    """Per block, its CKA with the last block, the 95 % interval, the null mean and the p-value (``cka.json``
+    with an interval or a null; none without)."""
+    matrix, interval = doc.get("matrix") or [], doc.get("interval")
+    null, p = doc.get("null_mean"), doc.get("p_value")
+    if len(matrix) < 2 or (interval is None and null is None):
+        return []
+    rows = []
+    for i, layer in enumerate(doc["layers_a"][:-1]):
+        low, high = (None, None) if interval is None else (interval["low"][i][-1], interval["high"][i][-1])
+        rows.append([layer, matrix[i][-1], None if low is None else f"[{low:.3f}, {high:.3f}]",
+                     None if null is None else null[i][-1], None if p is None else p[i][-1]])
+    return rows
+
+
+CALIBRATION_COLUMNS = ["block", "CKA with the last block", "95 % interval", "null mean", "p-value"]
+
+
 def cka_section(run: Run, assets: Assets, docs: list[dict[str, Any]], labels: list[str]) -> list[Section]:
-    """CKA between the layers of each model: the heat map and its mean off the diagonal."""
+    """CKA between the layers of each model: the heat map, its mean off the diagonal with its 95 % interval over
+    images and the permutation null's mean, and per block the CKA with the last block, calibrated likewise."""
     sections = []
     for doc, label in zip(docs, labels, strict=True):
         matrix = doc.get("matrix") or []
-        n = len(matrix)
-        off = [matrix[i][j] for i in range(n) for j in range(n) if i != j and matrix[i][j] is not None]  # null: NaN
         stats = facts({
             "estimator": doc.get("estimator"), "sample unit": doc.get("unit"), "images": doc.get("num_images"),
-            "mean CKA between different layers": sum(off) / len(off) if off else None,
-            "CKA(first block, last block)": matrix[0][-1] if n > 1 else None,
+            "mean CKA between different layers": _off_diagonal(matrix),
+            "its 95 % interval over images": _interval(doc.get("off_diagonal_replicates")),
+            "its mean under the null (permuted images)": _off_diagonal(doc.get("null_mean")),
+            "CKA(first block, last block)": matrix[0][-1] if len(matrix) > 1 else None,
         })
+        rows = cka_calibration_rows(doc)
+        calibration = table(CALIBRATION_COLUMNS, rows, ex.CKA_CALIBRATION.format(
+            bootstrap=doc.get("bootstrap"), permutations=doc.get("permutations"))) if rows else ""
         stem = "cka_within" if len(docs) == 1 else f"cka_within_{label}"
         title = "CKA between layers (F5)" if len(docs) == 1 else f"CKA between layers of {label} (F5)"
-        sections.append(Section(title, run_figure(run, assets, stem) + stats + explain(ex.READING["cka_within"])))
+        sections.append(Section(title, run_figure(run, assets, stem) + stats + calibration
+                                + explain(ex.READING["cka_within"])))
     return sections
 
 

@@ -1,7 +1,8 @@
 """How to read each figure of a run against the paper's findings F1–F6, as short HTML texts.
 
 ``FIGURES`` maps a figure's file stem (``figures/<stem>.png``) to its title and caption; ``READING``
-holds the longer "what to look for" paragraphs shown once per subsection.
+holds the longer "what to look for" paragraphs shown once per subsection; ``CKA_CALIBRATION`` captions the table
+of CKA's intervals and null.
 """
 
 FIGURES: dict[str, tuple[str, str]] = {
@@ -108,6 +109,12 @@ FIGURES: dict[str, tuple[str, str]] = {
         "(best on the selection half of the items), the blocks within errors of it shaded.",
     ),
 }
+
+# The caption of a model's calibrated CKA table (``bootstrap`` and ``permutations`` filled in).
+CKA_CALIBRATION = ("Each block against the last: CKA, its 95 % interval over images (percentiles of {bootstrap} "
+                   "replicates, each on a random half of the images of every batch), the mean CKA when the images "
+                   "of one side are permuted ({permutations} permutations: what unrelated representations give) "
+                   "and the p-value of the observed CKA under those permutations.")
 
 READING: dict[str, str] = {
     "attention_distance": (

@@ -141,7 +141,8 @@ class _Builder:
         cfg = {"data": {"source": settings.get("data", "synthetic"), "num_images": settings.get("num_images", 64),
                         "split": settings.get("split", "train")},
                "analysis": {"names": settings.get("names", ["attention", "cka"]),
-                            **{k: settings[k] for k in ("batch_size", "prefix_policy", "cka_unit") if k in settings}}}
+                            **{k: settings[k] for k in ("batch_size", "prefix_policy", "cka_unit", "cka_bootstrap",
+                                                        "cka_permutations") if k in settings}}}
         cfg = _deep_merge(cfg, settings.get("overrides") or {})
         data_inputs = (cfg["data"]["source"],)
         for name, (spelling, needs, inputs) in spellings.items():
