@@ -57,16 +57,19 @@ def run_study_preset(name: str, out: Path, fresh: bool, device: str | None, para
     from dataclasses import replace
 
     from mimlens.errors import MimlensError
-    from mimlens.rundir import check_out, run_kind
+    from mimlens.rundir import check_out, check_writable, run_kind
     from mimlens.study.session import run_study
     from mimlens.study.spec import load_study, study_file
 
     study = load_study(study_file(f"demo-{name}"))
     launch = {**study.launch, **({"device": device} if device else {}), **({"parallel": parallel} if parallel else {})}
-    if out.is_dir() and any(out.iterdir()) and run_kind(out) not in ("study", "demo"):
+    kind = run_kind(out) if out.is_dir() else None
+    if kind not in ("study", "demo"):
+        check_out(out, "demo")  # a file, a folder holding another kind of run, or one that cannot be written
+    if kind is None and out.is_dir() and any(out.iterdir()):
         raise MimlensError(f"{out} exists and is not a demo directory (no {out / 'config.yaml'} of a study): "
                            "choose another --out")
     if fresh and out.is_dir():
         shutil.rmtree(out)
-    check_out(out, "study")
+    check_writable(out)
     return run_study(replace(study, launch=launch), out)
