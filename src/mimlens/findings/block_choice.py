@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata, spearmanr
 
 from mimlens.errors import MimlensError
 
@@ -51,19 +52,6 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def ranks(values: Sequence[float]) -> np.ndarray:
-    """1-based ranks of ``values``, tied values sharing their average rank."""
-    x = np.asarray(values, dtype=np.float64)
-    order = np.argsort(x, kind="stable")
-    sorted_x, out = x[order], np.empty(len(x))
-    start = 0
-    for end in range(1, len(x) + 1):
-        if end == len(x) or sorted_x[end] != sorted_x[start]:
-            out[order[start:end]] = (start + end + 1) / 2.0
-            start = end
-    return out
-
-
 def spearman(x: Sequence[Any], y: Sequence[Any]) -> dict[str, Any]:
     """``{"rho", "n"}``: Spearman's ρ over the positions where both ``x`` and ``y`` have a finite value; ``rho`` is
     None (with ``why``) below :data:`MIN_BLOCKS` values or when either side is constant."""
@@ -74,10 +62,10 @@ def spearman(x: Sequence[Any], y: Sequence[Any]) -> dict[str, Any]:
     found: dict[str, Any] = {"rho": None, "n": len(pairs)}
     if len(pairs) < MIN_BLOCKS:
         return {**found, "why": f"fewer than {MIN_BLOCKS} blocks with both values"}
-    rx, ry = ranks([a for a, _ in pairs]), ranks([b for _, b in pairs])
-    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
+    xs, ys = np.array(pairs).T
+    if np.ptp(xs) == 0 or np.ptp(ys) == 0:
         return {**found, "why": "one of the two is the same at every block"}
-    return {**found, "rho": float(np.corrcoef(rx, ry)[0, 1])}
+    return {**found, "rho": float(spearmanr(xs, ys).statistic)}
 
 
 def scaled_ranks(values: Sequence[Any]) -> list[float | None]:
@@ -85,7 +73,7 @@ def scaled_ranks(values: Sequence[Any]) -> list[float | None]:
     kept = [i for i, v in enumerate(values) if _number(v) is not None]
     out: list[float | None] = [None] * len(values)
     if kept:
-        r = ranks([float(values[i]) for i in kept])
+        r = rankdata([float(values[i]) for i in kept])  # ties share their average rank
         for i, rank in zip(kept, r, strict=True):
             out[i] = (rank - 1) / max(len(kept) - 1, 1)
     return out
