@@ -20,6 +20,7 @@ from mimlens.analysis.similarity_calibration import half_replicates, p_values, p
 from mimlens.analysis.similarity_pass import FULL_DATA, MomentSums, SimilarityResult, similarity_matrix
 from mimlens.cli import main
 from mimlens.errors import MimlensError
+from mimlens.report.analysis_sections import similarity_calibration_rows
 
 # The Procrustes angle on the diagonal is arccos(1 - rounding) ≈ sqrt(2 x 1e-16): 1e-7 there.
 TOLERANCE = {"mutual_knn": 1e-12, "cknna": 1e-9, "rsa": 1e-9, "procrustes": 1e-7, "svcca": 1e-7, "pwcca": 1e-7}
@@ -188,14 +189,17 @@ def test_block_series_is_each_block_with_the_last():
 
 def test_registry_entry_in_analyze_and_compare(tmp_path, capsys):
     config = tmp_path / "similarity.yaml"
-    config.write_text(yaml.safe_dump({"analysis": {"similarity": {"measures": ["mutual_knn", "svcca"], "k": 4}}}))
+    config.write_text(yaml.safe_dump({"analysis": {"similarity": {"measures": ["mutual_knn", "svcca"], "k": 4,
+                                                                        "replicates": 5, "permutations": 7}}}))
     one = tmp_path / "one"
     assert main(["analyze", "vit-micro-32", "--analyses", "similarity", "--config", str(config), "--num-images",
                  "12", "--batch-size", "6", "--out", str(one), "--no-progress"]) == 0
     doc = json.loads((one / "similarity.json").read_text())
     assert list(doc["measures"]) == ["mutual_knn", "svcca"] and doc["k"] == 4 and doc["model_b"] is None
     assert (one / "figures" / "similarity_within.png").is_file()
-    assert "Similarity between blocks" in (one / "report.html").read_text()
+    assert (doc["replicates"], doc["permutations"]) == (5, 7) and list(doc["interval"]) == ["mutual_knn"]
+    report = (one / "report.html").read_text()
+    assert "Similarity between blocks" in report and "Mutual k-NN, CKNNA and RSA at (first block, last block)" in report
     assert "mutual_knn: mean between different blocks" in capsys.readouterr().out
 
     two = tmp_path / "two"
@@ -205,6 +209,16 @@ def test_registry_entry_in_analyze_and_compare(tmp_path, capsys):
     assert (pair["model_a"], pair["model_b"]) == ("one", "vit-micro-32") and len(pair["measures"]["svcca"]) == 3
     assert (two / "figures" / "similarity_across.png").is_file()
     assert "Similarity between models" in (two / "report.html").read_text()
+    assert "Mutual k-NN, CKNNA and RSA at (last, last)" in (two / "report.html").read_text()
+
+
+def test_the_report_rows_read_the_calibrated_corner_cell():
+    doc = {"measures": {"rsa": [[1.0, 0.4], [0.4, 1.0]], "svcca": [[1.0, 0.5], [0.5, 1.0]]},
+           "interval": {"rsa": {"low": [[1.0, 0.3], [0.2, 1.0]], "high": [[1.0, 0.6], [0.7, 1.0]]}},
+           "null_mean": {"rsa": [[0.0, 0.01], [0.02, 0.0]]}, "p_value": {"rsa": [[0.1, 0.2], [0.3, 0.4]]}}
+    assert similarity_calibration_rows(doc, across=False) == [["RSA (Spearman)", 0.4, "[0.300, 0.600]", 0.01, 0.2]]
+    assert similarity_calibration_rows(doc, across=True) == [["RSA (Spearman)", 1.0, "[1.000, 1.000]", 0.0, 0.4]]
+    assert similarity_calibration_rows({"measures": doc["measures"]}, across=True) == []
 
 
 def test_bad_settings_and_too_many_images_are_refused_before_anything_runs(tmp_path, capsys):
