@@ -100,7 +100,11 @@ def test_the_calibration_is_drawn_from_the_seed_and_the_images_alone(across):
         torch.testing.assert_close(result.p_value[name], p_values(null[name], result.matrices[name]))
     assert (result.replicates, result.permutations, result.seed) == (6, 9, 3)
     assert "6 replicates" in result.estimator and "9 permutations" in result.estimator
-    assert any(note.startswith("svcca, pwcca, procrustes: no interval or null") for note in result.notes)
+    # the moment sums a replicate would copy: n, Σz and ZᵀZ of the blocks side by side (widths 10 + 14 + 8),
+    # across two models also Σz_b and each block's own XᵀX
+    floats = 1 + 32 + 32 * 32 + (32 + 2 * (10**2 + 14**2 + 8**2) if across else 0)
+    assert f"({floats * 8 / 1e6:.3g} MB per replicate here)" in next(
+        note for note in result.notes if note.startswith("svcca, pwcca, procrustes: no interval or null"))
     assert any(note.startswith("mutual_knn, cknna: the interval is of the measure on halves of 24") for note in
                result.notes)
 

@@ -68,8 +68,7 @@ __all__ = ["MomentSums", "PooledRows", "SimilarityResult", "similarity_matrix"]
 FULL_DATA = {"mutual_knn": mutual_knn, "cknna": cknna, "rsa": rsa}
 UNCALIBRATED_MOMENTS = (
     "svcca, pwcca, procrustes: no interval or null; they stream the d x d sums of all images, and each half-sample "
-    "or permutation of side b would need its own copy of the sums ((Σd)² x 8 bytes within one model: 42 MB for 12 "
-    "blocks of width 192, 680 MB for 12 of 768, per replicate)")
+    "or permutation of side b would need its own copy of the sums ({size} per replicate here)")
 MOMENTS = {"svcca": svcca, "pwcca": pwcca, "procrustes": procrustes}
 
 
@@ -294,7 +293,8 @@ def similarity_matrix(
     if any(m in MOMENTS for m in measures):
         _moment_matrices(result, sums, [m for m in measures if m in MOMENTS])
         if replicates or permutations:
-            result.notes.append(UNCALIBRATED_MOMENTS)
+            size = sum(value.numel() for value in sums.sums.values()) * 8
+            result.notes.append(UNCALIBRATED_MOMENTS.format(size=f"{size / 1e6:.3g} MB"))
     if full:
         gathered = [rows[0].gather(total, sums.widths_a)]
         if model_b is not None:
