@@ -5,7 +5,8 @@ halves of the images and a permutation null, as CKA's (:mod:`mimlens.analysis.ck
   replacement; a delete-half jackknife, Wu 1990), each measured from scratch on its half — the neighbours are
   searched again among the half's images and the RDM ranked again — and the 2.5 % and 97.5 % quantiles of the
   replicates (:func:`~mimlens.analysis.cka.percentile_interval`). Not a with-replacement bootstrap: an image drawn
-  twice is its own nearest neighbour and its own zero distance.
+  twice is its own nearest neighbour and its own zero distance. The halves keep k, so mutual k-NN and CKNNA run
+  higher on them (chance k/(m - 1) among m images): their intervals compare paired analyses.
 - Null: side b's images permuted (b'_i = b_π(i)), ``permutations`` times, against side a unchanged; null mean and
   p = (1 + #{null >= observed}) / (P + 1). A permutation is exact structure, so no search is repeated: b''s
   neighbours are π⁻¹(N_b(π(i))) with the same similarities, its RDM is the RDM with rows and columns permuted,

@@ -387,17 +387,16 @@ def _full_matrices(result: SimilarityResult, gathered: list[list[torch.Tensor]],
                                              dtype=torch.float64)
         if result.matrices[name].isnan().any():
             result.notes.append(f"{name}: NaN where a block's features are constant (no neighbours or RDM)")
-    replicates = result.replicates
-    if replicates and k >= half_size(result.num_images) - 1:
+    half = half_size(result.num_images)
+    if result.replicates and k >= half - 1:
         result.notes.append(f"no interval: k = {k} neighbours need halves of more than {k + 1} images, and "
-                            f"{result.num_images} images give halves of {half_size(result.num_images)}")
-        replicates = result.replicates = 0
+                            f"{result.num_images} images give halves of {half}")
+        result.replicates = 0
     found = calibrate(rows[0], None if len(rows) == 1 else rows[1], data_a, data_b,
-                      {name: result.matrices[name] for name in names}, k, replicates, result.permutations,
+                      {name: result.matrices[name] for name in names}, k, result.replicates, result.permutations,
                       result.seed)
     shifted = [name for name in names if name in ("mutual_knn", "cknna")]
-    if replicates and shifted:
-        half = half_size(result.num_images)
+    if result.replicates and shifted:
         result.notes.append(f"{', '.join(shifted)}: the interval is of the measure on halves of {half} images with "
                             f"the same k, which runs higher than on {result.num_images} (chance {k}/{half - 1} "
                             f"against {k}/{result.num_images - 1}): compare it with other analyses of the same "
