@@ -83,4 +83,13 @@ def test_two_process_torchrun_equals_one_process(tmp_path):
                 atol = 1e-7 if name == "procrustes" else 1e-9
                 torch.testing.assert_close(torch.tensor(rank[key]["measures"][name]), torch.tensor(matrix),
                                            rtol=0, atol=atol)
+            # the calibration (default replicates and permutations) is drawn from the seed and the gathered rows
+            assert rank[key]["interval"] and rank[key]["p_value"] and rank[key]["p_value"] == doc["p_value"]
+            assert list(rank[key]["interval"]) == list(doc["interval"]) == ["mutual_knn", "cknna", "rsa"]
+            for name, bounds in doc["interval"].items():
+                for bound in ("low", "high"):
+                    torch.testing.assert_close(torch.tensor(rank[key]["interval"][name][bound]),
+                                               torch.tensor(bounds[bound]), rtol=0, atol=1e-9)
+                torch.testing.assert_close(torch.tensor(rank[key]["null_mean"][name]),
+                                           torch.tensor(doc["null_mean"][name]), rtol=0, atol=1e-9)
     assert min(min(row) for row in single["across"]["measures"]["mutual_knn"]) < 0.9

@@ -130,6 +130,8 @@ def test_bad_input_is_one_line():
     ({"measures": []}, r"analysis\.similarity\.measures=\[\]"),
     ({"measures": ["svcca", "cca"]}, r"analysis\.similarity\.measures='cca': expected one of"),
     ({"pooled": "max"}, r"analysis\.similarity\.pooled='max'"),
+    ({"replicates": -1}, r"analysis\.similarity\.replicates=-1: expected an integer >= 0 \(0 turns it off\)"),
+    ({"permutations": 2.5}, r"analysis\.similarity\.permutations=2\.5: expected an integer >= 0"),
     ({"extra": 1}, r"expected a mapping with the keys"),
 ])
 def test_bad_settings_are_one_line(change, message):

@@ -21,8 +21,10 @@ UNITS = ("image", "pooled", "token")
 POOLED = ("mean", "cls")
 SIMILARITY_MEASURES = ("mutual_knn", "cknna", "svcca", "pwcca", "procrustes", "rsa")
 FULL_DATA_MEASURES = ("mutual_knn", "cknna", "rsa")
-# ``max_images``: the most images the full-data measures accept (they keep n·d·4 bytes per block and n x n matrices)
-SIMILARITY_DEFAULTS = {"measures": list(SIMILARITY_MEASURES), "pooled": "mean", "k": 10, "max_images": 2048}
+# ``max_images``: the most images the full-data measures accept (they keep n·d·4 bytes per block and n x n matrices);
+# ``replicates`` (half-samples of the interval) and ``permutations`` (of the null) calibrate them, 0 turns each off
+SIMILARITY_DEFAULTS = {"measures": list(SIMILARITY_MEASURES), "pooled": "mean", "k": 10, "max_images": 2048,
+                       "replicates": 100, "permutations": 100}
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -33,7 +35,8 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 def check_similarity(settings: object, key: str = "similarity", images: int | None = None) -> None:
     """The ``similarity`` settings: exactly the keys of :data:`SIMILARITY_DEFAULTS`, ``measures`` a non-empty list of
-    known measures, ``pooled`` one of :data:`POOLED`, ``k`` and ``max_images`` positive integers, and ``images``
+    known measures, ``pooled`` one of :data:`POOLED`, ``k`` and ``max_images`` positive integers, ``replicates``
+    and ``permutations`` non-negative integers, and ``images``
     (when given) at most ``max_images`` if a full-data measure is asked for; else one line naming the key."""
     if not isinstance(settings, dict) or set(settings) != set(SIMILARITY_DEFAULTS):
         raise MimlensError(f"{key}={settings!r}: expected a mapping with the keys {', '.join(SIMILARITY_DEFAULTS)}")
@@ -48,6 +51,10 @@ def check_similarity(settings: object, key: str = "similarity", images: int | No
         value = settings[name]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise MimlensError(f"{key}.{name}={value!r}: expected a positive integer")
+    for name in ("replicates", "permutations"):
+        value = settings[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MimlensError(f"{key}.{name}={value!r}: expected an integer >= 0 (0 turns it off)")
     full = [name for name in measures if name in FULL_DATA_MEASURES]
     if full and images is not None and images > settings["max_images"]:
         raise MimlensError(f"{images} images exceed {key}.max_images={settings['max_images']}: {', '.join(full)} "

@@ -10,7 +10,8 @@ order (it splits the batches over processes itself), with the unit, prefix polic
 :func:`mimlens.analysis.diagnostics.diagnostics` over this process's share of the images, written as
 ``diagnostics.json`` with the model's record. Similarity: :func:`mimlens.analysis.similarity_pass.similarity_matrix`
 within one model or between two, with the settings of ``analysis.similarity`` (measures, pooled token, k, image
-cap); its per-block series are each block's value with the last block (the matrix's last column).
+cap, replicates and permutations of the calibration); its per-block series are each block's value with the last
+block (the matrix's last column).
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ def _similarity(ctx: MeasureContext, model_b=None):
     check_similarity(options, "analysis.similarity", images=len(ctx.dataset))  # before any forward pass
     return similarity_matrix(ctx.model, ctx.batches(), model_b, measures=options["measures"],
                              pooled=options["pooled"], prefix_policy=ctx.settings["prefix_policy"], k=options["k"],
-                             max_images=options["max_images"], batch_size=ctx.settings["batch_size"],
+                             max_images=options["max_images"], replicates=options["replicates"],
+                             permutations=options["permutations"], batch_size=ctx.settings["batch_size"],
                              device=ctx.device, progress=ctx.progress)
 
 

@@ -45,6 +45,7 @@ from mimlens.analysis.choices import (
     check_choice,
     check_similarity,
 )
+from mimlens.analysis.cka import LEVEL, half_size
 from mimlens.analysis.features import BlockFeatures, image_batches
 from mimlens.analysis.inputs import model_transform
 from mimlens.analysis.similarity import (
@@ -59,11 +60,15 @@ from mimlens.analysis.similarity import (
     rsa,
     svcca,
 )
+from mimlens.analysis.similarity_calibration import calibrate
 from mimlens.errors import MimlensError
 
 __all__ = ["MomentSums", "PooledRows", "SimilarityResult", "similarity_matrix"]
 
 FULL_DATA = {"mutual_knn": mutual_knn, "cknna": cknna, "rsa": rsa}
+UNCALIBRATED_MOMENTS = (
+    "svcca, pwcca, procrustes: no interval or null; they stream the d x d sums of all images, and each half-sample "
+    "or permutation of side b would need its own copy of the sums ({size} per replicate here)")
 MOMENTS = {"svcca": svcca, "pwcca": pwcca, "procrustes": procrustes}
 
 
@@ -149,7 +154,12 @@ class PooledRows:
 @dataclass
 class SimilarityResult:
     """One block x block matrix per measure: rows are ``layers_a``, columns ``layers_b`` (``model_b`` None within
-    one model). ``svcca_dims_*``: the directions SVCCA kept per block; NaN cells are explained in ``notes``."""
+    one model). ``svcca_dims_*``: the directions SVCCA kept per block; NaN cells are explained in ``notes``.
+
+    Calibration of the full-data measures (:mod:`mimlens.analysis.similarity_calibration`; empty when off), per
+    measure: ``interval`` the percentile 95 % interval (low, high matrices) of ``replicates`` half-sample
+    replicates, ``null_mean`` and ``p_value`` over ``permutations`` permutations of side b's images, both drawn
+    from ``seed``."""
 
     layers_a: list[str]
     layers_b: list[str]
@@ -163,6 +173,12 @@ class SimilarityResult:
     svcca_dims_a: list[int] = field(default_factory=list)
     svcca_dims_b: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    seed: int = 0
+    replicates: int = 0
+    permutations: int = 0
+    interval: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    null_mean: dict[str, torch.Tensor] = field(default_factory=dict)
+    p_value: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def within(self) -> bool:
@@ -171,8 +187,13 @@ class SimilarityResult:
     @property
     def estimator(self) -> str:
         token = "CLS token" if self.pooled == "cls" else "mean patch token"
-        return (f"{token} per image; k = {self.k} neighbours; SVCCA keeps {VARIANCE_KEPT:.0%} of the variance; "
+        text = (f"{token} per image; k = {self.k} neighbours; SVCCA keeps {VARIANCE_KEPT:.0%} of the variance; "
                 "Procrustes angular (radians)")
+        if self.interval:
+            text += f"; {LEVEL:.0%} interval: {self.replicates} replicates on random halves of the images"
+        if self.p_value:
+            text += f"; null: {self.permutations} permutations of side b's images"
+        return text
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN cells become null)."""
@@ -180,22 +201,37 @@ class SimilarityResult:
                 "num_images": self.num_images, "k": self.k, "variance_kept": VARIANCE_KEPT,
                 "model_a": self.model_a, "model_b": self.model_b,
                 "layers_a": list(self.layers_a), "layers_b": list(self.layers_b),
-                "measures": {name: [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
-                             for name, matrix in self.matrices.items()},
+                "measures": {name: _json_matrix(matrix) for name, matrix in self.matrices.items()},
                 "svcca_dims_a": list(self.svcca_dims_a), "svcca_dims_b": list(self.svcca_dims_b),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "seed": self.seed, "replicates": self.replicates,
+                "permutations": self.permutations,
+                "interval": {name: {"low": _json_matrix(low), "high": _json_matrix(high)}
+                             for name, (low, high) in self.interval.items()},
+                "null_mean": {name: _json_matrix(m) for name, m in self.null_mean.items()},
+                "p_value": {name: _json_matrix(m) for name, m in self.p_value.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SimilarityResult:
         missing = {"layers_a", "layers_b", "measures", "num_images", "k"} - set(data)
         if missing:
             raise MimlensError(f"similarity JSON is missing the keys {sorted(missing)}")
-        matrices = {name: torch.tensor([[math.nan if v is None else v for v in row] for row in rows],
-                                       dtype=torch.float64) for name, rows in data["measures"].items()}
+        matrices = {name: _tensor(rows) for name, rows in data["measures"].items()}
         return cls(list(data["layers_a"]), list(data["layers_b"]), matrices, int(data["num_images"]),
                    int(data["k"]), data.get("pooled", "mean"), data.get("prefix_policy", "renorm"),
                    data.get("model_a", ""), data.get("model_b"), list(data.get("svcca_dims_a", [])),
-                   list(data.get("svcca_dims_b", [])), list(data.get("notes", [])))
+                   list(data.get("svcca_dims_b", [])), list(data.get("notes", [])), int(data.get("seed", 0)),
+                   int(data.get("replicates", 0)), int(data.get("permutations", 0)),
+                   {name: (_tensor(v["low"]), _tensor(v["high"])) for name, v in data.get("interval", {}).items()},
+                   {name: _tensor(v) for name, v in data.get("null_mean", {}).items()},
+                   {name: _tensor(v) for name, v in data.get("p_value", {}).items()})
+
+
+def _json_matrix(matrix: torch.Tensor) -> list[list[float | None]]:
+    return [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
+
+
+def _tensor(rows: list[list[float | None]]) -> torch.Tensor:
+    return torch.tensor([[math.nan if v is None else v for v in row] for row in rows], dtype=torch.float64)
 
 
 def _model_name(model: nn.Module) -> str:
@@ -213,6 +249,9 @@ def similarity_matrix(
     prefix_policy: str = "renorm",
     k: int = 10,
     max_images: int = SIMILARITY_DEFAULTS["max_images"],
+    replicates: int = SIMILARITY_DEFAULTS["replicates"],
+    permutations: int = SIMILARITY_DEFAULTS["permutations"],
+    seed: int = 0,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = False,
@@ -226,8 +265,13 @@ def similarity_matrix(
     through its own preprocessing (``transform_a``/``transform_b``, else
     :func:`~mimlens.analysis.inputs.model_transform`). ``k``: the neighbours of mutual k-NN and CKNNA.
     ``max_images``: the cap of the full-data measures (see the module docstring for the memory).
+    ``replicates`` half-samples of the images give mutual k-NN, CKNNA and RSA a percentile 95 % interval per cell,
+    ``permutations`` of model b's images (of the same model's, within one) their null mean and p-value, drawn
+    from ``seed`` alone, so two results on the same images in the same order are paired (0 turns each off;
+    :mod:`mimlens.analysis.similarity_calibration`).
     """
-    settings = {"measures": list(measures), "pooled": pooled, "k": k, "max_images": max_images}
+    settings = {"measures": list(measures), "pooled": pooled, "k": k, "max_images": max_images,
+                "replicates": replicates, "permutations": permutations}
     check_similarity(settings, images=len(images) if torch.is_tensor(images) else None)
     check_choice("prefix_policy", prefix_policy, PREFIX_POLICIES)
     models = [model_a] if model_b is None else [model_a, model_b]
@@ -243,9 +287,14 @@ def similarity_matrix(
                                     progress and distributed.is_main())
     sums.all_reduce_()
     result = SimilarityResult(probes[0].layers, probes[-1].layers, {}, total, k, pooled, prefix_policy,
-                              _model_name(model_a), None if model_b is None else _model_name(model_b))
+                              _model_name(model_a), None if model_b is None else _model_name(model_b),
+                              seed=seed, replicates=replicates if full else 0,
+                              permutations=permutations if full else 0)
     if any(m in MOMENTS for m in measures):
         _moment_matrices(result, sums, [m for m in measures if m in MOMENTS])
+        if replicates or permutations:
+            size = sum(value.numel() for value in sums.sums.values()) * 8
+            result.notes.append(UNCALIBRATED_MOMENTS.format(size=f"{size / 1e6:.3g} MB"))
     if full:
         gathered = [rows[0].gather(total, sums.widths_a)]
         if model_b is not None:
@@ -330,10 +379,30 @@ def _full_matrices(result: SimilarityResult, gathered: list[list[torch.Tensor]],
                    device: torch.device) -> None:
     if device.type == "mps":
         device = torch.device("cpu")
-    data_a = [FullData.of(x.to(device), k) for x in gathered[0]]
-    data_b = data_a if len(gathered) == 1 else [FullData.of(y.to(device), k) for y in gathered[1]]
+    rows = [[x.to(device) for x in side] for side in gathered]
+    data_a = [FullData.of(x, k) for x in rows[0]]
+    data_b = data_a if len(rows) == 1 else [FullData.of(y, k) for y in rows[1]]
     for name in names:
         result.matrices[name] = torch.tensor([[FULL_DATA[name](a, b) for b in data_b] for a in data_a],
                                              dtype=torch.float64)
         if result.matrices[name].isnan().any():
             result.notes.append(f"{name}: NaN where a block's features are constant (no neighbours or RDM)")
+    half = half_size(result.num_images)
+    if result.replicates and k >= half - 1:
+        result.notes.append(f"no interval: k = {k} neighbours need halves of more than {k + 1} images, and "
+                            f"{result.num_images} images give halves of {half}")
+        result.replicates = 0
+    found = calibrate(rows[0], None if len(rows) == 1 else rows[1], data_a, data_b,
+                      {name: result.matrices[name] for name in names}, k, result.replicates, result.permutations,
+                      result.seed)
+    shifted = [name for name in names if name in ("mutual_knn", "cknna")]
+    if result.replicates and shifted:
+        result.notes.append(f"{', '.join(shifted)}: the interval is of the measure on halves of {half} images with "
+                            f"the same k, which runs higher than on {result.num_images} (chance {k}/{half - 1} "
+                            f"against {k}/{result.num_images - 1}): compare it with other analyses of the same "
+                            "images, not with the value")
+    for name, parts in found.items():
+        if "low" in parts:
+            result.interval[name] = (parts["low"], parts["high"])
+        if "p_value" in parts:
+            result.null_mean[name], result.p_value[name] = parts["null_mean"], parts["p_value"]

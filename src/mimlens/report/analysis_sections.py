@@ -145,6 +145,31 @@ def _similarity_rows(doc: dict[str, Any], across: bool) -> list[list[Any]]:
     return rows
 
 
+def similarity_calibration_rows(doc: dict[str, Any], across: bool) -> list[list[Any]]:
+    """Per calibrated measure, at (first block, last block) within a model or (last, last) between two: the value,
+    the 95 % interval, the null mean and the p-value (none without a calibration)."""
+    from mimlens.report.figures_similarity import LABELS
+
+    interval, null, p = doc.get("interval") or {}, doc.get("null_mean") or {}, doc.get("p_value") or {}
+    rows = []
+    for name, matrix in doc.get("measures", {}).items():
+        if name not in interval and name not in p or not matrix or (len(matrix) < 2 and not across):
+            continue
+        i, j = (-1, -1) if across else (0, -1)
+        low, high = (interval[name]["low"][i][j], interval[name]["high"][i][j]) if name in interval else (None, None)
+        rows.append([LABELS.get(name, name), matrix[i][j],
+                     None if low is None or high is None else f"[{low:.3f}, {high:.3f}]",
+                     null[name][i][j] if name in null else None, p[name][i][j] if name in p else None])
+    return rows
+
+
+def _similarity_calibration(doc: dict[str, Any], across: bool) -> str:
+    rows = similarity_calibration_rows(doc, across)
+    caption = ex.SIMILARITY_CALIBRATION.format(cell="(last, last)" if across else "(first block, last block)",
+                                               replicates=doc.get("replicates"), permutations=doc.get("permutations"))
+    return table(["measure", "value", "95 % interval", "null mean", "p-value"], rows, caption) if rows else ""
+
+
 def similarity_section(run: Run, assets: Assets, docs: list[dict[str, Any]], labels: list[str]) -> list[Section]:
     """The similarity measures between the blocks of each model: one heat map per measure and a summary table."""
     sections = []
@@ -155,7 +180,8 @@ def similarity_section(run: Run, assets: Assets, docs: list[dict[str, Any]], lab
         body = table(["measure", "mean between different blocks", "(first block, last block)"],
                      _similarity_rows(doc, across=False), "Procrustes is an angle in radians: 0 = the same.")
         title = "Similarity between blocks" if len(docs) == 1 else f"Similarity between blocks of {label}"
-        sections.append(Section(title, run_figure(run, assets, stem) + stats + body))
+        sections.append(Section(title, run_figure(run, assets, stem) + stats + body
+                                + _similarity_calibration(doc, across=False)))
     return sections
 
 
@@ -165,5 +191,6 @@ def similarity_pair_section(run: Run, assets: Assets, pairs: list[dict[str, Any]
                       for p in sorted((run.path / "figures").glob("similarity_across*.png")))
     tables = "".join(table(["measure", "mean diagonal", "(last, last)"], _similarity_rows(pair, across=True),
                            f"{pair.get('model_a')} vs {pair.get('model_b')}: {pair.get('num_images')} images; "
-                           f"{pair.get('estimator')}") for pair in pairs)
+                           f"{pair.get('estimator')}") + _similarity_calibration(pair, across=True)
+                     for pair in pairs)
     return [Section("Similarity between models", figures + tables)]

@@ -1,8 +1,8 @@
 """How to read each figure of a run against the paper's findings F1–F6, as short HTML texts.
 
 ``FIGURES`` maps a figure's file stem (``figures/<stem>.png``) to its title and caption; ``READING``
-holds the longer "what to look for" paragraphs shown once per subsection; ``CKA_CALIBRATION`` captions the table
-of CKA's intervals and null.
+holds the longer "what to look for" paragraphs shown once per subsection; ``CKA_CALIBRATION`` and
+``SIMILARITY_CALIBRATION`` caption the tables of the intervals and nulls of CKA and of the other similarity measures.
 """
 
 FIGURES: dict[str, tuple[str, str]] = {
@@ -115,6 +115,12 @@ CKA_CALIBRATION = ("Each block against the last: CKA, its 95 % interval over ima
                    "replicates, each on a random half of the images of every batch), the mean CKA when the images "
                    "of one side are permuted ({permutations} permutations: what unrelated representations give) "
                    "and the p-value of the observed CKA under those permutations.")
+# The caption of the calibrated table of mutual k-NN, CKNNA and RSA (``cell``, ``replicates``, ``permutations``).
+SIMILARITY_CALIBRATION = ("Mutual k-NN, CKNNA and RSA at {cell}: the value, its 95 % interval (percentiles of "
+                          "{replicates} replicates, each on a random half of the images with the same k, so mutual "
+                          "k-NN and CKNNA run higher there than on all images: compare intervals between analyses), "
+                          "the mean when one side's images are permuted ({permutations} permutations: what unrelated "
+                          "representations give) and the p-value of the observed value under them.")
 
 READING: dict[str, str] = {
     "attention_distance": (
