@@ -12,6 +12,12 @@ import time
 from pathlib import Path
 
 SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+# job credential lifetime in seconds (AuthInfo cred_expire: Slurm's least; its default is 120). Slurm holds a
+# requeued job this long plus one second, so that the credential of its next run is newer than the one slurmd
+# revoked when the last run ended: a run started in that same second is killed ("Job credential revoked").
+# Nothing wakes the scheduler when that begin time comes (a backfill pass runs only after a change of the jobs or
+# nodes): the main scheduling loop every second (sched_interval, default 60) starts the job then.
+CRED_EXPIRE = 5
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol", "sinfo")
 
 
@@ -43,12 +49,14 @@ def _config(root: Path, host: str) -> str:
     return "\n".join([
         "ClusterName=mimlenstest", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root",
         f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
-        "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={root / 'munge' / 'munge.sock'}",
+        "AuthType=auth/munge", "CredType=cred/munge",
+        f"AuthInfo=socket={root / 'munge' / 'munge.sock'},cred_expire={CRED_EXPIRE}",
         f"StateSaveLocation={root / 'state'}", f"SlurmdSpoolDir={root / 'spool'}",
         f"SlurmctldPidFile={root / 'slurmctld.pid'}", f"SlurmdPidFile={root / 'slurmd.pid'}",
         f"SlurmctldLogFile={root / 'log' / 'slurmctld.log'}", f"SlurmdLogFile={root / 'log' / 'slurmd.log'}",
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
-        "SchedulerType=sched/backfill", "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
+        "SchedulerType=sched/backfill", "SchedulerParameters=sched_interval=1", "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core",
         "ReturnToService=2",
         f"NodeName={host} CPUs={os.cpu_count()} RealMemory=100 State=UNKNOWN",
         f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP", ""])
