@@ -1,5 +1,5 @@
-"""The findings of a finished demo folder under the rules that wrote its ``findings.json`` and under the current
-rules, side by side, recomputed from the same stages; nothing is written unless ``--write`` is given.
+"""The findings of a finished demo or study folder under the rules that wrote its ``findings.json`` and under the
+current rules, side by side, recomputed from the same stages; nothing is written unless ``--write`` is given.
 
     python benchmarks/findings_versions.py runs/demo-default            # the demo and its masking study
     python benchmarks/findings_versions.py runs/demo-default/masking    # the study alone
@@ -20,6 +20,17 @@ import sys
 from pathlib import Path
 
 
+def study_of(out: Path):
+    """The study a study folder (``mimlens demo --preset default`` writes one) was run from, else None."""
+    from mimlens.config import load_yaml
+    from mimlens.study.runner import MARKER
+    from mimlens.study.spec import load_study
+
+    config = out / "config.yaml"
+    found = load_yaml(config).get(MARKER) if config.is_file() else None
+    return load_study(found["file"]) if found else None
+
+
 def preset_of(out: Path):
     from mimlens.config import load_yaml
     from mimlens.demo.presets import get_preset
@@ -27,8 +38,18 @@ def preset_of(out: Path):
 
     config = out / "config.yaml"
     if not config.is_file() or MARKER not in load_yaml(config):
-        sys.exit(f"{out} is not a demo folder: {config} with a '{MARKER}' key is missing")
+        sys.exit(f"{out} is neither a demo nor a study folder: {config} with a '{MARKER}' or 'study' key is "
+                 "missing")
     return get_preset(str(load_yaml(config)[MARKER]["preset"]))
+
+
+def claims(out: Path) -> bool:
+    study = study_of(out)
+    return study.claims_findings if study is not None else preset_of(out).claims
+
+
+def is_masking_study(out: Path) -> bool:
+    return study_of(out) is None and bool(preset_of(out).mask_settings)
 
 
 def study_row(out: Path) -> dict:
@@ -47,6 +68,11 @@ def current_rows(out: Path) -> list[dict]:
     from mimlens.findings import rules as fd
     from mimlens.findings.folder import MASKING_FOLDER as FOLDER
 
+    study = study_of(out)
+    if study is not None:
+        from mimlens.study.closing import judged_rows
+
+        return judged_rows(study, out, json.loads((out / "bars.json").read_text()))
     preset = preset_of(out)
     if preset.mask_settings:
         return [study_row(out)]
@@ -72,7 +98,7 @@ def f5_version_2(out: Path, row: dict) -> dict:
     bars_file = out / "bars.json"
     bars = json.loads(bars_file.read_text()) if bars_file.is_file() else {}
     bars = {**{m: {"passed": True} for m in models.values() if m not in bars}, **bars}
-    return fd.f5_cka_v2(*docs, bars, preset_of(out).claims, bar_models=[models["mim"], models["supervised"]])
+    return fd.f5_cka_v2(*docs, bars, claims(out), bar_models=[models["mim"], models["supervised"]])
 
 
 def number(numbers: dict, key: str) -> str:
@@ -107,7 +133,7 @@ def show(out: Path) -> None:
                   f"{number(n, 'supervised null mean CKA between layers')} (supervised)")
         outcomes = {k: v for k, v in row["numbers"].items() if k.endswith(" outcome")}
         if outcomes:
-            print("  v2 per task: " + "; ".join(f"{k[:-len(' outcome')]}: {v}" for k, v in outcomes.items()))
+            print(f"  v{RULES_VERSION} per task: " + "; ".join(f"{k[:-len(' outcome')]}: {v}" for k, v in outcomes.items()))
 
 
 def write(out: Path) -> None:
@@ -115,6 +141,13 @@ def write(out: Path) -> None:
     from mimlens.demo import findings_stage, masking
     from mimlens.findings.folder import MASKING_FOLDER as FOLDER
 
+    study = study_of(out)
+    if study is not None:
+        from mimlens.study.closing import findings_and_report
+
+        findings_and_report(study, out)
+        print(f"\nrewritten under the current rules: {out / 'findings.json'}, {out / 'report.html'}")
+        return
     preset = preset_of(out)
     if preset.mask_settings:
         masking.write_findings_and_report(out, preset)
@@ -127,11 +160,11 @@ def write(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("out", type=Path, help="a finished demo folder (or its masking study)")
+    parser.add_argument("out", type=Path, help="a finished demo or study folder (or a masking study)")
     parser.add_argument("--write", action="store_true", help="then rewrite findings.json and report.html")
     args = parser.parse_args()
     show(args.out)
-    if not preset_of(args.out).mask_settings and (args.out / "masking" / "findings.json").is_file():
+    if not is_masking_study(args.out) and (args.out / "masking" / "findings.json").is_file():
         print()
         show(args.out / "masking")
     if args.write:

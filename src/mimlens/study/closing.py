@@ -84,11 +84,22 @@ def draw_figures(study: Study, out: Path, bars: dict[str, Any]) -> None:
                 layer_drop_figure(read_json(sweep), figures / f"layer_drop_{spec.task}.png", labels=[name])
 
 
+def judged_rows(study: Study, out: Path, bars: dict[str, Any]) -> list[dict[str, Any]]:
+    """The findings rows by role under the current rules, from the stages' JSON under ``out`` (F2 from a masking
+    study in ``OUT/masking`` when one has finished there, else from the AvgDist sweep)."""
+    from mimlens.findings import judge_study, read_study
+    from mimlens.findings.folder import joined_f2
+
+    roles = {m.name: m.role for m in study.models}
+    tasks = [spec.task for spec in study.finetune]
+    f2 = joined_f2(out, f2_avgdist_row(study, out, study.claims_findings), study.claims_findings)
+    return judge_study(roles, read_study(out, list(roles), tasks).documents, bars, study.claims_findings, tasks,
+                       f2=f2)
+
+
 def findings_and_report(study: Study, out: Path) -> None:
     """``bars.json``, the figures spanning runs, ``findings.json`` (the rows by role with the figures behind
     each verdict, the roles, the rules version) and ``report.html``."""
-    from mimlens.findings import judge_study, read_study
-    from mimlens.findings.folder import joined_f2
     from mimlens.findings.rules import QUICK_REASON, RULES_VERSION
     from mimlens.io import finite, save_json
     from mimlens.report.figures_study import with_figures
@@ -98,10 +109,7 @@ def findings_and_report(study: Study, out: Path) -> None:
     save_json(bars, out / "bars.json")
     draw_figures(study, out, bars)
     roles = {m.name: m.role for m in study.models}
-    tasks = [spec.task for spec in study.finetune]
-    f2 = joined_f2(out, f2_avgdist_row(study, out, study.claims_findings), study.claims_findings)
-    rows = judge_study(roles, read_study(out, list(roles), tasks).documents, bars, study.claims_findings, tasks,
-                       f2=f2)
+    rows = judged_rows(study, out, bars)
     first = {role: next((n for n, r in roles.items() if r == role), None) for role in ("mim", "supervised")}
     rows = with_figures([finite(row) for row in rows], out, {k: v for k, v in first.items() if v})
     smoke = f"{QUICK_REASON}: a smoke run of every stage; no finding is judged."
