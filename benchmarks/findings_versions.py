@@ -133,7 +133,8 @@ def show(out: Path) -> None:
                   f"{number(n, 'supervised null mean CKA between layers')} (supervised)")
         outcomes = {k: v for k, v in row["numbers"].items() if k.endswith(" outcome")}
         if outcomes:
-            print(f"  v{RULES_VERSION} per task: " + "; ".join(f"{k[:-len(' outcome')]}: {v}" for k, v in outcomes.items()))
+            per_task = "; ".join(f"{k[:-len(' outcome')]}: {v}" for k, v in outcomes.items())
+            print(f"  v{RULES_VERSION} per task: {per_task}")
 
 
 def write(out: Path) -> None:
