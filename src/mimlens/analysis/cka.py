@@ -38,7 +38,7 @@ from mimlens.accumulate import SumAccumulator
 from mimlens.analysis.capture import eval_mode
 from mimlens.analysis.choices import POOLED, PREFIX_POLICIES, UNITS, check_choice
 from mimlens.analysis.features import MIN_BATCH, BlockFeatures, image_batches
-from mimlens.analysis.inputs import model_transform
+from mimlens.analysis.inputs import model_device, model_name, model_transform
 from mimlens.errors import MimlensError
 
 __all__ = [
@@ -733,19 +733,6 @@ def _json_matrix(matrix: torch.Tensor) -> list[list[float | None]]:
     return [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
 
 
-def _model_name(model: nn.Module) -> str:
-    config = getattr(model, "pretrained_cfg", None) or {}
-    return config.get("architecture") or type(model).__name__
-
-
-def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        model.to(device)
-        return torch.device(device)
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
 def _estimator(kernel: str, unit: str, batch_size: int, threshold: float, passes: int, bootstrap: int,
                permutations: int) -> str:
     if kernel == "rbf":
@@ -844,7 +831,7 @@ def cka_matrix(
     models = [model_a] if model_b is None else [model_a, model_b]
     transforms = [transform_a, transform_b][: len(models)]
     transforms = [t if t is not None else model_transform(m) for t, m in zip(transforms, models, strict=True)]
-    devices = [_device_of(m, device) for m in models]
+    devices = [model_device(m, device) for m in models]
     form = "features" if unit == "token" else "gram"
     per_pass, num_images, checksum = _passes(models, images, transforms, devices, passes, batch_size, seed,
                                              progress, dict(unit=unit, prefix_policy=prefix_policy, pooled=pooled),
@@ -854,8 +841,8 @@ def cka_matrix(
     notes = total.notes() + ([UNCALIBRATED] if unit == "token" and (bootstrap or permutations) else [])
     return CKAResult(layers_a=total.layers_a, layers_b=total.layers_b, matrix=total.compute(),
                      estimator=_estimator(kernel, unit, batch_size, threshold, passes, **calibration), unit=unit,
-                     num_images=num_images, notes=notes, spread=spread, model_a=_model_name(model_a),
-                     model_b=None if model_b is None else _model_name(model_b),
+                     num_images=num_images, notes=notes, spread=spread, model_a=model_name(model_a),
+                     model_b=None if model_b is None else model_name(model_b),
                      pooled=pooled if unit == "pooled" else None, prefix_policy=prefix_policy, passes=passes,
                      batch_size=batch_size, seed=seed, images=checksum, **_calibration(total))
 

@@ -20,9 +20,24 @@ from torch import nn
 
 from mimlens.errors import MimlensError
 
-__all__ = ["RAW_TOLERANCE", "batch_images", "batches_of", "model_transform"]
+__all__ = ["RAW_TOLERANCE", "batch_images", "batches_of", "model_device", "model_name", "model_transform"]
 
 RAW_TOLERANCE = 1e-3  # how far outside [0, 1] a raw image may stray (resampling overshoot)
+
+
+def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """Where ``model`` runs: ``device`` (the model is moved there), else where its parameters are (CPU without)."""
+    if device is not None:
+        model.to(device)
+        return torch.device(device)
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def model_name(model: nn.Module) -> str:
+    """The model's timm architecture name, else its class name."""
+    config = getattr(model, "pretrained_cfg", None) or {}
+    return config.get("architecture") or type(model).__name__
 
 
 def model_transform(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -47,7 +47,7 @@ from mimlens.analysis.choices import (
 )
 from mimlens.analysis.cka import LEVEL, half_size
 from mimlens.analysis.features import BlockFeatures, image_batches
-from mimlens.analysis.inputs import model_transform
+from mimlens.analysis.inputs import model_device, model_name, model_transform
 from mimlens.analysis.similarity import (
     VARIANCE_KEPT,
     FullData,
@@ -234,11 +234,6 @@ def _tensor(rows: list[list[float | None]]) -> torch.Tensor:
     return torch.tensor([[math.nan if v is None else v for v in row] for row in rows], dtype=torch.float64)
 
 
-def _model_name(model: nn.Module) -> str:
-    config = getattr(model, "pretrained_cfg", None) or {}
-    return config.get("architecture") or type(model).__name__
-
-
 def similarity_matrix(
     model_a: nn.Module,
     images: torch.Tensor | Iterable,
@@ -277,7 +272,7 @@ def similarity_matrix(
     models = [model_a] if model_b is None else [model_a, model_b]
     transforms = [t if t is not None else model_transform(m)
                   for t, m in zip([transform_a, transform_b][: len(models)], models, strict=True)]
-    devices = [_device_of(m, device) for m in models]
+    devices = [model_device(m, device) for m in models]
     full = [m for m in measures if m in FULL_DATA_MEASURES]
     with ExitStack() as stack:
         probes = [stack.enter_context(BlockFeatures(m, unit="pooled", prefix_policy=prefix_policy, pooled=pooled))
@@ -287,7 +282,7 @@ def similarity_matrix(
                                     progress and distributed.is_main())
     sums.all_reduce_()
     result = SimilarityResult(probes[0].layers, probes[-1].layers, {}, total, k, pooled, prefix_policy,
-                              _model_name(model_a), None if model_b is None else _model_name(model_b),
+                              model_name(model_a), None if model_b is None else model_name(model_b),
                               seed=seed, replicates=replicates if full else 0,
                               permutations=permutations if full else 0)
     if any(m in MOMENTS for m in measures):
@@ -302,14 +297,6 @@ def similarity_matrix(
         _full_matrices(result, gathered, full, k, devices[0])
     result.matrices = {m: result.matrices[m] for m in measures}
     return result
-
-
-def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        model.to(device)
-        return torch.device(device)
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def _stream(images, batch_size, models, probes, transforms, devices, settings, progress):
