@@ -1,10 +1,6 @@
 """The report sections of the built-in analyses (:data:`mimlens.analysis.registry.ANALYSES`): attention
-(figures and per-layer tables of one model or several overlaid), CKA (within one model, between pairs) and the
-diagnostics (figures and per-block tables).
-
-
 (figures and per-layer tables of one model or several overlaid), CKA and the other similarity measures (within
-one model, between pairs).
+one model, between pairs) and the diagnostics (figures and per-block tables).
 
 Each takes the run, the report's assets and the analysis's documents (one per model; ``labels`` name them) and
 returns the sections to show; the figures are the run's own ``figures/*.png``.
@@ -134,14 +130,13 @@ def _similarity_rows(doc: dict[str, Any], across: bool) -> list[list[Any]]:
 
     rows = []
     for name, matrix in doc.get("measures", {}).items():
-        n, m = len(matrix), len(matrix[0]) if matrix else 0
+        n = len(matrix)
         if across:
-            cells = [matrix[i][i] for i in range(min(n, m)) if matrix[i][i] is not None]
-            corner = matrix[-1][-1] if n else None
+            cells = [matrix[i][i] for i in range(min(n, len(matrix[0]) if n else 0)) if matrix[i][i] is not None]
+            rows.append([LABELS.get(name, name), sum(cells) / len(cells) if cells else None,
+                         matrix[-1][-1] if n else None])
         else:
-            cells = [matrix[i][j] for i in range(n) for j in range(m) if i != j and matrix[i][j] is not None]
-            corner = matrix[0][-1] if n > 1 else None
-        rows.append([LABELS.get(name, name), sum(cells) / len(cells) if cells else None, corner])
+            rows.append([LABELS.get(name, name), _off_diagonal(matrix), matrix[0][-1] if n > 1 else None])
     return rows
 
 
